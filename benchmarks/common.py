@@ -1,0 +1,56 @@
+"""Shared benchmark pieces: the Llama-3.2-1B-shaped model file and a wall-time/peak-memory probe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tensorguard.synthetic import ModelSpec, make_weights, save_model
+
+#: Llama-3.2-1B's shape: tied embeddings, 16 blocks, GQA with 8 KV heads; about 2.5 GB in bf16.
+LLAMA_1B = ModelSpec(scheme="llama", hidden=2048, layers=16, intermediate=8192, vocab=128256,
+                     heads=32, kv_heads=8, tied=True)
+_CHILD = Path(__file__).with_name("_child.py")
+#: How a benchmark case invokes the CLI (the interpreter running the benchmarks).
+TENSORGUARD = [sys.executable, "-m", "tensorguard"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One command to time; cases of a ``group`` are compared against its ``baseline``."""
+
+    group: str
+    label: str
+    argv: list[str]
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    case: Case
+    wall_s: float
+    peak_mb: float
+
+
+def bench_model(workdir: Path, seed: int = 0, name: str = "llama-1b-shaped") -> Path:
+    """Write (once) the 2.5 GB bf16 Llama-3.2-1B-shaped model as 2 shards with an index."""
+    path = workdir / name
+    if not (path / "model.safetensors.index.json").exists():
+        print(f"writing {path} (bf16, about 2.5 GB) ...", file=sys.stderr)
+        save_model(make_weights(LLAMA_1B, seed), path, dtype=torch.bfloat16, shards=2)
+    return path
+
+
+def measure(case: Case) -> Measurement:
+    """Run ``case.argv`` in a child process; its wall time and peak resident memory."""
+    out = subprocess.run([sys.executable, str(_CHILD), *case.argv], capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{case.label} failed:\n{out.stderr[-2000:]}")
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    return Measurement(case, stats["wall_s"], stats["peak_mb"])

@@ -1,0 +1,3 @@
+from tensorguard.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""Find the safetensors files behind a path: one file, a directory, an index, a shard set, a LoRA."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from tensorguard.errors import TensorguardError
+
+SHARD_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.safetensors$")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class Layout(str, Enum):
+    """How a model's weights are laid out on disk."""
+
+    FILE = "file"
+    DIRECTORY = "directory"
+    INDEXED_SHARDS = "indexed-shards"
+    SHARDS = "shards"
+    LORA = "lora-adapter"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The files of one model source and the name it goes by."""
+
+    layout: Layout
+    root: Path
+    shards: tuple[Path, ...]
+    name: str
+    weight_map: dict[str, Path] | None = None  # tensor -> shard, from an index
+
+
+def resolve(path: str | Path) -> Resolved:
+    """Say which layout ``path`` is and list its files, checking that every part is there."""
+    path = Path(path)
+    if not path.exists():
+        raise TensorguardError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _resolve_dir(path)
+    if path.name.endswith(".safetensors.index.json"):
+        return _from_index(path, name=path.parent.resolve().name)
+    match = SHARD_RE.match(path.name)
+    if match:
+        indexes = sorted(path.parent.glob("*.safetensors.index.json"))
+        for index in indexes:
+            resolved = _from_index(index, name=path.parent.resolve().name)
+            if path.resolve() in {s.resolve() for s in resolved.shards}:
+                return resolved
+        return _shard_set(path.parent, match["base"], int(match["count"]))
+    return Resolved(Layout.FILE, path.parent, (path,), path.name.removesuffix(".safetensors"))
+
+
+def _resolve_dir(directory: Path) -> Resolved:
+    name = directory.resolve().name
+    if (directory / ADAPTER_CONFIG).exists():
+        weights = directory / ADAPTER_WEIGHTS
+        if not weights.exists():
+            raise TensorguardError(
+                f"{directory}: LoRA adapter without {ADAPTER_WEIGHTS} (.bin adapters are not read)")
+        return Resolved(Layout.LORA, directory, (weights,), name)
+    indexes = sorted(directory.glob("*.safetensors.index.json"))
+    if indexes:
+        preferred = directory / "model.safetensors.index.json"
+        return _from_index(preferred if preferred in indexes else indexes[0], name=name)
+    if (directory / "model.safetensors").exists():
+        return Resolved(Layout.DIRECTORY, directory, (directory / "model.safetensors",), name)
+    files = sorted(directory.glob("*.safetensors"))
+    groups: dict[tuple[str, int], list[Path]] = defaultdict(list)
+    for f in files:
+        if m := SHARD_RE.match(f.name):
+            groups[(m["base"], int(m["count"]))].append(f)
+    if len(groups) == 1 and len(files) == len(next(iter(groups.values()))):
+        (base, count), = groups
+        return _shard_set(directory, base, count)
+    if len(files) == 1:
+        return Resolved(Layout.DIRECTORY, directory, (files[0],), name)
+    if not files:
+        raise TensorguardError(f"{directory}: no .safetensors files in this directory")
+    listing = ", ".join(f.name for f in files[:6]) + (" ..." if len(files) > 6 else "")
+    raise TensorguardError(
+        f"{directory}: several unrelated .safetensors files ({listing}); pass one file, "
+        "or add a model.safetensors.index.json")
+
+
+def _shard_set(directory: Path, base: str, count: int) -> Resolved:
+    found: dict[int, Path] = {}
+    for f in directory.glob(f"{glob_escape(base)}-*-of-*.safetensors"):
+        m = SHARD_RE.match(f.name)
+        if m and m["base"] == base and int(m["count"]) == count:
+            found[int(m["part"])] = f
+    missing = [p for p in range(1, count + 1) if p not in found]
+    if missing:
+        width = len(next(iter(found.values())).name.split("-of-")[1].split(".")[0]) if found else 5
+        example = f"{base}-{missing[0]:0{width}d}-of-{count:0{width}d}.safetensors"
+        raise TensorguardError(
+            f"{directory}: shard set {base!r} is incomplete: part(s) "
+            f"{', '.join(map(str, missing[:10]))} of {count} missing (e.g. {example})")
+    extra = sorted(p for p in found if p > count or p < 1)
+    if extra:
+        raise TensorguardError(f"{directory}: shard set {base!r} has part {extra[0]} beyond {count}")
+    name = directory.resolve().name if base == "model" else base
+    shards = tuple(found[p] for p in range(1, count + 1))
+    return Resolved(Layout.SHARDS, directory, shards, name)
+
+
+def _from_index(index: Path, name: str) -> Resolved:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TensorguardError(f"{index}: not a readable JSON index ({exc})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise TensorguardError(f"{index}: not a safetensors index (no 'weight_map' of names)")
+    files = {v: index.parent / v for v in weight_map.values()}
+    missing = sorted(v for v, p in files.items() if not p.is_file())
+    if missing:
+        raise TensorguardError(
+            f"{index}: shard {missing[0]} listed in the index is missing"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    shards = tuple(files[v] for v in sorted(files))
+    return Resolved(Layout.INDEXED_SHARDS, index.parent, shards, name,
+                    {k: files[v] for k, v in weight_map.items()})
+
+
+def glob_escape(text: str) -> str:
+    """Escape glob metacharacters in a literal file-name part."""
+    return re.sub(r"([*?\[\]])", r"[\1]", text)

@@ -1,0 +1,40 @@
+"""Atomic writes that never replace a user's file without ``force``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from tensorguard.errors import TensorguardError
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse to overwrite ``path`` unless ``force``."""
+    if path.exists() and not force:
+        raise TensorguardError(f"{path}: already exists; pass --force to overwrite it")
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> Path:
+    """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename it into place."""
+    path = Path(path)
+    check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
+    """Write a UTF-8 text file atomically."""
+    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), force)
