@@ -1,0 +1,82 @@
+"""``tensorguard inspect``: header-only summaries, --json, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tensorguard import __version__
+from tensorguard.loading import open_model
+from tensorguard.summary import summarize
+from tensorguard.synthetic import ModelSpec, make_weights, save_model
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    spec = ModelSpec(scheme="llama", hidden=32, layers=3, intermediate=64, vocab=100, heads=4, kv_heads=2)
+    return save_model(make_weights(spec, 0), tmp_path_factory.mktemp("m") / "Tiny-Llama",
+                      dtype=torch.bfloat16, shards=2)
+
+
+def test_summary_from_headers(sharded):
+    with open_model(sharded) as src:
+        s = summarize(src)
+    assert (s.name, s.layout, s.num_blocks, s.hidden_size, s.vocab_size) == (
+        "Tiny-Llama", "indexed-shards", 3, 32, 100)
+    assert s.shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    assert s.dtypes == {"BF16": s.total_params}
+    roles = {r.role: (r.tensors, r.params) for r in s.roles}
+    assert roles["attention"] == (12, 3 * (32 * 32 * 2 + 16 * 32 * 2))
+    assert roles["ffn"] == (9, 3 * 3 * 32 * 64)
+    assert roles["embedding"] == (1, 3200)
+    assert roles["other"] == (1, 3200)  # lm_head
+    assert sum(p for _, p in roles.values()) == s.total_params
+
+
+def test_inspect_reads_no_tensor_data(sharded, monkeypatch):
+    import safetensors
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("inspect opened tensor data")
+
+    monkeypatch.setattr(safetensors, "safe_open", forbidden)
+    with open_model(sharded) as src:
+        summarize(src)
+
+
+def test_cli_text_and_json(sharded, run_cli):
+    text = run_cli("inspect", sharded)
+    assert text.code == 0, text.err
+    assert "Tiny-Llama" in text.out and "indexed-shards" in text.out and "attention" in text.out
+    js = run_cli("inspect", sharded, "--json")
+    data = json.loads(js.out)
+    assert data["total_params"] > 0 and data["num_blocks"] == 3 and data["vocab_size"] == 100
+
+
+def test_cli_name_option(sharded, run_cli):
+    assert json.loads(run_cli("inspect", sharded, "--name", "mine", "--json").out)["name"] == "mine"
+
+
+@pytest.mark.parametrize("make_bad", [
+    lambda p: p / "missing.safetensors",
+    lambda p: (p / "x.safetensors").write_text("not a model") and p / "x.safetensors",
+    lambda p: p,  # an empty directory
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, run_cli, make_bad):
+    result = run_cli("inspect", make_bad(tmp_path))
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.count("\n") == 1 and result.err.startswith("tensorguard: error: ")
+    assert "Traceback" not in result.err
+
+
+def test_cli_usage_error_exit_2(run_cli):
+    assert run_cli("inspect").code == 2
+    assert run_cli("no-such-command").code == 2
+
+
+def test_version(run_cli):
+    result = run_cli("--version")
+    assert result.code == 0 and __version__ in result.out
