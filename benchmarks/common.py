@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -38,11 +40,21 @@ class Measurement:
 
 
 def bench_model(workdir: Path, seed: int = 0, name: str = "llama-1b-shaped") -> Path:
-    """Write (once) the 2.5 GB bf16 Llama-3.2-1B-shaped model as 2 shards with an index."""
+    """Write (once) the 2.5 GB bf16 Llama-3.2-1B-shaped model as 2 shards with an index.
+
+    Safe to call from several processes: one writes (into a temporary folder, renamed into
+    place when complete) while the others wait on a lock.
+    """
     path = workdir / name
-    if not (path / "model.safetensors.index.json").exists():
-        print(f"writing {path} (bf16, about 2.5 GB) ...", file=sys.stderr)
-        save_model(make_weights(LLAMA_1B, seed), path, dtype=torch.bfloat16, shards=2)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / f".{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            print(f"writing {path} (bf16, about 2.5 GB) ...", file=sys.stderr)
+            tmp = workdir / f".{name}.partial"
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_model(make_weights(LLAMA_1B, seed), tmp, dtype=torch.bfloat16, shards=2)
+            tmp.rename(path)
     return path
 
 
