@@ -1,0 +1,34 @@
+"""``tensorguard demo``: its claims hold end to end (real files, real fingerprints, saved clusters)."""
+
+from __future__ import annotations
+
+from tensorguard import clustering, demo
+
+
+def test_demo_claims_hold(tmp_path):
+    messages: list[str] = []
+    result = demo.run_demo(tmp_path / "imgs", log=messages.append)
+    families = {m.name: m.family for m in result.models}
+    # every derivative clusters with its base, and only with it
+    for c in result.synthetic.model.clusters:
+        assert {families[m] for m in c.members} == {c.name.removesuffix("-base")}
+        assert c.centers == (c.name,)
+    verdicts = {p.model: p for p in result.predictions}
+    assert verdicts[demo.HELD_OUT].verdict == "alpha-base"
+    assert verdicts[demo.STRANGER].verdict == clustering.UNKNOWN
+    assert verdicts[demo.STRANGER].distance > 2 * verdicts[demo.STRANGER].threshold
+    assert result.bundled.evaluation.correct == 40 and result.bundled.evaluation.evaluated == 43
+    assert [p.name for p in result.plots] == [
+        "synthetic_clusters.png", f"unknown_model_prediction_{demo.HELD_OUT}.png",
+        f"unknown_model_prediction_{demo.STRANGER}.png", "bundled_clusters.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result.plots)
+    assert len(messages) == 4 and "safetensors" in messages[0]
+    text = demo.render_text(result)
+    assert f"{demo.STRANGER}: unknown" in text and "40/43" in text and str(result.plots[0]) in text
+
+
+def test_cli_demo_reruns_over_its_own_figures(run_cli, tmp_path):
+    for _ in range(2):
+        r = run_cli("demo", "--imgs", tmp_path, "--samples", "3")
+        assert r.code == 0, r.err
+    assert "Pictures:" in r.out and str(tmp_path / "bundled_clusters.png") in r.out
