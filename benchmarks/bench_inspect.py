@@ -6,7 +6,9 @@ from pathlib import Path
 
 from benchmarks.common import TENSORGUARD, Case
 
+GROUP = "inspect"
+
 
 def cases(model: Path, workdir: Path) -> list[Case]:
     argv = [*TENSORGUARD, "inspect", str(model), "--json"]
-    return [Case("inspect", "tensorguard inspect --json", argv)]
+    return [Case(GROUP, "tensorguard inspect --json", argv)]

@@ -1,6 +1,7 @@
 """Run every benchmark and print one table: ``python benchmarks/run.py [--only GROUP]``.
 
-Each ``bench_*.py`` module beside this file offers ``cases(model, workdir) -> list[Case]``.
+Each ``bench_*.py`` module beside this file names its ``GROUP`` and offers
+``cases(model, workdir) -> list[Case]`` (called only when its group is selected).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def main() -> None:
     rows, results = [], []
     for module_path in sorted(HERE.glob("bench_*.py")):
         module = importlib.import_module(f"benchmarks.{module_path.stem}")
+        if args.only and args.only != getattr(module, "GROUP", args.only):
+            continue
         for case in module.cases(model, args.workdir):
-            if args.only and case.group != args.only:
-                continue
             print(f"running {case.group}: {case.label} ...", file=sys.stderr)
             results.append(measure(case))
     for m in results:

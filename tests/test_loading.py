@@ -73,7 +73,8 @@ def test_indexed_shards_from_dir_index_or_any_shard(tmp_path, weights, entry):
 def test_index_naming_a_missing_shard_is_refused(tmp_path, weights):
     root = save_model(weights, tmp_path / "m", shards=3)
     (root / "model-00003-of-00003.safetensors").unlink()
-    with pytest.raises(TensorguardError, match=r"shard model-00003-of-00003.safetensors listed in the index is missing"):
+    with pytest.raises(TensorguardError,
+                       match=r"model-00003-of-00003.safetensors listed in the index is missing"):
         open_model(root)
 
 
@@ -212,7 +213,7 @@ def test_missing_path(tmp_path):
 
 def test_directory_without_safetensors(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(TensorguardError, match="no .safetensors files"):
+    with pytest.raises(TensorguardError, match=r"no \.safetensors files"):
         open_model(tmp_path)
 
 
@@ -229,9 +230,22 @@ def test_not_a_safetensors_file(tmp_path, content, message):
         open_model(path)
 
 
+def test_header_length_whose_first_byte_looks_like_a_pickle_is_still_safetensors(tmp_path):
+    """The first byte is the header length's low byte: 0x80 there is a valid header, not a pickle."""
+    name = "model.embed_tokens.weight"
+    header = {name: {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * ((0x80 - len(raw)) % 0x100)
+    assert len(raw) % 0x100 == 0x80
+    path = write_raw(tmp_path / "t.safetensors", raw, struct.pack("<4f", 1, 2, 3, 4))
+    assert path.read_bytes()[0] == 0x80
+    with open_model(path) as src:
+        assert src.read(name).tolist() == [[1, 2], [3, 4]]
+
+
 def test_header_length_larger_than_file(tmp_path):
-    path = write_raw(tmp_path / "t.safetensors", {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
-                     length=5000)
+    header = {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    path = write_raw(tmp_path / "t.safetensors", header, length=5000)
     with pytest.raises(TensorguardError, match="truncated: header length 5000 exceeds the file size"):
         open_model(path)
 
@@ -288,5 +302,5 @@ def test_packed_quantized_checkpoints_are_refused_by_name(tmp_path, names, fmt):
 def test_several_unrelated_files_in_a_directory(tmp_path, weights):
     save_model(weights, tmp_path / "a.safetensors")
     save_model(weights, tmp_path / "b.safetensors")
-    with pytest.raises(TensorguardError, match="several unrelated .safetensors files"):
+    with pytest.raises(TensorguardError, match=r"several unrelated \.safetensors files"):
         open_model(tmp_path)

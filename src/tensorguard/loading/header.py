@@ -49,6 +49,12 @@ class TensorInfo:
         return self.dtype in FLOAT_DTYPES
 
 
+def _foreign(prefix: bytes) -> str | None:
+    """What a file that is not safetensors looks like, from its first bytes."""
+    what = next((w for magic, w in _FOREIGN_MAGIC.items() if prefix.startswith(magic)), None)
+    return f"looks like {what}" if what else None
+
+
 def _not_safetensors(path: Path, why: str) -> TensorguardError:
     return TensorguardError(f"{path}: not a safetensors file ({why})")
 
@@ -62,19 +68,18 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             if len(prefix) < 8:
                 raise _not_safetensors(path, f"only {size} bytes long")
             (length,) = struct.unpack("<Q", prefix)
-            for magic, what in _FOREIGN_MAGIC.items():
-                if prefix.startswith(magic):
-                    raise _not_safetensors(path, f"looks like {what}")
-            if length > _MAX_HEADER:
-                raise _not_safetensors(path, f"header length field {length} is implausible")
-            if length > size - 8:
+            if length > _MAX_HEADER or length > size - 8:
+                if foreign := _foreign(prefix):
+                    raise _not_safetensors(path, foreign)
+                if length > _MAX_HEADER:
+                    raise _not_safetensors(path, f"header length field {length} is implausible")
                 raise TensorguardError(
                     f"{path}: truncated: header length {length} exceeds the file size {size}")
             raw = fh.read(length)
     except OSError as exc:
         raise TensorguardError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not raw.lstrip().startswith(b"{"):
-        raise _not_safetensors(path, "the header does not start with a JSON object")
+        raise _not_safetensors(path, _foreign(prefix) or "the header does not start with a JSON object")
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
