@@ -1,0 +1,60 @@
+"""``tensorguard compare`` on the 2.5 GB bf16 model against a function-preserving permuted copy.
+
+The copy renames residual dimensions, attention heads and MLP neurons (``Renaming``, seed 1); it
+is written once into the workdir, tensor by tensor, reusing each shard's header (shapes and
+dtypes do not change, so neither do the byte offsets).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import sys
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
+from tensorguard.compare.disguise import Renaming
+
+GROUP = "compare"
+INDEX = "model.safetensors.index.json"
+
+
+def _write_shard(source: Path, target: Path, renaming: Renaming) -> None:
+    with source.open("rb") as fh:
+        prefix = fh.read(8)
+        header_bytes = fh.read(struct.unpack("<Q", prefix)[0])
+    header = json.loads(header_bytes)
+    names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    with safe_open(str(source), framework="pt") as reader, target.open("wb") as out:
+        out.write(prefix + header_bytes)
+        for name in names:
+            tensor = renaming.apply(name, reader.get_tensor(name)).contiguous()
+            out.write(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+
+
+def permuted_copy(model: Path, workdir: Path, seed: int = 1) -> Path:
+    """Write (once) the renamed copy of the benchmark model, streaming one tensor at a time."""
+    target = workdir / f"{model.name}-permuted"
+    if (target / INDEX).exists():
+        return target
+    print(f"writing {target} (permuted copy, about 2.5 GB) ...", file=sys.stderr)
+    partial = workdir / f".{target.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    renaming = Renaming(LLAMA_1B.hidden, LLAMA_1B.heads, LLAMA_1B.kv_heads or LLAMA_1B.heads,
+                        LLAMA_1B.intermediate, seed)
+    for shard in sorted(model.glob("*.safetensors")):
+        _write_shard(shard, partial / shard.name, renaming)
+    shutil.copy(model / INDEX, partial / INDEX)
+    partial.rename(target)
+    return target
+
+
+def cases(model: Path, workdir: Path) -> list[Case]:
+    copy = permuted_copy(model, workdir)
+    argv = [*TENSORGUARD, "compare", str(model), str(copy), "--device", "cpu", "--json", "-q"]
+    return [Case("compare", "tensorguard compare (vs permuted copy, 4 blocks)", argv)]

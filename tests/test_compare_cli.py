@@ -1,0 +1,106 @@
+"""``tensorguard compare`` end to end: pairs, the 3-model matrix and its plots, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tensorguard.reference import bundled_dir
+from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
+
+SPEC = ModelSpec(scheme="llama", hidden=64, layers=3, intermediate=160, vocab=256, heads=4)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("models")
+    base = make_weights(SPEC, 0)
+    return {
+        "base": str(save_model(base, root / "base.safetensors")),
+        "tuned": str(save_model(finetune(base, 0.05, 1), root / "tuned.safetensors")),
+        "other": str(save_model(finetune(make_weights(SPEC, 5), 0.05, 1), root / "other")),
+        "gpt2": str(save_model(make_weights(ModelSpec(scheme="gpt2", hidden=64, layers=3,
+                                                      intermediate=160), 0), root / "gpt2.safetensors")),
+    }
+
+
+def test_pair_text_report(run_cli, models):
+    r = run_cli("compare", models["base"], models["tuned"], "-q")
+    assert r.code == 0, r.err
+    assert "verdict: derived: independence test p = " in r.out
+    assert "fingerprint distance:" in r.out and "weights: " in r.out and "combined (Fisher)" in r.out
+
+
+def test_pair_json_is_deterministic(run_cli, models):
+    first = run_cli("compare", models["base"], models["other"], "--json")
+    second = run_cli("compare", models["base"], models["other"], "--json")
+    assert first.code == 0 and first.out == second.out
+    data = json.loads(first.out)
+    assert data["verdict"]["label"] == "independent"
+    assert data["independence"]["p_value"] > 1e-3
+    assert set(data) >= {"fingerprint", "weights", "independence", "inputs"}
+
+
+def test_different_architectures_are_not_derived(run_cli, models):
+    r = run_cli("compare", models["base"], models["gpt2"], "--json")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["verdict"]["label"] == "inconclusive"
+    assert data["weights"]["applicable"] is False and data["weights"]["matrix_cosine"] is None
+    assert data["independence"]["applicable"] is False
+
+
+def test_three_models_matrix_and_plots(run_cli, models, tmp_path):
+    imgs = tmp_path / "imgs"
+    args = ("compare", models["base"], models["tuned"], models["other"], "--plot-dir", imgs, "--json")
+    r = run_cli(*args)
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["models"] == ["base", "tuned", "other"]
+    signals = {s["signal"]: s["values"] for s in data["signals"]}
+    assert set(signals) == {"fingerprint", "cosine", "independence"}
+    assert signals["cosine"][0][1] > 0.9 and abs(signals["cosine"][0][2]) < 0.1
+    assert signals["independence"][0][1] > 6 and signals["independence"][0][2] < 3
+    assert signals["fingerprint"][1][0] == signals["fingerprint"][0][1]
+    assert [c["verdict"]["label"] for c in data["comparisons"]] == ["derived", "independent",
+                                                                    "independent"]
+    names = sorted(p.name for p in imgs.iterdir())
+    assert names == ["similarity_cosine.png", "similarity_dendrogram.png",
+                     "similarity_fingerprint.png", "similarity_independence.png"]
+    assert all((imgs / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+    again = run_cli(*args)
+    assert again.code == 2 and "already exists" in again.err and "--force" in again.err
+    forced = run_cli(*args, "--force")
+    assert forced.code == 0 and forced.out == r.out
+    text = run_cli("compare", models["base"], models["tuned"], models["other"], "--no-plot")
+    assert "[0] vs [1]: derived" in text.out and "independence: -log10 p" in text.out
+
+
+def test_mixed_model_and_fingerprint(run_cli, models):
+    r = run_cli("compare", models["base"], bundled_dir() / "phi-4_features.json", "--json")
+    data = json.loads(r.out)
+    assert r.code == 0 and data["inputs"] == ["model", "fingerprint"]
+    assert data["weights"] is None and data["verdict"]["label"] == "inconclusive"
+
+
+@pytest.mark.parametrize("args", [["one"], []])
+def test_too_few_arguments_exit_2(run_cli, models, args):
+    r = run_cli("compare", *[models["base"] for _ in args])
+    assert r.code == 2
+
+
+def test_bad_inputs_exit_2_on_one_line(run_cli, models, tmp_path):
+    missing = run_cli("compare", models["base"], tmp_path / "nope.safetensors")
+    assert missing.code == 2 and missing.err.count("\n") == 1 and "nope.safetensors" in missing.err
+    other = tmp_path / "x_features.json"
+    other.write_text(json.dumps({"schema": "other/9", "model_name": "x", "global_mean": 0.0}))
+    schema = run_cli("compare", other, models["base"])
+    assert schema.code == 2 and "schema" in schema.err and "Traceback" not in schema.err
+    assert run_cli("compare", models["base"], models["tuned"], "--blocks", "0").code == 2
+
+
+def test_bf16_cast_named_in_text(run_cli, models, tmp_path):
+    cast = save_model(make_weights(SPEC, 0), tmp_path / "cast.safetensors", dtype=torch.bfloat16)
+    r = run_cli("compare", models["base"], cast)
+    assert "verdict: same weights: all 30 tensors identical after a dtype cast (F32 -> BF16)" in r.out

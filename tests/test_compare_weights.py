@@ -1,0 +1,102 @@
+"""Direct weight evidence: identity, casts, cosine per role, shape differences, no shared names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tensorguard.compare import compare_models
+from tensorguard.compare import weights as wmod
+from tensorguard.compare.weights import cosine, weight_evidence
+from tensorguard.loading import open_model
+from tensorguard.synthetic import ModelSpec, finetune, low_rank_update, make_weights, save_model
+
+SPEC = ModelSpec(scheme="llama", hidden=64, layers=3, intermediate=160, vocab=256, heads=4)
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, torch.Tensor]:
+    return make_weights(SPEC, 0)
+
+
+def _save(tmp_path, name, w, dtype=torch.float32) -> str:
+    return str(save_model(w, tmp_path / f"{name}.safetensors", dtype=dtype))
+
+
+def test_same_file_twice_is_same_weights(tmp_path, base):
+    path = _save(tmp_path, "a", base)
+    c = compare_models(path, path)
+    assert c.verdict.label == "same weights" and "byte for byte" in c.verdict.reason
+    assert c.weights is not None and c.weights.identical_share == 1.0 and c.weights.casts == ()
+    assert c.fingerprint.distance == 0.0
+
+
+def test_bf16_cast_is_same_weights_and_names_the_cast(tmp_path, base):
+    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", base, torch.bfloat16))
+    assert c.verdict.label == "same weights"
+    assert c.weights is not None and c.weights.casts == ("F32 -> BF16",)
+    assert "F32 -> BF16" in c.verdict.reason
+
+
+def test_a_changed_value_is_not_identical(tmp_path, base):
+    changed = dict(base)
+    w = changed["model.layers.1.mlp.up_proj.weight"].clone()
+    w[3, 4] += 1e-3
+    changed["model.layers.1.mlp.up_proj.weight"] = w
+    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", changed, torch.bfloat16))
+    assert c.weights is not None and c.weights.identical_tensors == c.weights.shared_tensors - 1
+    assert c.verdict.label == "derived"  # nearly everything identical, but not all
+
+
+@pytest.mark.parametrize("derive", [lambda w: low_rank_update(w, rank=4, scale=0.3, seed=1),
+                                    lambda w: finetune(w, 0.02, seed=1)])
+def test_low_rank_and_small_perturbation_are_derived(tmp_path, base, derive):
+    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", derive(base)))
+    assert c.verdict.label == "derived"
+    assert c.weights is not None and c.weights.matrix_cosine > 0.9
+    assert c.weights.identical_tensors < c.weights.shared_tensors
+    assert set(c.weights.roles) >= {"embedding", "attention", "ffn", "norm"}
+    assert c.independence is not None and c.independence.p_value < 1e-6
+
+
+def test_cosine_exact_and_subsampled(monkeypatch):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 50, generator=gen)
+    b = a + 0.5 * torch.randn(40, 50, generator=gen)
+    exact = float(torch.nn.functional.cosine_similarity(a.reshape(1, -1).double(),
+                                                        b.reshape(1, -1).double()))
+    assert cosine(a, b) == pytest.approx(exact, abs=1e-12)
+    monkeypatch.setattr(wmod, "EXACT_LIMIT", 1000)  # 2000 entries: the seeded subsample
+    sampled = cosine(a, b)
+    assert sampled != exact and sampled == pytest.approx(exact, abs=0.05)
+    assert cosine(a, b) == sampled  # the same positions every time
+
+
+def test_vocabulary_extension_compares_shared_rows(tmp_path, base):
+    extended = dict(base)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        extended[name] = torch.cat([base[name], torch.zeros(8, SPEC.hidden)])
+    with open_model(_save(tmp_path, "a", base)) as a, open_model(_save(tmp_path, "b", extended)) as b:
+        w = weight_evidence(a, b)
+    assert not w.all_identical
+    assert {t.name: t.rows for t in w.shape_mismatches} == {"lm_head.weight": 256,
+                                                           "model.embed_tokens.weight": 256}
+    assert all(t.identical and t.cosine == 1.0 for t in w.shape_mismatches)
+    assert w.identical_tensors == w.shared_tensors - 2
+
+
+def test_removed_block_is_listed(tmp_path, base):
+    fewer = {n: t for n, t in base.items() if not n.startswith("model.layers.2.")}
+    with open_model(_save(tmp_path, "a", base)) as a, open_model(_save(tmp_path, "b", fewer)) as b:
+        w = weight_evidence(a, b)
+    assert len(w.only_in_a) == 9 and not w.only_in_b
+    assert all(n.startswith("model.layers.2.") for n in w.only_in_a)
+
+
+def test_no_shared_tensor_names_is_not_applicable_not_zero(tmp_path, base):
+    neox = make_weights(ModelSpec(scheme="neox", hidden=64, layers=3, intermediate=160), 0)
+    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", neox))
+    w = c.weights
+    assert w is not None and not w.applicable and "no tensor name" in (w.reason or "")
+    assert w.matrix_cosine is None and w.identical_tensors is None and w.identical_share is None
+    assert c.verdict.label != "derived"
