@@ -1,0 +1,108 @@
+"""Figures of ``tensorguard sensitivity``: one model's top layers; several models by depth and role."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tensorguard.architecture import Role
+from tensorguard.plots import ROLE_COLOURS, new_figure, save_png, short_name
+from tensorguard.sensitivity import SensitivityResult, depth_profile
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+
+def _metric_label(result: SensitivityResult) -> str:
+    o = result.options
+    kinds = o.kinds[0] if len(o.kinds) == 1 else f"mean of {len(o.kinds)} noise kinds"
+    return f"{o.metric} score ({kinds})"
+
+
+def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
+    layers = result.layers[:count]
+    values = [la.mean for la in layers]
+    y = np.arange(len(layers))
+    ax.barh(y, values, color=[ROLE_COLOURS[la.role] for la in layers], height=0.7)
+    ax.set_yticks(y, [short_name(la.name) for la in layers], fontsize=8)
+    ax.set_ylim(len(layers) - 0.5, -0.5)  # rank 1 on top, rows aligned with the kind grid
+    span = max(values + [result.options.threshold])
+    for yi, v in zip(y, values):
+        ax.text(v + span * 0.01, yi, f"{v:.3g}", va="center", fontsize=7)
+    ax.axvline(result.options.threshold, color="#444444", linestyle="--", linewidth=1)
+    ax.set_xlim(0, span * 1.12)
+    ax.set_xlabel(_metric_label(result))
+    ax.grid(axis="x", linestyle=":", alpha=0.6)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    present = [r.value for r in Role if any(la.role == r.value for la in layers)]
+    handles = [Patch(facecolor=ROLE_COLOURS[r], label=f"{r} layers") for r in present]
+    handles.append(Line2D([], [], color="#444444", linestyle="--",
+                          label=f"threshold {result.options.threshold:g}"))
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+
+
+def _kind_grid(ax: Axes, result: SensitivityResult, count: int) -> None:
+    layers = result.layers[:count]
+    kinds = result.options.kinds
+    grid = np.array([[la.scores[k] for k in kinds] for la in layers])
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(kinds)), [k.replace("_", "\n") for k in kinds], fontsize=7)
+    ax.set_yticks([])
+    for (i, j), v in np.ndenumerate(grid):
+        colour = "white" if v < (grid.min() + grid.max()) / 2 else "black"
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+    ax.set_title("score per noise kind", fontsize=10)
+    ax.figure.colorbar(image, ax=ax, shrink=0.6, label="score")
+
+
+def layer_chart(result: SensitivityResult, path: str | Path, force: bool = False) -> Path:
+    """Horizontal bars of the top layers by mean score, coloured by role; per-kind grid beside."""
+    count = min(result.options.top, len(result.layers))
+    several = len(result.options.kinds) > 1
+    fig = new_figure(15 if several else 10, max(4.0, 0.32 * count + 1.8))
+    if several:
+        left, right = fig.subplots(1, 2, width_ratios=[3, 2])
+        _bars(left, result, count)
+        _kind_grid(right, result, count)
+    else:
+        _bars(fig.subplots(), result, count)
+    fig.suptitle(f"{result.model_name}: the {count} most sensitive of {len(result.layers)} layers")
+    return save_png(fig, path, force)
+
+
+def comparison_heatmap(results: Sequence[SensitivityResult], path: str | Path,
+                       force: bool = False) -> Path:
+    """Per role, a heatmap of block depth x model of the mean score (blank where a model has none)."""
+    roles = [r.value for r in Role
+             if any(la.role == r.value and la.block is not None for res in results for la in res.layers)]
+    fig = new_figure(12, 1.6 + max(1, len(roles)) * (0.45 * len(results) + 1.4))
+    if not roles:
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no layer of these models belongs to a numbered block", ha="center")
+        ax.set_axis_off()
+    axes = np.atleast_1d(fig.subplots(len(roles), 1, squeeze=False)[:, 0])
+    for ax, layer_role in zip(axes, roles):
+        blocks, rows = depth_profile(results, layer_role)
+        grid = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in rows],
+                                             dtype=float).reshape(len(results), len(blocks)))
+        image = ax.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest")
+        step = max(1, len(blocks) // 16)
+        ax.set_xticks(range(0, len(blocks), step), [str(b) for b in blocks[::step]], fontsize=8)
+        ax.set_yticks(range(len(results)), [r.model_name for r in results], fontsize=8)
+        ax.set_ylabel("model")
+        if grid.size <= 240 and grid.count():
+            middle = (grid.min() + grid.max()) / 2
+            for (i, j), v in np.ndenumerate(grid.filled(np.nan)):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < middle else "black")
+        ax.set_xlabel("block (layer depth); blank: the model has no such block")
+        ax.set_title(f"{layer_role} layers: score per block (mean over tensors and noise kinds)")
+        fig.colorbar(image, ax=ax, label=results[0].options.metric)
+    fig.suptitle("Layer sensitivity by depth across models")
+    return save_png(fig, path, force)
