@@ -86,6 +86,235 @@ def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> No
         emit(summary.summarize(source), as_json, summary.render_text)
 
 
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--output", "out_dir", default="features", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Directory for the JSON files.")
+@click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Probe samples per tensor (the paper uses 15).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available), cpu, cuda or cuda:N. Results do not depend on it.")
+@click.option("--name", help="Model name for the output (one model only; default: from the path).")
+@click.option("--base", type=click.Path(path_type=str), help="Base model of LoRA adapter(s).")
+@click.option("--force", is_flag=True, help="Overwrite existing fingerprint files.")
+@standard_options
+def fingerprint(models: tuple[str, ...], out_dir: str, samples: int, device: str,
+                name: str | None, base: str | None, force: bool, as_json: bool) -> None:
+    """Compute the paper's gradient fingerprint of each MODEL into DIR/<name>_features.json.
+
+    Existing files are kept unless --force. A model that fails is reported on stderr and the
+    others go on (exit 1); a single bad model exits 2.
+
+    \b
+    Examples:
+      tensorguard fingerprint ./Llama-3.2-1B
+      tensorguard fingerprint a.safetensors b/ c/ -o features/ --device cpu
+      tensorguard fingerprint ./my-adapter --base ./Llama-3.1-8B --name my-finetune --json
+    """
+    from tensorguard import fingerprint as fpmod
+
+    def report(outcome: fpmod.Outcome) -> None:
+        if outcome.status == "failed":
+            click.echo(f"tensorguard: error: {outcome.error}", err=True)
+        elif outcome.status == "skipped" and as_json:
+            click.echo(f"tensorguard: {outcome.path} exists, skipped (use --force)", err=True)
+
+    outcomes = fpmod.fingerprint_paths(list(models), out_dir, samples, device, name, base, force,
+                                       on_outcome=report)
+    done = [o.fingerprint.to_dict() for o in outcomes if o.fingerprint is not None]
+    if as_json:
+        if len(models) > 1 or done:
+            emit(done if len(models) > 1 else done[0], True, str)
+    elif any(o.status != "failed" for o in outcomes):
+        click.echo(fpmod.render_text(outcomes))
+    if any(o.status == "failed" for o in outcomes):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--samples", type=int, default=20, show_default=True,
+              help="Probes per noise kind (seeds 0..N-1, or N copies of seed 0 with --seeds repeat).")
+@click.option("--seeds", type=click.Choice(["distinct", "repeat"]), default="distinct",
+              show_default=True, help="'repeat' re-seeds every sample with 0, as the paper does.")
+@click.option("--noise", default="all", show_default=True,
+              help="Noise kind, comma-separated kinds, or 'all' (5 paper kinds + 3 attention kinds).")
+@click.option("--metric", type=click.Choice(["response", "gradient-norm"]), default="response",
+              show_default=True, help="'gradient-norm' is the paper's score (depends on the probe only).")
+@click.option("--threshold", type=float, default=1.5, show_default=True,
+              help="A layer scoring above this is sensitive.")
+@click.option("--top", type=int, default=20, show_default=True, help="Layers shown in the chart.")
+@click.option("--attention-test", is_flag=True, help="Compare attention with non-attention layers.")
+@click.option("-o", "--output", "output", default="sensitivity", show_default=True,
+              type=click.Path(path_type=str), help="Directory for the JSON and PNG files.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@standard_options
+def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, metric: str,
+                threshold: float, top: int, attention_test: bool, output: str, force: bool,
+                as_json: bool) -> None:
+    """Rank the 2-D tensors of each model by how much they amplify each kind of probe noise.
+
+    \b
+    Examples:
+      tensorguard sensitivity ./Llama-3.2-1B
+      tensorguard sensitivity ./Llama-3.2-1B --noise low_frequency --attention-test
+      tensorguard sensitivity a.safetensors b.safetensors -o sensitivity/ --force
+      tensorguard sensitivity ./model --metric gradient-norm --seeds repeat   # the paper's score
+    """
+    from tensorguard import sensitivity as sens
+
+    options = sens.Options(kinds=sens.parse_kinds(noise), metric=metric, samples=samples,
+                           seeds=seeds, threshold=threshold, top=top, attention_test=attention_test)
+    done = sens.run(models, options, output, force,
+                    on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True))
+    emit(done, as_json, sens.render_text)
+    if done.failures:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("features", nargs=-1, type=click.Path(path_type=str))
+@click.option("--centers", required=True, metavar="NAME,NAME,...",
+              help="Model names whose fingerprints start the clusters (one cluster each).")
+@click.option("--k", "k", type=click.IntRange(min=1), help="Number of clusters (default: one per center; "
+              "extra ones are seeded by k-means++).")
+@click.option("--method", type=click.Choice(["kmeans", "gmm"]), default="kmeans", show_default=True,
+              help="K-Means, or a Gaussian mixture started from it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the extra k-means++ centroids.")
+@click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model[,family]: "
+              "score the clusters against it.")
+@click.option("--save", "save_to", type=click.Path(path_type=str), help="Write clusters.json for predict.")
+@click.option("--plot", default="imgs/cluster_result.png", show_default=True,
+              type=click.Path(path_type=str), help="PCA scatter of the clusters (PNG).")
+@click.option("--no-plot", is_flag=True, help="Draw no figure.")
+@click.option("--force", is_flag=True, help="Overwrite --save and --plot files.")
+@standard_options
+def cluster(features: tuple[str, ...], centers: str, k: int | None, method: str, seed: int,
+            labels: str | None, save_to: str | None, plot: str, no_plot: bool, force: bool,
+            as_json: bool) -> None:
+    """Cluster fingerprints into families around named center models.
+
+    FEATURES are fingerprint files and/or directories of *_features.json (default: the bundled
+    fingerprints of 43 real LLMs).
+
+    \b
+    Examples:
+      tensorguard cluster --centers gemma-3-4b-it,Llama-3.1-8B,llama-3.2-1b,Llama-3.2-3B,\\
+          Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --labels features/labels.csv
+      tensorguard cluster my_features/ --centers base-a,base-b --save clusters.json --force
+    """
+    from tensorguard import clustermodel
+
+    report = clustermodel.cluster_files(features, clustermodel.parse_centers(centers), k, method, seed,
+                                        labels, save_to, None if no_plot else plot, force)
+    emit(report, as_json, clustermodel.render_cluster_text)
+
+
+@cli.command()
+@click.argument("unknowns", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--clusters", type=click.Path(path_type=str), help="clusters.json from cluster --save.")
+@click.option("--centers", metavar="NAME,NAME,...", help="Instead of --clusters: fit here around "
+              "these models of --features.")
+@click.option("--features", "features", multiple=True, type=click.Path(path_type=str),
+              help="With --centers: the clustering set (repeatable; default: the bundled set).")
+@click.option("--k", "k", type=click.IntRange(min=1), help="With --centers: number of clusters.")
+@click.option("--method", type=click.Choice(["kmeans", "gmm"]), default="kmeans", show_default=True,
+              help="With --centers: clustering method.")
+@click.option("--threshold", type=float, help="Distance beyond which a model is 'unknown' "
+              "(default: derived from the clustering set, see the report).")
+@click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model: score the "
+              "predictions (a base not in the clustering set means 'unknown' is right).")
+@click.option("--plot-dir", default="imgs", show_default=True, type=click.Path(path_type=str),
+              help="Where unknown_model_prediction_<name>.png go.")
+@click.option("--no-plot", is_flag=True, help="Draw no figure.")
+@click.option("--force", is_flag=True, help="Overwrite existing figures.")
+@standard_options
+def predict(unknowns: tuple[str, ...], clusters: str | None, centers: str | None,
+            features: tuple[str, ...], k: int | None, method: str, threshold: float | None,
+            labels: str | None, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
+    """Predict the family of unknown fingerprints, or call them 'unknown'.
+
+    \b
+    Examples:
+      tensorguard predict my_model_features.json --clusters clusters.json
+      tensorguard predict my_model_features.json --centers phi-4,Qwen2.5-3B,llama-3.2-1b
+    """
+    from tensorguard import clustermodel
+
+    report = clustermodel.predict_files(
+        unknowns, clusters, features, clustermodel.parse_centers(centers or ""), k, method,
+        threshold=threshold, labels=labels, plot_dir=None if no_plot else plot_dir, force=force)
+    emit(report, as_json, clustermodel.render_predict_text)
+
+
+@cli.command()
+@click.option("--imgs", "imgs_dir", default="imgs/demo", show_default=True, type=click.Path(path_type=str),
+              help="Where the demo's figures go (its own previous figures are replaced).")
+@click.option("--samples", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Probe samples per fingerprint.")
+@standard_options
+def demo(imgs_dir: str, samples: int, as_json: bool) -> None:
+    """Run the whole method end to end on tiny synthetic models and the bundled real fingerprints.
+
+    \b
+    Example:
+      make demo
+    """
+    from tensorguard import demo as demo_lib
+
+    emit(demo_lib.run_demo(imgs_dir, num_samples=samples, log=None if as_json else click.echo),
+         as_json, demo_lib.render_text)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--reference", type=click.Path(file_okay=False, path_type=str),
+              help="Reference fingerprints (+ labels.csv) that standardise distances "
+                   "(default: the bundled features/).")
+@click.option("--blocks", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Evenly spaced MLP blocks probed by the independence test.")
+@click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Probe samples per tensor when fingerprinting a model.")
+@click.option("--device", default="auto", show_default=True, help="Device for fingerprinting.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Fingerprint probe seed.")
+@click.option("--plot-dir", default="imgs", show_default=True, type=click.Path(path_type=str),
+              help="Where similarity_<signal>.png and the dendrogram go (3+ inputs).")
+@click.option("--no-plot", is_flag=True, help="Draw no figure.")
+@click.option("--force", is_flag=True, help="Overwrite existing figures.")
+@standard_options
+def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples: int, device: str,
+            seed: int, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
+    """Is one model derived from another? Fingerprint distance, weight evidence, independence test.
+
+    Each INPUT is a model (any safetensors layout) or a fingerprint JSON. Two inputs: a verdict
+    (same weights, derived, independent, inconclusive) with its evidence. More: every signal as
+    a matrix, heatmaps and a dendrogram.
+
+    \b
+    Examples:
+      tensorguard compare ./Llama-3.2-1B ./my-finetune
+      tensorguard compare a/ b/ c/ --plot-dir imgs --json
+      tensorguard compare features/phi-4_features.json features/unsloth-phi-4_features.json
+    """
+    import dataclasses
+
+    from tensorguard import compare as cmp
+    from tensorguard.plots import similarity
+
+    options = cmp.Options(reference=reference, blocks=blocks, num_samples=samples, device=device,
+                          seed=seed)
+    if len(inputs) == 2:
+        emit(cmp.compare_models(*inputs, options=options), as_json, cmp.render_text)
+        return
+    if not no_plot and len(inputs) > 2:
+        similarity.check_plots_writable(plot_dir, force)
+    result = cmp.compare_many(inputs, options)
+    if not no_plot:
+        written = similarity.write_plots(result, plot_dir, force)
+        result = dataclasses.replace(result, plots=[str(p) for p in written])
+    emit(result, as_json, cmp.render_text)
+
+
 def main() -> None:
     """Console entry point: one-line errors, documented exit codes, no tracebacks for bad input."""
     try:

@@ -4,10 +4,16 @@ Every probe is drawn on the CPU in float32 from a ``torch.Generator`` seeded wit
 default, as the reference re-seeds before every probe), so a probe depends only on its kind, its
 dimension and, for ``adversarial``, the matrix it attacks: never on the device or the model
 being probed. ``Probe.delta`` is the perturbation itself (the probe minus its clean base).
+
+Frequency masks and the FGSM gradient are computed in float64 and only the perturbation is rounded
+to float32, so a probe does not change with the FFT or BLAS build (only a float64 result within
+half a float32 ulp of a rounding boundary could). The FGSM matrix may be a ``RowReader``, streamed
+in row blocks with an online softmax, so attacking a 128256 x 2048 embedding never needs it whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,36 +37,81 @@ class Probe:
     delta: torch.Tensor
 
 
+@dataclass(frozen=True)
+class RowReader:
+    """A matrix read in row blocks: ``rows(start, stop)`` returns rows ``start:stop``."""
+
+    shape: tuple[int, int]
+    rows: Callable[[int, int], torch.Tensor]
+
+
+#: Elements per row block when streaming a matrix (32 MB in float64).
+BLOCK_ELEMENTS = 1 << 22
+
+
+def row_blocks(matrix: torch.Tensor | RowReader,
+               device: str | torch.device = "cpu") -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, rows)`` blocks of ``matrix`` as float64 on ``device``, weights rounded to float32
+    first as the paper does (exact for bf16/f16/f32). Each block is a view of one reused buffer
+    (fresh allocations cost more than the arithmetic): use it before taking the next one.
+    """
+    rows, cols = matrix.shape
+    step = max(1, BLOCK_ELEMENTS // max(cols, 1))
+    read = matrix.rows if isinstance(matrix, RowReader) else lambda a, b: matrix[a:b]
+    buffer = torch.empty((min(step, rows), cols), dtype=torch.float64, device=device)
+    for start in range(0, rows, step):
+        block = read(start, min(start + step, rows))
+        if block.dtype == torch.float64:
+            block = block.to(torch.float32)
+        out = buffer[:block.shape[0]]
+        out.copy_(block)
+        yield start, out
+
+
 def _keep_bins(x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
-    """``x`` with only the rfft bins ``start:stop`` kept."""
-    freq = torch.fft.rfft(x)
+    """``x`` with only the rfft bins ``start:stop`` kept (computed in float64, returned in float32)."""
+    freq = torch.fft.rfft(x.to(torch.float64))
     mask = torch.zeros_like(freq)
     mask[start:stop] = 1
-    return torch.fft.irfft(freq * mask, n=x.shape[-1])
+    return torch.fft.irfft(freq * mask, n=x.shape[-1]).to(torch.float32)
 
 
 def _nbins(dim: int) -> int:
     return dim // 2 + 1
 
 
-def fgsm_step(x: torch.Tensor, matrix: torch.Tensor, target: int,
+def fgsm_step(x: torch.Tensor, matrix: torch.Tensor | RowReader, target: int,
               epsilon: float = FGSM_EPSILON) -> torch.Tensor:
     """One FGSM step on cross-entropy of ``x @ matrix.T`` against ``target``, in closed form.
 
-    The gradient of the loss with respect to ``x`` is ``(softmax(x A^T) - onehot(target)) A``.
+    The gradient of the loss with respect to ``x`` is ``softmax(x A^T) A - A[target]``; the
+    softmax-weighted sum is accumulated over row blocks in one pass (online softmax, float64).
     """
-    logits = matrix.to(torch.float32) @ x
-    weights = torch.softmax(logits, dim=0)
-    weights[target] -= 1.0
-    grad = weights @ matrix.to(torch.float32)
-    return epsilon * torch.sign(grad)
+    x64 = x.to(torch.float64)
+    peak = torch.tensor(-torch.inf, dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64)
+    acc = torch.zeros_like(x64)
+    target_row = None
+    for start, block in row_blocks(matrix):
+        logits = block @ x64
+        new_peak = torch.maximum(peak, logits.max())
+        rescale = torch.exp(peak - new_peak)
+        weights = torch.exp(logits - new_peak)
+        total = total * rescale + weights.sum()
+        acc = acc * rescale + weights @ block
+        peak = new_peak
+        if start <= target < start + block.shape[0]:
+            target_row = block[target - start].clone()
+    assert target_row is not None, "target outside the matrix"
+    return epsilon * torch.sign(acc / total - target_row).to(torch.float32)
 
 
-def make_probe(kind: str, dim: int, fgsm_matrix: torch.Tensor | None = None,
+def make_probe(kind: str, dim: int, fgsm_matrix: torch.Tensor | RowReader | None = None,
                seed: int = 0) -> Probe:
     """The probe of ``kind`` for an input dimension ``dim``.
 
-    ``fgsm_matrix`` (shape ``(classes, dim)``) is required for ``adversarial``.
+    ``fgsm_matrix`` (shape ``(classes, dim)``, a tensor or a ``RowReader``) is required for
+    ``adversarial``.
     """
     gen = torch.Generator().manual_seed(seed)
     if kind == "attention_pattern":
