@@ -21,6 +21,7 @@ with open_model(sys.argv[1]) as source:
     for name in source.tensors:
         source.read(name{cast})
 """
+GROUP = "sensitivity"
 _NOT_ADVERSARIAL = ",".join(k for k in ALL_KINDS if k != "adversarial")
 
 
@@ -28,15 +29,15 @@ def cases(model: Path, workdir: Path) -> list[Case]:
     out = str(workdir / "sensitivity-out")
     base = [*TENSORGUARD, "sensitivity", str(model), "--samples", "20", "-o", out, "--force", "-q"]
     return [
-        Case("sensitivity", "read every tensor once (as stored)",
+        Case(GROUP, "read every tensor once (as stored)",
              [sys.executable, "-c", _READ_ALL.format(cast=""), str(model)], baseline=True),
-        Case("sensitivity", "read every tensor once (as float32)",
+        Case(GROUP, "read every tensor once (as float32)",
              [sys.executable, "-c", _READ_ALL.format(cast=", torch.float32"), str(model)]),
-        Case("sensitivity", "sensitivity, response, 20 distinct seeds, all kinds", [*base, "--noise", "all"]),
-        Case("sensitivity", "sensitivity, response, same without adversarial",
+        Case(GROUP, "sensitivity, response, 20 distinct seeds, all kinds", [*base, "--noise", "all"]),
+        Case(GROUP, "sensitivity, response, same without adversarial",
              [*base, "--noise", _NOT_ADVERSARIAL]),
-        Case("sensitivity", "sensitivity, response, --seeds repeat (paper), all kinds",
+        Case(GROUP, "sensitivity, response, --seeds repeat (paper), all kinds",
              [*base, "--noise", "all", "--seeds", "repeat"]),
-        Case("sensitivity", "sensitivity, gradient-norm, --seeds repeat (paper), all kinds",
+        Case(GROUP, "sensitivity, gradient-norm, --seeds repeat (paper), all kinds",
              [*base, "--noise", "all", "--seeds", "repeat", "--metric", "gradient-norm"]),
     ]

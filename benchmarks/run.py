@@ -28,7 +28,7 @@ def main() -> None:
     rows, results = [], []
     for module_path in sorted(HERE.glob("bench_*.py")):
         module = importlib.import_module(f"benchmarks.{module_path.stem}")
-        if args.only and args.only != getattr(module, "GROUP", args.only):
+        if args.only and args.only != module.GROUP:
             continue
         for case in module.cases(model, args.workdir):
             print(f"running {case.group}: {case.label} ...", file=sys.stderr)

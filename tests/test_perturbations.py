@@ -13,6 +13,7 @@ from tensorguard.perturbations import (
     RowReader,
     fgsm_step,
     make_probe,
+    make_probes,
 )
 
 
@@ -88,6 +89,23 @@ def test_streamed_fgsm_matrix_gives_the_same_step(monkeypatch: pytest.MonkeyPatc
     loss.backward()
     assert leaf.grad is not None
     assert torch.equal(whole, 0.03 * leaf.grad.sign())
+
+
+def test_batched_adversarial_probes_equal_single_ones_in_one_pass() -> None:
+    gen = torch.Generator().manual_seed(9)
+    matrix = 0.05 * torch.randn(500, 40, generator=gen)
+    passes = []
+
+    def rows(start: int, stop: int) -> torch.Tensor:
+        passes.append(start)
+        return matrix[start:stop]
+
+    batch = make_probes("adversarial", 40, [0, 1, 2, 3], RowReader((500, 40), rows))
+    assert passes == [0]  # four probes, one pass over the matrix
+    for seed, probe in enumerate(batch):
+        single = make_probe("adversarial", 40, matrix, seed=seed)
+        assert torch.equal(probe.x, single.x) and torch.equal(probe.delta, single.delta)
+    assert [p.x for p in make_probes("gaussian", 40, [0, 5])][1].equal(make_probe("gaussian", 40, seed=5).x)
 
 
 def test_attention_kinds_have_the_requested_width() -> None:

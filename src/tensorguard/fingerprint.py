@@ -41,6 +41,7 @@ from tensorguard.gradients import GradientStats, closed_form_statistics, respons
 from tensorguard.loading import ModelSource, TensorInfo, open_model
 from tensorguard.outputs import write_text_atomic
 from tensorguard.perturbations import NOISE_KINDS, RowReader, make_probe
+from tensorguard.report import round_significant
 
 MAX_BLOCK = 15  # the paper probes blocks 0..15 only
 POOL_LIMIT = 10  # select when the pool has more tensors than this
@@ -110,7 +111,7 @@ def fgsm_matrix(source: ModelSource, dim: int) -> RowReader:
 
 
 def _round(value: float) -> float:
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}") + 0.0  # + 0.0 turns -0.0 into 0.0
+    return round_significant(value, SIGNIFICANT_DIGITS)
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -80,30 +80,36 @@ def _nbins(dim: int) -> int:
     return dim // 2 + 1
 
 
-def fgsm_step(x: torch.Tensor, matrix: torch.Tensor | RowReader, target: int,
+def fgsm_step(x: torch.Tensor, matrix: torch.Tensor | RowReader, target: int | list[int],
               epsilon: float = FGSM_EPSILON) -> torch.Tensor:
     """One FGSM step on cross-entropy of ``x @ matrix.T`` against ``target``, in closed form.
 
-    The gradient of the loss with respect to ``x`` is ``softmax(x A^T) A - A[target]``; the
-    softmax-weighted sum is accumulated over row blocks in one pass (online softmax, float64).
+    ``x`` is one probe ``(dim,)`` with an int ``target``, or a batch ``(k, dim)`` with one target
+    each: the batch shares a single pass over the matrix. The gradient of the loss with respect
+    to ``x`` is ``softmax(x A^T) A - A[target]``; the softmax-weighted sum is accumulated over row
+    blocks in one pass (online softmax, float64).
     """
-    x64 = x.to(torch.float64)
-    peak = torch.tensor(-torch.inf, dtype=torch.float64)
-    total = torch.zeros((), dtype=torch.float64)
+    single = x.ndim == 1
+    x64 = x.to(torch.float64).reshape(-1, x.shape[-1])
+    targets = [target] if isinstance(target, int) else list(target)
+    peak = torch.full((x64.shape[0], 1), -torch.inf, dtype=torch.float64)
+    total = torch.zeros((x64.shape[0], 1), dtype=torch.float64)
     acc = torch.zeros_like(x64)
-    target_row = None
+    target_rows = torch.full_like(x64, torch.nan)
     for start, block in row_blocks(matrix):
-        logits = block @ x64
-        new_peak = torch.maximum(peak, logits.max())
+        logits = x64 @ block.T
+        new_peak = torch.maximum(peak, logits.max(dim=1, keepdim=True).values)
         rescale = torch.exp(peak - new_peak)
         weights = torch.exp(logits - new_peak)
-        total = total * rescale + weights.sum()
+        total = total * rescale + weights.sum(dim=1, keepdim=True)
         acc = acc * rescale + weights @ block
         peak = new_peak
-        if start <= target < start + block.shape[0]:
-            target_row = block[target - start].clone()
-    assert target_row is not None, "target outside the matrix"
-    return epsilon * torch.sign(acc / total - target_row).to(torch.float32)
+        for i, t in enumerate(targets):
+            if start <= t < start + block.shape[0]:
+                target_rows[i] = block[t - start]
+    assert not target_rows.isnan().any(), "target outside the matrix"
+    step = epsilon * torch.sign(acc / total - target_rows).to(torch.float32)
+    return step[0] if single else step
 
 
 def make_probe(kind: str, dim: int, fgsm_matrix: torch.Tensor | RowReader | None = None,
@@ -113,6 +119,27 @@ def make_probe(kind: str, dim: int, fgsm_matrix: torch.Tensor | RowReader | None
     ``fgsm_matrix`` (shape ``(classes, dim)``, a tensor or a ``RowReader``) is required for
     ``adversarial``.
     """
+    return make_probes(kind, dim, [seed], fgsm_matrix)[0]
+
+
+def make_probes(kind: str, dim: int, seeds: list[int],
+                fgsm_matrix: torch.Tensor | RowReader | None = None) -> list[Probe]:
+    """``make_probe`` for each seed; adversarial probes share one pass over ``fgsm_matrix``."""
+    if kind != "adversarial":
+        return [_probe(kind, dim, seed) for seed in seeds]
+    if fgsm_matrix is None:
+        raise ValueError("an adversarial probe needs the matrix it attacks")
+    bases, targets = [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(seed)
+        bases.append(torch.randn(dim, generator=gen))
+        targets.append(int(torch.randint(0, fgsm_matrix.shape[0], (1,), generator=gen)))
+    deltas = fgsm_step(torch.stack(bases), fgsm_matrix, targets)
+    return [Probe(kind, base + delta, base, delta) for base, delta in zip(bases, deltas)]
+
+
+def _probe(kind: str, dim: int, seed: int) -> Probe:
+    """A probe of every kind but ``adversarial`` (which needs a matrix: see ``make_probes``)."""
     gen = torch.Generator().manual_seed(seed)
     if kind == "attention_pattern":
         positions = torch.arange(dim, dtype=torch.float32)
@@ -127,12 +154,7 @@ def make_probe(kind: str, dim: int, fgsm_matrix: torch.Tensor | RowReader | None
             x[h * head_dim:(h + 1) * head_dim] = 2.0 * torch.randn(head_dim, generator=gen)
         return Probe(kind, x, torch.zeros(dim), x)
     base = torch.randn(dim, generator=gen)
-    if kind == "adversarial":
-        if fgsm_matrix is None:
-            raise ValueError("an adversarial probe needs the matrix it attacks")
-        target = int(torch.randint(0, fgsm_matrix.shape[0], (1,), generator=gen))
-        delta = fgsm_step(base, fgsm_matrix, target)
-    elif kind == "structured":
+    if kind == "structured":
         delta = _keep_bins(base, 0, _nbins(dim) // 4)
     elif kind == "gaussian":
         delta = NOISE_SCALE * torch.randn(dim, generator=gen)

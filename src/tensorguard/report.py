@@ -34,6 +34,12 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def round_significant(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits`` significant digits (and -0.0 to 0.0), so that results stored
+    as JSON do not change with last-bit differences between BLAS builds or devices."""
+    return float(f"{value:.{digits}g}") + 0.0
+
+
 def dumps(obj: Any) -> str:
     """JSON text for ``--json`` output: indented, stable key order as built, strict (no NaN)."""
     return json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"

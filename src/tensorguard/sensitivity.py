@@ -30,9 +30,11 @@ import torch
 from tensorguard import __version__, progress, report
 from tensorguard.architecture import Role, block_index, role
 from tensorguard.errors import TensorguardError
+from tensorguard.fingerprint import fgsm_matrix
 from tensorguard.loading import ModelSource, TensorInfo, open_model
 from tensorguard.outputs import check_writable, write_text_atomic
-from tensorguard.perturbations import ALL_KINDS, RowReader, make_probe
+from tensorguard.perturbations import ALL_KINDS, make_probes
+from tensorguard.report import round_significant
 
 SCHEMA = "tensorguard.sensitivity/1"
 METRICS: tuple[str, ...] = ("response", "gradient-norm")
@@ -148,7 +150,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 
 def _round(value: float) -> float:
-    return float(f"{value:.{DIGITS}g}")
+    return round_significant(value, DIGITS)
 
 
 class _Probes:
@@ -163,17 +165,11 @@ class _Probes:
         self.options = options
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _fgsm_matrix(self, dim: int) -> RowReader:
-        """The first 2-D tensor (name order) taking inputs of size ``dim``, streamed by rows."""
-        info = next(i for i in self.source.matrices() if i.shape[1] == dim)
-        return RowReader((info.shape[0], dim), lambda a, b: self.source.read_rows(info.name, a, b))
-
     def get(self, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         if dim not in self._cache:
-            matrix = self._fgsm_matrix(dim) if "adversarial" in self.options.kinds else None
-            probes = [make_probe(kind, dim, fgsm_matrix=matrix if kind == "adversarial" else None,
-                                 seed=seed)
-                      for kind in self.options.kinds for seed in self.options.seed_list]
+            matrix = fgsm_matrix(self.source, dim) if "adversarial" in self.options.kinds else None
+            probes = [probe for kind in self.options.kinds
+                      for probe in make_probes(kind, dim, list(self.options.seed_list), matrix)]
             deltas = torch.stack([p.delta.to(torch.float64) for p in probes], dim=1)
             lengths = torch.linalg.vector_norm(deltas, dim=0)
             directions = deltas / torch.where(lengths > 0, lengths, 1.0)
