@@ -80,3 +80,19 @@ def test_cli_usage_error_exit_2(run_cli):
 def test_version(run_cli):
     result = run_cli("--version")
     assert result.code == 0 and __version__ in result.out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scheme", ["llama", "gpt2", "neox", "bert", "t5"])
+@pytest.mark.parametrize("shards", [1, 3])
+def test_every_naming_scheme_dtype_and_layout(tmp_path, scheme, dtype, shards):
+    spec = ModelSpec(scheme=scheme, hidden=48, layers=3, intermediate=96, vocab=70)
+    weights = make_weights(spec, 0)
+    target = tmp_path / (f"{scheme}-tiny" if shards > 1 else f"{scheme}.safetensors")
+    path = save_model(weights, target, dtype=dtype, shards=shards)
+    with open_model(path) as src:
+        s = summarize(src)
+    assert (s.num_blocks, s.hidden_size, s.vocab_size) == (3, 48, 70)
+    assert s.total_params == sum(w.numel() for w in weights.values())
+    assert s.dtypes == {"F32" if dtype == torch.float32 else "BF16": s.total_params}
+    assert {r.role for r in s.roles} >= {"embedding", "attention", "ffn", "norm"}

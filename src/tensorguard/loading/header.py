@@ -24,6 +24,7 @@ _FOREIGN_MAGIC = {
     b"\x80": "a Python pickle (a PyTorch .bin/.pt checkpoint?)",
     b"GGUF": "a GGUF file",
     b"\x89HDF": "an HDF5 file (a Keras/TF checkpoint?)",
+    b"{": "a JSON file, not model weights",
 }
 
 
