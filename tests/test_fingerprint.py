@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from scipy import stats
 
+from paper_reference import reference_probe
 from tensorguard import fingerprint as fpmod
 from tensorguard.features import FEATURE_KEYS, default_path, load_fingerprint
 from tensorguard.fingerprint import fingerprint_model, plan_probes, select_tensors, write_fingerprint
@@ -50,32 +51,6 @@ def paper_selection(names: list[str], state: np.random.RandomState) -> list[str]
     return chosen
 
 
-def paper_probe(kind: str, dim: int, params: dict[str, torch.Tensor], pool: list[str]) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((1, dim), generator=gen)
-
-    def keep(start: int, stop: int | None) -> torch.Tensor:
-        freq = torch.fft.rfft(x)
-        mask = torch.zeros_like(freq)
-        mask[..., start:stop] = 1
-        return torch.fft.irfft(freq * mask, n=dim)
-
-    bins = dim // 2 + 1
-    if kind == "adversarial":
-        matrix = next(params[n] for n in pool if params[n].shape[1] == dim)
-        leaf = x.clone().requires_grad_(True)
-        target = torch.randint(0, matrix.shape[0], (1,), generator=gen)
-        torch.nn.functional.cross_entropy(leaf @ matrix.T, target).backward()
-        return (leaf + 0.03 * leaf.grad.sign()).detach()
-    if kind == "structured":
-        return x + keep(0, bins // 4)
-    if kind == "low_frequency":
-        return x + 0.1 * keep(0, bins // 8)
-    if kind == "high_frequency":
-        return x + 0.1 * keep(bins // 2, None)
-    return x + torch.randn(x.shape, generator=gen) * 0.1
-
-
 def paper_fingerprint(path: Path, num_samples: int) -> dict[str, object]:
     """The whole protocol with full gradient matrices from autograd and scipy statistics."""
     with safe_open(str(path), framework="pt") as f:
@@ -87,7 +62,9 @@ def paper_fingerprint(path: Path, num_samples: int) -> dict[str, object]:
     for name in paper_selection(pool, state):
         samples = []
         for _ in range(num_samples):
-            x = paper_probe(str(state.choice(KINDS)), params[name].shape[1], params, pool)
+            dim = params[name].shape[1]
+            x = reference_probe(str(state.choice(KINDS)), dim,
+                                next(params[n] for n in pool if params[n].shape[1] == dim))
             w = params[name].clone().requires_grad_(True)
             (x @ w.T).norm().backward()
             g = w.grad.numpy().astype(np.float64).ravel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from paper_reference import reference_probe
 from tensorguard import perturbations
 from tensorguard.perturbations import (
     ALL_KINDS,
@@ -15,36 +16,6 @@ from tensorguard.perturbations import (
     make_probe,
     make_probes,
 )
-
-
-def reference_probe(kind: str, dim: int, matrix: torch.Tensor | None = None) -> torch.Tensor:
-    """The paper's recipe written plainly: float32 FFTs and an autograd FGSM step."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((1, dim), generator=gen)
-
-    def keep(start: int, stop: int | None) -> torch.Tensor:
-        freq = torch.fft.rfft(x)
-        mask = torch.zeros_like(freq)
-        mask[..., start:stop] = 1
-        return torch.fft.irfft(freq * mask, n=dim)
-
-    bins = dim // 2 + 1
-    if kind == "adversarial":
-        assert matrix is not None
-        leaf = x.clone().requires_grad_(True)
-        target = torch.randint(0, matrix.shape[0], (1,), generator=gen)
-        torch.nn.functional.cross_entropy(leaf @ matrix.T, target).backward()
-        assert leaf.grad is not None
-        out = leaf + 0.03 * leaf.grad.sign()
-    elif kind == "structured":
-        out = x + keep(0, bins // 4)
-    elif kind == "low_frequency":
-        out = x + 0.1 * keep(0, bins // 8)
-    elif kind == "high_frequency":
-        out = x + 0.1 * keep(bins // 2, None)
-    else:
-        out = x + torch.randn(x.shape, generator=gen) * 0.1
-    return out.detach()[0]
 
 
 @pytest.mark.parametrize("dim", [64, 97, 2048])
