@@ -296,23 +296,12 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
       tensorguard compare a/ b/ c/ --plot-dir imgs --json
       tensorguard compare features/phi-4_features.json features/unsloth-phi-4_features.json
     """
-    import dataclasses
-
     from tensorguard import compare as cmp
-    from tensorguard.plots import similarity
 
     options = cmp.Options(reference=reference, blocks=blocks, num_samples=samples, device=device,
                           seed=seed)
-    if len(inputs) == 2:
-        emit(cmp.compare_models(*inputs, options=options), as_json, cmp.render_text)
-        return
-    if not no_plot and len(inputs) > 2:
-        similarity.check_plots_writable(plot_dir, force)
-    result = cmp.compare_many(inputs, options)
-    if not no_plot:
-        written = similarity.write_plots(result, plot_dir, force)
-        result = dataclasses.replace(result, plots=[str(p) for p in written])
-    emit(result, as_json, cmp.render_text)
+    emit(cmp.compare_inputs(inputs, options, None if no_plot else plot_dir, force), as_json,
+         cmp.render_text)
 
 
 def main() -> None:

@@ -5,10 +5,11 @@ from tensorguard.compare.pairwise import (
     ComparisonMatrix,
     Options,
     SignalMatrix,
+    compare_inputs,
     compare_many,
     compare_models,
 )
 from tensorguard.compare.render import render_text
 
-__all__ = ["Comparison", "ComparisonMatrix", "Options", "SignalMatrix", "compare_many",
+__all__ = ["Comparison", "ComparisonMatrix", "Options", "SignalMatrix", "compare_inputs", "compare_many",
            "compare_models", "render_text"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -158,3 +159,21 @@ def compare_many(paths: Sequence[str | Path], options: Options | None = None) ->
                  for i, j in combinations(range(len(subjects)), 2)}
     return ComparisonMatrix([s.name for s in subjects], _matrices(len(subjects), pairs),
                             list(pairs.values()), [])
+
+
+def compare_inputs(paths: Sequence[str | Path], options: Options | None = None,
+                   plot_dir: str | Path | None = None,
+                   force: bool = False) -> Comparison | ComparisonMatrix:
+    """What ``tensorguard compare`` shows: a pair's ``Comparison``, or for three or more inputs
+    the ``ComparisonMatrix`` with its figures written to ``plot_dir`` (none when ``None``)."""
+    if len(paths) == 2:
+        return compare_models(*paths, options=options)
+    from tensorguard.plots import similarity
+
+    if plot_dir is not None and len(paths) > 2:
+        similarity.check_plots_writable(plot_dir, force)  # before any slow work
+    result = compare_many(paths, options)
+    if plot_dir is None:
+        return result
+    written = similarity.write_plots(result, plot_dir, force)
+    return dataclasses.replace(result, plots=[str(p) for p in written])
