@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from scipy import stats
 
 from paper_reference import reference_probe
@@ -18,7 +17,7 @@ from tensorguard.features import FEATURE_KEYS, default_path, load_fingerprint
 from tensorguard.fingerprint import fingerprint_model, plan_probes, select_tensors, write_fingerprint
 from tensorguard.loading import open_model
 from tensorguard.reference import bundled_dir
-from tensorguard.synthetic import ModelSpec, make_weights, save_model
+from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
 
 KINDS = ["adversarial", "structured", "gaussian", "low_frequency", "high_frequency"]
 
@@ -282,13 +281,9 @@ def test_cli_lora_adapter_is_fingerprinted_as_its_merged_model(tmp_path: Path, r
     base = save_model(weights, tmp_path / "base.safetensors", dtype=torch.bfloat16)
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(4, 64, generator=gen), torch.randn(64, 4, generator=gen)
-    adapter = tmp_path / "my-lora"
-    adapter.mkdir()
     prefix = "base_model.model.model.layers.0.self_attn.k_proj."  # a probed tensor
-    save_file({prefix + "lora_A.weight": a, prefix + "lora_B.weight": b},
-              str(adapter / "adapter_model.safetensors"))
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4,
-                                                             "lora_alpha": 8}))
+    adapter = save_lora_adapter(tmp_path / "my-lora", {prefix + "lora_A.weight": a,
+                                                       prefix + "lora_B.weight": b}, r=4, lora_alpha=8)
     merged = {n: w.to(torch.bfloat16).float() for n, w in weights.items()}
     merged["model.layers.0.self_attn.k_proj.weight"] += 2.0 * (b @ a)
     out = tmp_path / "out"

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading import Layout, LoraSource, open_model
-from tensorguard.synthetic import ModelSpec, make_weights, save_model
+from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
 
 SPEC = ModelSpec(scheme="llama", hidden=32, layers=2, intermediate=64, vocab=50)
 
@@ -135,11 +135,7 @@ def test_every_float_dtype_reads_as_float32(tmp_path, weights, dtype):
 # --- LoRA ---------------------------------------------------------------------------------------
 
 def write_adapter(root: Path, tensors: dict[str, torch.Tensor], **config) -> Path:
-    root.mkdir(parents=True)
-    save_file(tensors, str(root / "adapter_model.safetensors"))
-    cfg = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "fan_in_fan_out": False, **config}
-    (root / "adapter_config.json").write_text(json.dumps(cfg))
-    return root
+    return save_lora_adapter(root, tensors, **{"r": 4, "lora_alpha": 8, **config})
 
 
 def test_lora_adapter_is_merged_on_read(tmp_path, weights):

@@ -15,7 +15,7 @@ from tensorguard import sensitivity as sens
 from tensorguard.cli import main
 from tensorguard.loading import open_model
 from tensorguard.perturbations import ALL_KINDS, make_probe
-from tensorguard.synthetic import ModelSpec, make_weights, save_model
+from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=2, intermediate=128, vocab=80, heads=4, kv_heads=2)
 LOW_LAYER = "model.layers.1.mlp.up_proj.weight"
@@ -219,3 +219,25 @@ def test_cli_several_models_one_failing(model: Path, low_pass_model: Path, tmp_p
     blocks, rows = sens.depth_profile(results, "ffn")
     assert blocks == [0, 1]
     assert rows[1][1] > 1.5 > rows[0][1]  # the low-pass layer lifts block 1 of the second model
+
+
+def test_lora_adapter_scores_as_its_merged_model(tmp_path: Path) -> None:
+    weights = make_weights(SPEC, 0)
+    base = save_model(weights, tmp_path / "base.safetensors")
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(4, 64, generator=gen), torch.randn(128, 4, generator=gen)
+    prefix = "base_model.model.model.layers.0.mlp.up_proj."
+    adapter = save_lora_adapter(tmp_path / "tuned", {prefix + "lora_A.weight": a,
+                                                    prefix + "lora_B.weight": b}, r=4, lora_alpha=4)
+    merged = dict(weights)
+    merged["model.layers.0.mlp.up_proj.weight"] = weights["model.layers.0.mlp.up_proj.weight"] + b @ a
+    options = sens.Options(samples=2)
+    lora = sens.run([str(adapter)], options, tmp_path / "a", base=str(base)).results[0]
+    with open_model(save_model(merged, tmp_path / "tuned.safetensors")) as source:
+        want = sens.analyze(source, options)
+    assert lora.model_name == "tuned"
+    assert {s.name: s.scores for s in lora.layers} == {s.name: s.scores for s in want.layers}
+    tuned = "model.layers.0.mlp.up_proj.weight"
+    with open_model(base) as source:
+        plain = {s.name: s.scores for s in sens.analyze(source, options).layers}
+    assert plain[tuned] != {s.name: s.scores for s in want.layers}[tuned]  # the adapter mattered

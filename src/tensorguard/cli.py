@@ -147,11 +147,12 @@ def fingerprint(models: tuple[str, ...], out_dir: str, samples: int, device: str
 @click.option("--attention-test", is_flag=True, help="Compare attention with non-attention layers.")
 @click.option("-o", "--output", "output", default="sensitivity", show_default=True,
               type=click.Path(path_type=str), help="Directory for the JSON and PNG files.")
+@click.option("--base", type=click.Path(path_type=str), help="Base model of LoRA adapter(s).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @standard_options
 def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, metric: str,
-                threshold: float, top: int, attention_test: bool, output: str, force: bool,
-                as_json: bool) -> None:
+                threshold: float, top: int, attention_test: bool, output: str, base: str | None,
+                force: bool, as_json: bool) -> None:
     """Rank the 2-D tensors of each model by how much they amplify each kind of probe noise.
 
     \b
@@ -166,7 +167,7 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
     options = sens.Options(kinds=sens.parse_kinds(noise), metric=metric, samples=samples,
                            seeds=seeds, threshold=threshold, top=top, attention_test=attention_test)
     done = sens.run(models, options, output, force,
-                    on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True))
+                    on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True), base=base)
     emit(done, as_json, sens.render_text)
     if done.failures:
         raise SystemExit(1)

@@ -266,8 +266,9 @@ def output_paths(directory: str | Path, model_name: str) -> tuple[Path, Path]:
 
 
 def run(models: Sequence[str], options: Options, directory: str | Path, force: bool = False,
-        on_failure: Callable[[Failure], None] | None = None) -> SensitivityRun:
+        on_failure: Callable[[Failure], None] | None = None, base: str | None = None) -> SensitivityRun:
     """Analyse each model, writing its JSON and chart (and, for several, the comparison figure).
+    ``base`` is the base model of LoRA adapters among ``models``.
 
     With one model any error propagates. With several, a model that fails is passed to
     ``on_failure``, recorded and skipped.
@@ -283,7 +284,7 @@ def run(models: Sequence[str], options: Options, directory: str | Path, force: b
     written: list[str] = []
     for model in models:
         try:
-            with open_model(model) as source:
+            with open_model(model, base=base) as source:
                 json_path, png_path = output_paths(directory, source.name)
                 if any(r.model_name == source.name for r in results):
                     raise TensorguardError(f"{model}: another model in this run is named "

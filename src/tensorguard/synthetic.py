@@ -190,3 +190,15 @@ def save_model(weights: dict[str, torch.Tensor], path: str | Path,
                 "weight_map": weight_map}
         (path / "model.safetensors.index.json").write_text(json.dumps(meta, indent=2))
     return path
+
+
+def save_lora_adapter(path: str | Path, tensors: dict[str, torch.Tensor], r: int, lora_alpha: float,
+                      **config: object) -> Path:
+    """Write a PEFT LoRA adapter directory: ``adapter_model.safetensors`` holding ``tensors``
+    (PEFT names, e.g. ``base_model.model.<module>.lora_A.weight``) and ``adapter_config.json``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous() for n, t in tensors.items()}, str(path / "adapter_model.safetensors"))
+    settings = {"peft_type": "LORA", "r": r, "lora_alpha": lora_alpha, **config}
+    (path / "adapter_config.json").write_text(json.dumps(settings, indent=2))
+    return path
