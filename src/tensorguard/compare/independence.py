@@ -133,8 +133,6 @@ def _column_correlations(a: ModelSource, b: ModelSource, name_a: str, name_b: st
         sb += xb.sum(0).numpy()
         qa += (xa * xa).sum(0).numpy()
         qb += (xb * xb).sum(0).numpy()
-    a.close()
-    b.close()
     cov = cross / rows - np.outer(sa / rows, sb / rows)
     sd_a = np.sqrt(np.maximum(qa / rows - (sa / rows) ** 2, 0.0))
     sd_b = np.sqrt(np.maximum(qb / rows - (sb / rows) ** 2, 0.0))
@@ -180,7 +178,6 @@ class _Block:
         self.key = block.key
         self.neurons = block.neurons
         mats = [m.read(source) for m in (block.first, block.second)]
-        source.close()  # unmap what was read (reads reopen the shards)
         if aligner is not None:
             mats = [aligner.apply(m) for m in mats]
         self.first, self.second = (normalise_rows(m) for m in mats)

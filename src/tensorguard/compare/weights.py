@@ -133,8 +133,6 @@ def weight_evidence(a: ModelSource, b: ModelSource) -> WeightEvidence:
         item = TensorComparison(name, role(name).value, ia.shape, ib.shape, same,
                                 1.0 if same else cosine(ta, tb), rows)
         del ta, tb
-        a.close()  # unmap the shards: pages already read stop counting as resident memory
-        b.close()
         if rows is not None:
             mismatched.append(item)
         if same and rows is None:

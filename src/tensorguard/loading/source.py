@@ -39,6 +39,7 @@ class ModelSource:
                         "but its header has no such tensor")
         self.tensors: dict[str, TensorInfo] = dict(sorted(infos.items()))
         self._handles: dict[Path, Any] = {}
+        self._current: str | None = None
         self._check_readable()
 
     def _check_readable(self) -> None:
@@ -72,15 +73,23 @@ class ModelSource:
             self._handles[shard] = safe_open(str(shard), framework="pt", device="cpu")
         return self._handles[shard]
 
+    def _reader(self, name: str) -> Any:
+        """The open shard holding ``name``. Moving on to another tensor unmaps the shards, so the
+        pages of tensors already read stop counting as resident memory (reopening is cheap)."""
+        if name != self._current:
+            self._handles.clear()
+            self._current = name
+        return self._handle(self.info(name).shard)
+
     def read(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Read one tensor (CPU); cast to ``dtype`` when given, e.g. ``torch.float32``."""
-        tensor = self._handle(self.info(name).shard).get_tensor(name)
+        tensor = self._reader(name).get_tensor(name)
         return tensor if dtype is None else tensor.to(dtype)
 
     def read_rows(self, name: str, start: int, stop: int,
                   dtype: torch.dtype | None = None) -> torch.Tensor:
         """Read rows ``start:stop`` of a tensor without reading the rest."""
-        tensor = self._handle(self.info(name).shard).get_slice(name)[start:stop]
+        tensor = self._reader(name).get_slice(name)[start:stop]
         return tensor if dtype is None else tensor.to(dtype)
 
     def __iter__(self) -> Iterator[TensorInfo]:
