@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ import torch
 from safetensors import safe_open
 
 from tensorguard import sensitivity as sens
-from tensorguard.cli import main
 from tensorguard.loading import open_model
 from tensorguard.perturbations import ALL_KINDS, make_probe
 from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
@@ -51,15 +50,6 @@ def low_pass_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("low") / "lowpass.safetensors"
     save_model(weights, path)
     return path
-
-
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tensorguard", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -157,11 +147,10 @@ def test_parse_kinds() -> None:
         sens.parse_kinds("bogus")
 
 
-def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "out"
-    code, text, err = _cli(monkeypatch, capsys, "sensitivity", str(model), "-o", str(out),
-                           "--samples", "3", "--attention-test", "--top", "5")
+    code, text, err = astuple(run_cli("sensitivity", str(model), "-o", str(out),
+                           "--samples", "3", "--attention-test", "--top", "5"))
     assert (code, err) == (0, "")
     assert "model.layers" in text and "attention mean" in text
     json_path, png_path = out / "tiny_sensitivity.json", out / "tiny_sensitivity.png"
@@ -170,11 +159,11 @@ def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, monkeypat
     assert len(data["layers"]) == 16 and data["options"]["samples"] == 3
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 20_000
     first = json_path.read_bytes()
-    code, _, err = _cli(monkeypatch, capsys, "sensitivity", str(model), "-o", str(out),
-                        "--samples", "3", "--attention-test", "--top", "5")
+    code, _, err = astuple(run_cli("sensitivity", str(model), "-o", str(out),
+                        "--samples", "3", "--attention-test", "--top", "5"))
     assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
-    code, _, _ = _cli(monkeypatch, capsys, "sensitivity", str(model), "-o", str(out),
-                      "--samples", "3", "--attention-test", "--top", "5", "--force")
+    code, _, _ = astuple(run_cli("sensitivity", str(model), "-o", str(out),
+                      "--samples", "3", "--attention-test", "--top", "5", "--force"))
     assert code == 0 and json_path.read_bytes() == first
 
 
@@ -182,31 +171,28 @@ def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, monkeypat
     lambda d: d / "missing.safetensors",
     lambda d: (d / "text.safetensors").write_text("not a safetensors file") and d / "text.safetensors",
 ])
-def test_cli_bad_input_exits_2(make_bad, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_input_exits_2(make_bad, tmp_path: Path, run_cli) -> None:
     bad = make_bad(tmp_path)
-    code, out, err = _cli(monkeypatch, capsys, "sensitivity", str(bad), "-o", str(tmp_path / "o"))
+    code, out, err = astuple(run_cli("sensitivity", str(bad), "-o", str(tmp_path / "o")))
     assert code == 2 and out == ""
     assert err.startswith("tensorguard: error: ") and str(bad) in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_bad_noise_exits_2(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(monkeypatch, capsys, "sensitivity", str(model), "--noise", "pink",
-                        "-o", str(tmp_path))
+def test_cli_bad_noise_exits_2(model: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = astuple(run_cli("sensitivity", str(model), "--noise", "pink",
+                        "-o", str(tmp_path)))
     assert code == 2 and "pink" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_several_models_one_failing(model: Path, low_pass_model: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+                                        run_cli) -> None:
     out = tmp_path / "out"
     missing = tmp_path / "nowhere.safetensors"
-    code, text, err = _cli(monkeypatch, capsys, "sensitivity", str(model), str(missing),
+    code, text, err = astuple(run_cli("sensitivity", str(model), str(missing),
                            str(low_pass_model), "-o", str(out), "--samples", "2",
-                           "--noise", "low_frequency")
+                           "--noise", "low_frequency"))
     assert code == 1
     assert err.strip().splitlines() == [err.strip()] and str(missing) in err
     assert "lowpass" in text and "tiny" in text and "top layer" in text
