@@ -300,3 +300,15 @@ def test_several_unrelated_files_in_a_directory(tmp_path, weights):
     save_model(weights, tmp_path / "b.safetensors")
     with pytest.raises(TensorguardError, match=r"several unrelated \.safetensors files"):
         open_model(tmp_path)
+
+
+def test_row_blocks_cover_the_tensor_in_bounded_blocks(tmp_path: Path) -> None:
+    path = save_model(make_weights(ModelSpec(vocab=100), 0), tmp_path / "m.safetensors")
+    with open_model(path) as source:
+        name = "model.embed_tokens.weight"
+        blocks = list(source.row_blocks(name, max_elements=640, dtype=torch.float32))
+        assert [start for start, _ in blocks] == list(range(0, 100, 10))
+        assert all(b.numel() <= 640 and b.dtype == torch.float32 for _, b in blocks)
+        assert torch.equal(torch.cat([b for _, b in blocks]), source.read(name, torch.float32))
+        part = list(source.row_blocks(name, max_elements=1, start=5, stop=8))
+        assert [(s, b.shape[0]) for s, b in part] == [(5, 1), (6, 1), (7, 1)]

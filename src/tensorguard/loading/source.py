@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -14,6 +15,10 @@ from tensorguard.loading.quantized import packed_format
 
 if TYPE_CHECKING:
     import torch
+
+#: Default entries per streamed row block (16 MB as float32): small enough for any laptop, large
+#: enough that per-block overhead is negligible.
+BLOCK_ELEMENTS = 1 << 22
 
 
 class ModelSource:
@@ -91,6 +96,17 @@ class ModelSource:
         """Read rows ``start:stop`` of a tensor without reading the rest."""
         tensor = self._reader(name).get_slice(name)[start:stop]
         return tensor if dtype is None else tensor.to(dtype)
+
+    def row_blocks(self, name: str, *, max_elements: int = BLOCK_ELEMENTS, start: int = 0,
+                   stop: int | None = None,
+                   dtype: torch.dtype | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Rows ``start:stop`` (default: all) of a tensor as ``(first_row, block)`` pairs of at most
+        ``max_elements`` entries each (at least one row): the one way every command streams a matrix."""
+        shape = self.info(name).shape
+        stop = shape[0] if stop is None else min(stop, shape[0])
+        step = max(1, max_elements // max(1, math.prod(shape[1:])))
+        for first in range(start, stop, step):
+            yield first, self.read_rows(name, first, min(first + step, stop), dtype)
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors.values())
