@@ -50,8 +50,8 @@ CORPUS_VERSION = 1
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=1024, heads=4,
                  kv_heads=2)
 SEQ = 64
-BATCH = 16
-BASE_STEPS = 800
+BATCH = 8
+BASE_STEPS = 600
 ROPE_THETA = 10000.0
 TEXT_BYTES = 1_500_000  # per source, enough for the steps above without many repeats
 
@@ -429,14 +429,14 @@ Transform = Callable[[Context], Weights]
 #: Transform name -> how it is made from the base (``Context``). Order matters only for
 #: ``merge`` (made from two earlier results).
 TRANSFORMS: dict[str, Transform] = {
-    "finetune": lambda c: train(c.weights, c.tune_ids(), 200, 1e-3, c.seed + 1),
-    "finetune-long": lambda c: train(c.weights, c.tune_ids(), 1000, 2e-3, c.seed + 2),
-    "lora": lambda c: train(c.weights, c.tune_ids(), 200, 3e-3, c.seed + 3, lora_rank=8),
+    "finetune": lambda c: train(c.weights, c.tune_ids(), 150, 1e-3, c.seed + 1),
+    "finetune-long": lambda c: train(c.weights, c.tune_ids(), 600, 2e-3, c.seed + 2),
+    "lora": lambda c: train(c.weights, c.tune_ids(), 150, 3e-3, c.seed + 3, lora_rank=8),
     "int8": lambda c: quantize_int8(c.weights),
     "4bit": lambda c: quantize_4bit(c.weights),
     "prune30": lambda c: prune_magnitude(c.weights, 0.3),
     "drop-blocks": lambda c: drop_blocks(c.weights, (2, 3)),
-    "vocab-ext": lambda c: train(extend_vocab(c.weights, 128, c.seed + 4), c.tune_ids(), 100,
+    "vocab-ext": lambda c: train(extend_vocab(c.weights, 128, c.seed + 4), c.tune_ids(), 60,
                                  1e-3, c.seed + 5),
     "bf16": lambda c: {n: t.to(torch.bfloat16).float() for n, t in c.weights.items()},
     "permute": lambda c: rename(c.made["finetune"], c.seed + 6),
@@ -494,42 +494,52 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _build(target: Path) -> list[Entry]:
-    torch.set_num_threads(1)
+def _texts() -> tuple[list[str], dict[str, np.ndarray]]:
     sources = sorted({b.text for b in BASES} | {b.tune_text for b in BASES})
     raw = {s: read_text(s) for s in sources}
     vocab = build_vocab([raw[s] for s in sources], SPEC.vocab)
-    texts = {s: encode(raw[s], vocab) for s in sources}
-    entries: list[Entry] = []
-    for base in BASES:
-        _log(f"training {base.name} ({BASE_STEPS} steps on {base.text}) ...")
-        weights = train(make_weights(SPEC, base.seed), texts[base.text], BASE_STEPS, 3e-3, base.seed)
-        path = target / base.name
-        _save(path, weights, vocab)
-        note = f"loss {loss_on(weights, texts[base.text]):.2f} on {base.text}"
-        entries.append(Entry(base.name, base.name, "base", str(path), note=note))
-        ctx = Context(base, weights, texts, vocab)
-        for name, make in TRANSFORMS.items():
-            _log(f"  {base.name}: {name}")
-            derived = make(ctx)
-            ctx.made[name] = derived
-            note = ""
-            if name in FUNCTION_PRESERVING:
-                reference = ctx.made[FUNCTION_PRESERVING[name]] if FUNCTION_PRESERVING[name] else weights
-                error = check_same_function(reference, derived, ctx.seed)
-                if error > 1e-4:
-                    raise RuntimeError(f"{base.name}/{name}: changes the logits (relative {error:.2e})")
-                note = f"logits unchanged (max relative difference {error:.1e})"
-            model_vocab = _extended_vocab(vocab, 128) if name == "vocab-ext" else vocab
-            dtype = _DTYPES.get(name, torch.float32)
-            _save(target / f"{base.name}--{name}", derived, model_vocab, dtype)
-            entries.append(Entry(f"{base.name}--{name}", base.name, name,
-                                 str(target / f"{base.name}--{name}"),
-                                 "BF16" if name in _DTYPES else "F32", note))
+    return vocab, {s: encode(raw[s], vocab) for s in sources}
+
+
+def _build_base(base: Base, target: Path) -> list[Entry]:
+    """Train one base and make its derivatives (one process per base; torch on one thread)."""
+    torch.set_num_threads(1)
+    vocab, texts = _texts()
+    _log(f"training {base.name} ({BASE_STEPS} steps on {base.text}) ...")
+    weights = train(make_weights(SPEC, base.seed), texts[base.text], BASE_STEPS, 3e-3, base.seed)
+    _save(target / base.name, weights, vocab)
+    note = f"loss {loss_on(weights, texts[base.text]):.2f} on {base.text}"
+    entries = [Entry(base.name, base.name, "base", str(target / base.name), note=note)]
+    ctx = Context(base, weights, texts, vocab)
+    for name, make in TRANSFORMS.items():
+        _log(f"  {base.name}: {name}")
+        derived = make(ctx)
+        ctx.made[name] = derived
+        note = ""
+        if name in FUNCTION_PRESERVING:
+            reference = ctx.made[FUNCTION_PRESERVING[name]] if FUNCTION_PRESERVING[name] else weights
+            error = check_same_function(reference, derived, ctx.seed)
+            if error > 1e-4:
+                raise RuntimeError(f"{base.name}/{name}: changes the logits (relative {error:.2e})")
+            note = f"logits unchanged (max relative difference {error:.1e})"
+        model_vocab = _extended_vocab(vocab, 128) if name == "vocab-ext" else vocab
+        path = target / f"{base.name}--{name}"
+        _save(path, derived, model_vocab, _DTYPES.get(name, torch.float32))
+        entries.append(Entry(path.name, base.name, name, str(path),
+                             "BF16" if name in _DTYPES else "F32", note))
     return entries
 
 
-def build_corpus(workdir: Path) -> list[Entry]:
+def _build(target: Path, processes: int) -> list[Entry]:
+    from multiprocessing import get_context
+
+    target.mkdir(parents=True)
+    with get_context("spawn").Pool(processes) as pool:
+        per_base = pool.starmap(_build_base, [(b, target) for b in BASES])
+    return [e for entries in per_base for e in entries]
+
+
+def build_corpus(workdir: Path, processes: int = 2) -> list[Entry]:
     """Build the corpus once (under a lock, into a temporary folder renamed when complete)."""
     target = corpus_dir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -538,7 +548,7 @@ def build_corpus(workdir: Path) -> list[Entry]:
         if not (target / "manifest.json").exists():
             partial = workdir / f".{target.name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
-            entries = _build(partial)
+            entries = _build(partial, processes)
             manifest = [asdict(e) | {"path": str(Path(e.path).relative_to(partial))} for e in entries]
             (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
             partial.rename(target)
