@@ -170,6 +170,7 @@ def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
 def margins(models: list[Entry], bases: list[Entry]) -> str:
     sigs = {m.name: signature_of(m.path) for m in models}
     rows = []
+    lowest, highest = 1.0, -1.0
     for t in ["base", *TRANSFORMS]:
         own, other = [], []
         for m in (m for m in models if m.transform == t):
@@ -179,7 +180,10 @@ def margins(models: list[Entry], bases: list[Entry]) -> str:
                 s = similarity(sigs[b.name], sigs[m.name]).score
                 (own if b.name == m.base else other).append(s)
         rows.append([t, round(min(own), 3) if own else "-", round(max(other), 3)])
-    return table(["transform", "lowest vs true base", "highest vs another base"], rows)
+        lowest, highest = min([lowest, *own]), max([highest, *other])
+    return (table(["transform", "lowest vs true base", "highest vs another base"], rows)
+            + f"\ngap: every derivative >= {lowest:.3f}, every independent pair <= {highest:.3f}; "
+              f"midpoint {(lowest + highest) / 2:.3f} (SIGNATURE_THRESHOLD = {SIGNATURE_THRESHOLD})")
 
 
 def size_and_time(workdir: Path) -> str:
@@ -208,6 +212,7 @@ def size_and_time(workdir: Path) -> str:
 def retrieval_speed(workdir: Path, rows: int, probe: Entry) -> str:
     """Scan's retrieve step over ``rows`` synthetic rows (random retrieval vectors in 4 token
     lists, random fingerprints, a real tiny signature blob each)."""
+    from tensorguard.compare.distance import load_reference
     from tensorguard.scan import _load, rank_candidates
 
     sig = signature_of(probe.path)
@@ -230,11 +235,12 @@ def retrieval_speed(workdir: Path, rows: int, probe: Entry) -> str:
     with Store.open(db, writable=True) as store:
         store.put(batch, replace=False)
     timings = []
+    reference = load_reference(None)
     for _ in range(3):
         start = time.perf_counter()
         with Store.open(db) as store:
             known = _load(store, builtin=True)
-            ranked = rank_candidates(sig, fp, known, store)
+            ranked = rank_candidates(sig, fp, known, store, reference)
         timings.append(time.perf_counter() - start)
     return (f"retrieve over {len(ranked):,} rows ({rows:,} synthetic + 43 built-in; 4 token lists; "
             f"{db.stat().st_size / 1e6:.0f} MB file): best of 3 {min(timings):.3f} s "

@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from lineage_models import base_weights, rename, rescale, save
 
+from lineage_models import base_weights, rename, rescale, save
 from tensorguard.catalogue import add_models, import_fingerprints
 from tensorguard.catalogue.store import Store
 from tensorguard.errors import TensorguardError

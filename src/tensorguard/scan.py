@@ -141,7 +141,12 @@ class _Known:
 
 
 def _load(store: Store, builtin: bool) -> _Known:
-    names, origins, labels, paths, hashes, fps = [], [], [], [], [], []
+    names: list[str] = []
+    origins: list[str] = []
+    labels: list[dict[str, str]] = []
+    paths: list[str | None] = []
+    hashes: list[str | None] = []
+    fps: list[np.ndarray | None] = []
     by_tokens: dict[tuple[str, ...], tuple[list[int], list[bytes]]] = {}
     columns = ("name", "labels", "path", "header_hash", "fingerprint", "retrieval_tokens", "retrieval")
     for name, lab, path, digest, fp, tokens, vector in store.rows(columns):
@@ -277,12 +282,12 @@ def scan_model(model: str | Path, *, db: str | Path | None = None, top: int = 5,
         fp = fingerprint_model(source, num_samples=num_samples, device=device)
         sig = compute_signature(source)
     seconds["measure"] = time.perf_counter() - start
+    reference = load_reference(None)
     with Store.open(db) as store:
         start = time.perf_counter()
         known = _load(store, builtin)
-        ranked = rank_candidates(sig, fp, known, store)
+        ranked = rank_candidates(sig, fp, known, store, reference)
         seconds["retrieve"] = time.perf_counter() - start
-    reference = load_reference(None)
     thresholds = Thresholds(SIGNATURE_THRESHOLD, fingerprint_threshold(reference),
                             "signature >= SIGNATURE_THRESHOLD (calibrated on the lineage corpus); "
                             "fingerprint distance <= 5th percentile of different-family pairs")
@@ -323,12 +328,13 @@ def _fingerprint_matches(ranked: list[Candidate], thresholds: Thresholds) -> lis
     return sorted(out, key=_rank)
 
 
-def rank_candidates(sig: Signature, fp: Fingerprint, known: _Known, store: Store) -> list[Candidate]:
+def rank_candidates(sig: Signature, fp: Fingerprint, known: _Known, store: Store,
+                    reference: Reference) -> list[Candidate]:
     """Retrieval over every row, full signature comparison for the shortlist, fingerprint
-    distances for rows without signature; unsorted matches are flagged for signatures only."""
+    distances (standardised by ``reference``) for every row with a fingerprint; ``match`` is set
+    for signature rows here, for fingerprint rows by ``scan_model``."""
     rows = len(known.names)
     retrieval = retrieval_scores(sig, known.groups, rows)
-    reference = load_reference(None)
     distances = np.linalg.norm((known.fingerprints - fp.vector()) / reference.scale, axis=1)
     order = [int(i) for i in np.argsort(np.nan_to_num(-retrieval, nan=np.inf), kind="stable")]
     shortlist = {i for i in order[:SHORTLIST] if np.isfinite(retrieval[i])}

@@ -117,8 +117,8 @@ def anatomy(source: ModelSource) -> Anatomy:
         names = {key: prefixes[index] + suffix for key, suffix in _LLAMA_BLOCK.items()}
         if any(n not in source.tensors for k, n in names.items() if k not in _OPTIONAL):
             continue
-        blocks.append(BlockNames(index, **{k: n if n in source.tensors else None
-                                           for k, n in names.items()}))
+        present = {k: n if n in source.tensors else None for k, n in names.items()}
+        blocks.append(BlockNames(index, **present))  # type: ignore[arg-type]  # required ones checked
     cfg = _config(source)
     if not blocks:
         return Anatomy(embedding, (), 0, 0, 0)
