@@ -42,6 +42,7 @@ from tensorguard import clustermodel  # noqa: E402
 from tensorguard.catalogue import add_models  # noqa: E402
 from tensorguard.catalogue.store import Row, Store  # noqa: E402
 from tensorguard.compare import Options, compare_models  # noqa: E402
+from tensorguard.features import FEATURE_KEYS  # noqa: E402
 from tensorguard.fingerprint import fingerprint_model  # noqa: E402
 from tensorguard.loading import open_model  # noqa: E402
 from tensorguard.report import table  # noqa: E402
@@ -60,6 +61,7 @@ class Outcome:
     transform: str
     method: str
     top1: str | None  # the base named first (derived or closest), None: no known base
+    derived: bool  # the answer is "derived" (confirmed) from the true base
     derived_full: str | None  # the base it says "derived" from in the full catalogue
     loo_answer: str  # answer with the true base left out: NONE, or a wrongly named base
     loo_derived: str | None  # a base it says "derived" from without the true base (false)
@@ -91,6 +93,7 @@ def run_scan(models: list[Entry], dbs: dict[str | None, Path]) -> list[Outcome]:
         loo = scan_model(m.path, db=dbs[m.base], builtin=False, device="cpu")
         top1 = full.candidates[0].name if full.candidates else None
         out.append(Outcome(m.name, m.transform, "scan", top1 if full.answer is not Answer.NONE else None,
+                           full.answer is Answer.DERIVED and full.base == m.base,
                            full.base if full.answer is Answer.DERIVED else None,
                            NONE if loo.answer is Answer.NONE else f"{loo.answer.value}: {loo.base}",
                            loo.base if loo.answer is Answer.DERIVED else None))
@@ -117,7 +120,7 @@ def run_predict(models: list[Entry], bases: list[Entry]) -> list[Outcome]:
         loo_p = clustermodel.predict(loo, [fps[m.name] for m in group])
         for m, pf, pl in zip(group, full_p, loo_p):
             top1 = pf.verdict if pf.verdict != "unknown" else None
-            out.append(Outcome(m.name, m.transform, "predict", top1, None,
+            out.append(Outcome(m.name, m.transform, "predict", top1, False, None,
                                NONE if pl.verdict == "unknown" else f"family: {pl.verdict}", None))
     return out
 
@@ -142,7 +145,7 @@ def run_compare(models: list[Entry], bases: list[Entry]) -> list[Outcome]:
         wrong = sorted(n for n in derived if n != m.base)
         if m.transform == "base":  # a base compared with the others only
             best = m.base if not derived else best
-        out.append(Outcome(m.name, m.transform, "compare", best, best,
+        out.append(Outcome(m.name, m.transform, "compare", best, best == m.base and bool(derived), best,
                            NONE if not wrong else f"derived: {wrong[0]}", wrong[0] if wrong else None))
     return out
 
@@ -160,10 +163,14 @@ def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
             loo = sum(o.loo_answer == NONE for o in results)
             false = sum((o.derived_full not in (None, m.base)) + (o.loo_derived is not None)
                         for o, m in zip(results, group))
-            row += [f"{top1}/{len(group)}", f"{loo}/{len(group)}", false]
+            said = sum(o.derived for o in results)
+            row += [f"{top1}/{len(group)}"] + ([f"{said}/{len(group)}"] if method != "predict" else [])
+            row += [f"{loo}/{len(group)}", false]
         rows.append(row)
-    headers = ["transform", "models"] + [f"{m} {c}" for m in METHODS
-                                         for c in ("top-1", "no base (LOO)", "false derived")]
+    headers = ["transform", "models"]
+    for m in METHODS:
+        headers += [f"{m} top-1"] + ([f"{m} derived"] if m != "predict" else [])
+        headers += [f"{m} no base (LOO)", f"{m} false derived"]
     return table(headers, rows)
 
 
@@ -229,8 +236,9 @@ def retrieval_speed(workdir: Path, rows: int, probe: Entry) -> str:
         v = rng.normal(size=vector.size).astype(np.float32)
         v = (v - v.mean()) / np.linalg.norm(v - v.mean())
         feats = dict(zip(fp.features, np.asarray(list(fp.features.values())) * rng.uniform(0.5, 2, 14)))
-        batch.append(Row(f"synthetic-{i:05d}", {"base": f"synthetic-{i:05d}"}, None, None, None,
-                         {**fp.to_dict(), **feats, "model_name": f"synthetic-{i:05d}"}, blob,
+        row_fp = {**fp.to_dict(), **feats, "model_name": f"synthetic-{i:05d}"}
+        batch.append(Row(f"synthetic-{i:05d}", {"base": f"synthetic-{i:05d}"}, None, None, None, row_fp,
+                         np.array([row_fp[k] for k in FEATURE_KEYS], dtype="<f8").tobytes(), blob,
                          lists[i % len(lists)], v.astype(np.float16).tobytes(), "2026-01-01T00:00:00"))
     with Store.open(db, writable=True) as store:
         store.put(batch, replace=False)

@@ -36,9 +36,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return {name: save(root / name, base_weights(seed)) for name, seed in (("alpha", 0), ("beta", 1))}
 
 
-def _dump(db: Path) -> list[tuple]:
+def _dump(db: Path) -> list[list[tuple]]:
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT * FROM models ORDER BY name").fetchall()
+        return [con.execute(f"SELECT * FROM {t} ORDER BY name").fetchall() for t in ("models", "signatures")]
 
 
 def test_add_list_show_remove_round_trip(tmp_path, models):

@@ -147,11 +147,11 @@ def _load(store: Store, builtin: bool) -> _Known:
     paths: list[str | None] = []
     hashes: list[str | None] = []
     fps: list[np.ndarray | None] = []
-    by_tokens: dict[tuple[str, ...], tuple[list[int], list[bytes]]] = {}
-    columns = ("name", "labels", "path", "header_hash", "fingerprint", "retrieval_tokens", "retrieval")
-    for name, lab, path, digest, fp, tokens, vector in store.rows(columns):
+    by_tokens: dict[str, tuple[list[int], list[bytes]]] = {}  # token list JSON -> rows
+    columns = ("name", "labels", "path", "header_hash", "features", "retrieval_tokens", "retrieval")
+    for name, lab, path, digest, features, tokens, vector in store.rows(columns):
         if vector is not None:
-            ids, vecs = by_tokens.setdefault(tuple(json.loads(tokens)), ([], []))
+            ids, vecs = by_tokens.setdefault(tokens, ([], []))
             ids.append(len(names))
             vecs.append(vector)
         names.append(name)
@@ -159,7 +159,7 @@ def _load(store: Store, builtin: bool) -> _Known:
         labels.append(json.loads(lab))
         paths.append(path)
         hashes.append(digest)
-        fps.append(_features(json.loads(fp)) if fp else None)
+        fps.append(np.frombuffer(features, dtype="<f8") if features else None)
     if builtin:
         seen = set(names)
         for e in builtin_entries():
@@ -172,15 +172,10 @@ def _load(store: Store, builtin: bool) -> _Known:
                 fps.append(e.fingerprint.vector())
     nan = np.full(len(FEATURE_KEYS), np.nan)
     matrix = np.array([nan if f is None else f for f in fps]).reshape(len(names), len(FEATURE_KEYS))
-    groups = {t: (np.array(ids), np.frombuffer(b"".join(v), dtype=np.float16).reshape(len(ids), -1))
+    groups = {tuple(json.loads(t)): (np.array(ids),
+                                     np.frombuffer(b"".join(v), dtype=np.float16).reshape(len(ids), -1))
               for t, (ids, v) in by_tokens.items()}
     return _Known(names, origins, labels, paths, hashes, matrix, groups)
-
-
-def _features(data: dict) -> np.ndarray | None:
-    if not all(k in data for k in FEATURE_KEYS):
-        return None
-    return np.array([float(data[k]) for k in FEATURE_KEYS])
 
 
 def retrieval_scores(sig: Signature, groups: Mapping[tuple[str, ...], tuple[np.ndarray, np.ndarray]],
@@ -342,10 +337,8 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: _Known, store: Store
     for i in range(rows):
         has_sig = known.origins[i] == Origin.MODEL
         parts = None
-        if i in shortlist:
-            row = store.get(known.names[i])
-            if row is not None and row.signature is not None:
-                parts = similarity(sig, Signature.from_bytes(row.signature, known.names[i]))
+        if i in shortlist and (blob := store.signature(known.names[i])) is not None:
+            parts = similarity(sig, Signature.from_bytes(blob, known.names[i]))
         score = parts.score if parts is not None else None
         distance = float(distances[i]) if np.isfinite(distances[i]) else None
         candidates.append(Candidate(

@@ -91,6 +91,14 @@ def header_hash(source: ModelSource) -> str:
     return digest.hexdigest()
 
 
+def features_blob(fp: Fingerprint) -> bytes | None:
+    """The 14 features as little-endian float64 (``None`` if the fingerprint lacks some)."""
+    try:
+        return fp.vector().astype("<f8").tobytes()
+    except TensorguardError:
+        return None
+
+
 def _entry(row: Row) -> Entry:
     fp = parse_fingerprint(row.fingerprint, Path(row.name)) if row.fingerprint else None
     origin = Origin.MODEL if row.signature is not None else Origin.FINGERPRINT
@@ -124,8 +132,8 @@ def measure_model(model: str | Path, *, name: str | None = None, base: str | Pat
         digest = header_hash(source)
         path = str(Path(model).resolve())
         tokens, vector = retrieval_vector(sig)
-        row = Row(source.name, dict(labels or {}), path, digest, summary, fp.to_dict(), sig.to_bytes(),
-                  tokens, vector.tobytes(), _now())
+        row = Row(source.name, dict(labels or {}), path, digest, summary, fp.to_dict(),
+                  features_blob(fp), sig.to_bytes(), tokens, vector.tobytes(), _now())
     return Measured(row, sig)
 
 
@@ -169,7 +177,7 @@ def import_fingerprints(paths: Sequence[str | Path], *, db: str | Path | None = 
         row_labels = ({"base": found.base_model, **({"family": found.family} if found.family else {})}
                       if found else {})
         rows.append(Row(fp.model_name, {**row_labels, **(labels or {})}, None, None, None,
-                        fp.to_dict(), None, None, None, now))
+                        fp.to_dict(), features_blob(fp), None, None, None, now))
     with Store.open(db, writable=True) as store:
         store.put(rows, replace=replace)
     return [_entry(r) for r in rows]

@@ -32,13 +32,18 @@ CREATE TABLE IF NOT EXISTS models (
     header_hash TEXT,                -- sha256 of the headers (and sampled bytes) of its files
     architecture TEXT,               -- JSON: the inspect summary
     fingerprint TEXT,                -- JSON: the paper's fingerprint (published file format)
-    signature BLOB,                  -- tensorguard.signature bytes (NULL: fingerprint only)
+    features BLOB,                   -- its 14 features as little-endian float64 (for scan)
     retrieval_tokens TEXT,           -- JSON list: tokens of the compact retrieval vector
-    retrieval BLOB,                  -- float16 standardised embedding Gram over those tokens
+    retrieval BLOB,                  -- float16 unit vector: embedding Gram over those tokens
     added_at TEXT NOT NULL
 );
+-- apart, so that reading every row's light columns never walks the large signature blobs
+CREATE TABLE IF NOT EXISTS signatures (
+    name TEXT PRIMARY KEY REFERENCES models(name) ON DELETE CASCADE,
+    signature BLOB NOT NULL          -- tensorguard.signature bytes
+);
 """
-COLUMNS = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "signature",
+COLUMNS = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "features",
            "retrieval_tokens", "retrieval", "added_at")
 
 
@@ -60,18 +65,19 @@ class Row:
     header_hash: str | None
     architecture: dict | None
     fingerprint: dict | None
+    features: bytes | None
     signature: bytes | None
     retrieval_tokens: tuple[str, ...] | None
     retrieval: bytes | None
     added_at: str
 
 
-def _decode(values: tuple) -> Row:
+def _decode(values: tuple, signature: bytes | None) -> Row:
     d = dict(zip(COLUMNS, values))
     return Row(d["name"], json.loads(d["labels"]), d["path"], d["header_hash"],
                json.loads(d["architecture"]) if d["architecture"] else None,
-               json.loads(d["fingerprint"]) if d["fingerprint"] else None,
-               d["signature"], tuple(json.loads(d["retrieval_tokens"])) if d["retrieval_tokens"] else None,
+               json.loads(d["fingerprint"]) if d["fingerprint"] else None, d["features"],
+               signature, tuple(json.loads(d["retrieval_tokens"])) if d["retrieval_tokens"] else None,
                d["retrieval"], d["added_at"])
 
 
@@ -80,7 +86,7 @@ def _encode(row: Row) -> tuple:
         return None if x is None else json.dumps(x, sort_keys=True, ensure_ascii=False)
 
     return (row.name, js(row.labels), row.path, row.header_hash, js(row.architecture),
-            js(row.fingerprint), row.signature,
+            js(row.fingerprint), row.features,
             js(list(row.retrieval_tokens)) if row.retrieval_tokens is not None else None,
             row.retrieval, row.added_at)
 
@@ -127,7 +133,8 @@ class Store:
         if writable and version == 0:
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             with self.transaction() as db:
-                db.execute(_SCHEMA)
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -149,15 +156,21 @@ class Store:
             return iter(())
         return iter(self._db.execute(f"SELECT {', '.join(columns)} FROM models ORDER BY name"))
 
+    def signature(self, name: str) -> bytes | None:
+        if self._db is None:
+            return None
+        found = self._db.execute("SELECT signature FROM signatures WHERE name = ?", (name,)).fetchone()
+        return found[0] if found else None
+
     def get(self, name: str) -> Row | None:
         if self._db is None:
             return None
         found = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM models WHERE name = ?",
                                  (name,)).fetchone()
-        return _decode(found) if found else None
+        return _decode(found, self.signature(name)) if found else None
 
     def all(self) -> list[Row]:
-        return [_decode(r) for r in self.rows()]
+        return [_decode(r, self.signature(r[0])) for r in self.rows()]
 
     def put(self, rows: list[Row], *, replace: bool) -> None:
         """Insert ``rows`` in one transaction; an existing name is an error unless ``replace``."""
@@ -167,11 +180,16 @@ class Store:
                                               (row.name,)).fetchone():
                     raise TensorguardError(f"{self.path}: {row.name!r} is already in the catalogue "
                                            "(remove it first, or replace it)")
+                db.execute("DELETE FROM signatures WHERE name = ?", (row.name,))
                 db.execute(f"INSERT OR REPLACE INTO models ({', '.join(COLUMNS)}) "
                            f"VALUES ({', '.join('?' * len(COLUMNS))})", _encode(row))
+                if row.signature is not None:
+                    db.execute("INSERT INTO signatures (name, signature) VALUES (?, ?)",
+                               (row.name, row.signature))
 
     def delete(self, name: str) -> bool:
         with self.transaction() as db:
+            db.execute("DELETE FROM signatures WHERE name = ?", (name,))
             return db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
 
     def close(self) -> None:
