@@ -53,9 +53,7 @@ from tensorguard.signature import (
     compute_signature,
     retrieval_vector,
     similarity,
-    triangle,
     unit,
-    untriangle,
 )
 
 SIGNATURE_THRESHOLD = 0.3
@@ -193,11 +191,19 @@ def retrieval_scores(sig: Signature, groups: Mapping[tuple[str, ...], tuple[np.n
         qa = [i for i, t in enumerate(tokens) if t in where]
         if len(qa) < 8:
             continue
-        ra = np.array([where[tokens[i]] for i in qa])
-        q = unit(triangle(untriangle(vector.astype(np.float32), len(tokens))[np.ix_(qa, qa)]))
-        full = untriangle(vectors.astype(np.float32), len(row_tokens))[:, ra[:, None], ra[None, :]]
-        out[ids] = unit(triangle(full)) @ q
+        ra = [where[tokens[i]] for i in qa]
+        # the shared pairs' positions in each triangle: a gather, no matrix is rebuilt
+        q_idx, r_idx = _pair_index(qa, len(tokens)), _pair_index(ra, len(row_tokens))
+        out[ids] = unit(vectors[:, r_idx]) @ unit(vector[q_idx])
     return out
+
+
+def _pair_index(order: list[int], n: int) -> np.ndarray:
+    """Positions in an n x n upper triangle (row-major) of the pairs of ``order`` (a < b)."""
+    a, b = np.triu_indices(len(order), 1)
+    i, j = np.asarray(order)[a], np.asarray(order)[b]
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    return lo * n - lo * (lo + 1) // 2 + (hi - lo - 1)
 
 
 def fingerprint_threshold(reference: Reference) -> float | None:
@@ -278,15 +284,14 @@ def scan_model(model: str | Path, *, db: str | Path | None = None, top: int = 5,
         sig = compute_signature(source)
     seconds["measure"] = time.perf_counter() - start
     reference = load_reference(None)
-    with Store.open(db) as store:
-        start = time.perf_counter()
-        known = _load(store, builtin)
-        ranked = rank_candidates(sig, fp, known, store, reference)
-        seconds["retrieve"] = time.perf_counter() - start
     thresholds = Thresholds(SIGNATURE_THRESHOLD, fingerprint_threshold(reference),
                             "signature >= SIGNATURE_THRESHOLD (calibrated on the lineage corpus); "
                             "fingerprint distance <= 5th percentile of different-family pairs")
-    ranked = _fingerprint_matches(ranked, thresholds)
+    with Store.open(db) as store:
+        start = time.perf_counter()
+        known = _load(store, builtin)
+        ranked = rank_candidates(sig, fp, known, store, reference, thresholds.fingerprint)
+        seconds["retrieve"] = time.perf_counter() - start
     start = time.perf_counter()
     options = compare_options or Options(num_samples=num_samples, device=device)
     confirmed: list[Candidate] = []
@@ -313,38 +318,35 @@ def _with(c: Candidate, confirmation: Confirmation) -> Candidate:
     return replace(c, confirmation=confirmation)
 
 
-def _fingerprint_matches(ranked: list[Candidate], thresholds: Thresholds) -> list[Candidate]:
-    from dataclasses import replace
-
-    limit = thresholds.fingerprint
-    out = [replace(c, match=c.fingerprint_distance is not None and limit is not None
-                   and c.fingerprint_distance <= limit) if c.evidence == "fingerprint" else c
-           for c in ranked]
-    return sorted(out, key=_rank)
-
-
 def rank_candidates(sig: Signature, fp: Fingerprint, known: _Known, store: Store,
-                    reference: Reference) -> list[Candidate]:
-    """Retrieval over every row, full signature comparison for the shortlist, fingerprint
-    distances (standardised by ``reference``) for every row with a fingerprint; ``match`` is set
-    for signature rows here, for fingerprint rows by ``scan_model``."""
+                    reference: Reference, fingerprint_limit: float | None,
+                    keep: int = SHORTLIST) -> list[Candidate]:
+    """Retrieval over every row (arrays), the full signature comparison for the ``SHORTLIST``
+    best, fingerprint distances (standardised by ``reference``) for every row with a fingerprint.
+    Returned, best first: the shortlist, every fingerprint row within ``fingerprint_limit``, and
+    the ``keep`` nearest other fingerprint rows (the rest cannot be shown or answer)."""
     rows = len(known.names)
     retrieval = retrieval_scores(sig, known.groups, rows)
     distances = np.linalg.norm((known.fingerprints - fp.vector()) / reference.scale, axis=1)
-    order = [int(i) for i in np.argsort(np.nan_to_num(-retrieval, nan=np.inf), kind="stable")]
-    shortlist = {i for i in order[:SHORTLIST] if np.isfinite(retrieval[i])}
+    has_sig = np.array([o == Origin.MODEL for o in known.origins], dtype=bool)
+    order = np.argsort(np.where(np.isfinite(retrieval), -retrieval, np.inf), kind="stable")
+    shortlist = [int(i) for i in order[:SHORTLIST] if np.isfinite(retrieval[i])]
+    fp_rows = np.flatnonzero(~has_sig & np.isfinite(distances))
+    nearest = fp_rows[np.argsort(distances[fp_rows], kind="stable")]
+    within = nearest[distances[nearest] <= (fingerprint_limit if fingerprint_limit is not None else -1.0)]
+    chosen = list(dict.fromkeys([*shortlist, *map(int, within), *map(int, nearest[:keep])]))
     candidates = []
-    for i in range(rows):
-        has_sig = known.origins[i] == Origin.MODEL
+    for i in chosen:
         parts = None
-        if i in shortlist and (blob := store.signature(known.names[i])) is not None:
+        if has_sig[i] and (blob := store.signature(known.names[i])) is not None:
             parts = similarity(sig, Signature.from_bytes(blob, known.names[i]))
         score = parts.score if parts is not None else None
         distance = float(distances[i]) if np.isfinite(distances[i]) else None
+        match = (score is not None and score >= SIGNATURE_THRESHOLD) if has_sig[i] else (
+            distance is not None and fingerprint_limit is not None and distance <= fingerprint_limit)
         candidates.append(Candidate(
-            known.names[i], known.origins[i], known.labels[i], "signature" if has_sig else "fingerprint",
-            score, float(retrieval[i]) if np.isfinite(retrieval[i]) else None, parts, distance,
-            match=score is not None and score >= SIGNATURE_THRESHOLD))
+            known.names[i], known.origins[i], known.labels[i], "signature" if has_sig[i] else "fingerprint",
+            score, float(retrieval[i]) if np.isfinite(retrieval[i]) else None, parts, distance, match))
     return sorted(candidates, key=_rank)
 
 
