@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
-from tensorguard.compare.disguise import Renaming
+from tensorguard.architectures.renaming import Renaming
 
 GROUP = "compare"
 INDEX = "model.safetensors.index.json"

@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy import stats
 
-from tensorguard.compare import Options, compare_models
-from tensorguard.compare.anatomy import mlp_blocks
-from tensorguard.compare.disguise import Renaming
-from tensorguard.compare.independence import (
+from tensorguard.architectures import mlp_blocks
+from tensorguard.architectures.renaming import Renaming
+from tensorguard.lineage import compare
+from tensorguard.lineage.independence import (
     block_log_p,
     fisher_log_p,
     independence_test,
@@ -103,7 +103,7 @@ def _save(tmp_path, name: str, w: Weights) -> str:
 
 def _test(tmp_path, a: Weights, b: Weights, blocks: int = 4):
     with open_model(_save(tmp_path, "a", a)) as sa, open_model(_save(tmp_path, "b", b)) as sb:
-        return independence_test(sa, sb, blocks)
+        return independence_test(sa, sb, blocks=blocks)
 
 
 def test_permuted_copy_keeps_function_and_is_derived_with_tiny_p(tmp_path, base):
@@ -114,7 +114,7 @@ def test_permuted_copy_keeps_function_and_is_derived_with_tiny_p(tmp_path, base)
                           llama_forward(disguised, LLAMA, tokens), atol=1e-9)
     assert not torch.equal(derived["model.layers.0.mlp.up_proj.weight"],
                            disguised["model.layers.0.mlp.up_proj.weight"])
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", disguised))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", disguised))
     assert c.weights is not None and c.weights.matrix_cosine is not None
     assert abs(c.weights.matrix_cosine) < 0.2  # direct cosine is fooled ...
     assert c.verdict.label == "derived"  # ... the test is not
@@ -131,7 +131,7 @@ def test_rescaled_copy_keeps_function_and_is_derived(tmp_path, base):
     tokens = torch.randint(LLAMA.vocab, (12,), generator=torch.Generator().manual_seed(1))
     assert torch.allclose(llama_forward(derived, LLAMA, tokens), llama_forward(scaled, LLAMA, tokens),
                           atol=1e-6)  # float32 rounding of the rescaled weights
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", scaled))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", scaled))
     assert c.verdict.label == "derived"
     assert c.independence is not None and c.independence.p_value < 1e-6
 
@@ -139,7 +139,7 @@ def test_rescaled_copy_keeps_function_and_is_derived(tmp_path, base):
 def test_block_removed_is_derived_and_paired_with_the_right_blocks(tmp_path, base):
     pruned = permute_llama(finetune(remove_block(base, LLAMA, 2), 0.05, seed=3),
                            ModelSpec(**{**LLAMA.__dict__, "layers": 5}), seed=9)
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", pruned))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", pruned))
     assert c.verdict.label == "derived"
     t = c.independence
     assert t is not None and t.p_value < 1e-6
@@ -167,7 +167,7 @@ def test_width_pruned_copy_matches_one_sided(tmp_path, base):
 def test_independent_inits_are_independent(tmp_path, seed):
     a = finetune(make_weights(LLAMA, 0), 0.05, seed=7)
     b = finetune(make_weights(LLAMA, seed), 0.05, seed=7)
-    c = compare_models(_save(tmp_path, "a", a), _save(tmp_path, "b", b))
+    c = compare(_save(tmp_path, "a", a), _save(tmp_path, "b", b))
     assert c.independence is not None and c.independence.p_value is not None
     assert c.independence.p_value > 1e-2
     assert c.verdict.label == "independent"
@@ -179,7 +179,7 @@ def test_vocabulary_extended_copy_is_derived(tmp_path, base):
     extended = dict(base)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         extended[name] = torch.cat([base[name], 0.02 * torch.randn(40, LLAMA.hidden, generator=gen)])
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", extended))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", extended))
     assert c.verdict.label == "derived"
     assert c.independence is not None and c.independence.alignment is not None
     assert c.independence.alignment.rows == LLAMA.vocab
@@ -212,7 +212,7 @@ def _permute_plain(w: Weights, layers: int, prefix: str, names: dict[str, str], 
 def test_conv1d_and_encoder_layouts(tmp_path, scheme, prefix, names, conv1d):
     spec = ModelSpec(scheme=scheme, hidden=48, layers=3, intermediate=160, vocab=200)
     w = make_weights(spec, 0)
-    blocks = mlp_blocks(open_model(_save(tmp_path, "a", w)))
+    blocks = mlp_blocks({i.name: i.shape for i in open_model(_save(tmp_path, "a", w)).matrices()})
     assert [b.scheme for b in blocks] == ["up/down"] * 3 and blocks[0].neurons == 160
     derived = _permute_plain(finetune(w, 0.05, 3), 3, prefix, names, conv1d, 48, 160, seed=2)
     t = _test(tmp_path, w, derived)
@@ -234,7 +234,7 @@ def test_match_rows_chunked_equals_full_argmax(monkeypatch):
     q = normalise_rows(torch.randn(300, 32, generator=gen))
     k = normalise_rows(torch.randn(70, 32, generator=gen))
     full = (q @ k.T).abs().argmax(dim=1).numpy()
-    monkeypatch.setattr("tensorguard.compare.independence._ENTRIES_PER_CHUNK", 70 * 7)
+    monkeypatch.setattr("tensorguard.lineage.independence._ENTRIES_PER_CHUNK", 70 * 7)
     assert np.array_equal(match_rows(q, k), full)
     corr = np.corrcoef(q.numpy()[:5], k.numpy()[:5])[:5, 5:]
     assert np.allclose((q[:5] @ k[:5].T).numpy(), corr, atol=1e-5)
@@ -263,9 +263,9 @@ def test_fisher_in_log_space_equals_scipy():
 
 def test_blocks_option_and_determinism(tmp_path, base):
     a, b = _save(tmp_path, "a", base), _save(tmp_path, "b", permute_llama(base, LLAMA, 3))
-    one = compare_models(a, b, Options(blocks=2))
+    one = compare(a, b, blocks=2)
     assert [x.block_a for x in one.independence.blocks] == ["model.layers.0", "model.layers.5"]
-    assert one == compare_models(a, b, Options(blocks=2))
+    assert one == compare(a, b, blocks=2)
 
 
 def test_residual_width_pruning_uses_argmax_alignment(tmp_path, base):

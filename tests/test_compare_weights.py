@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tensorguard.compare import compare_models
-from tensorguard.compare import weights as wmod
-from tensorguard.compare.weights import cosine, weight_evidence
+from tensorguard.lineage import compare
+from tensorguard.lineage import weights as wmod
+from tensorguard.lineage.weights import cosine, weight_evidence
 from tensorguard.loading import open_model
 from tensorguard.synthetic import ModelSpec, finetune, low_rank_update, make_weights, save_model
 
@@ -25,14 +25,14 @@ def _save(tmp_path, name, w, dtype=torch.float32) -> str:
 
 def test_same_file_twice_is_same_weights(tmp_path, base):
     path = _save(tmp_path, "a", base)
-    c = compare_models(path, path)
+    c = compare(path, path)
     assert c.verdict.label == "same weights" and "byte for byte" in c.verdict.reason
     assert c.weights is not None and c.weights.identical_share == 1.0 and c.weights.casts == ()
     assert c.fingerprint.distance == 0.0
 
 
 def test_bf16_cast_is_same_weights_and_names_the_cast(tmp_path, base):
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", base, torch.bfloat16))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", base, torch.bfloat16))
     assert c.verdict.label == "same weights"
     assert c.weights is not None and c.weights.casts == ("F32 -> BF16",)
     assert "F32 -> BF16" in c.verdict.reason
@@ -43,7 +43,7 @@ def test_a_changed_value_is_not_identical(tmp_path, base):
     w = changed["model.layers.1.mlp.up_proj.weight"].clone()
     w[3, 4] += 1e-3
     changed["model.layers.1.mlp.up_proj.weight"] = w
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", changed, torch.bfloat16))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", changed, torch.bfloat16))
     assert c.weights is not None and c.weights.identical_tensors == c.weights.shared_tensors - 1
     assert c.verdict.label == "derived"  # nearly everything identical, but not all
 
@@ -51,7 +51,7 @@ def test_a_changed_value_is_not_identical(tmp_path, base):
 @pytest.mark.parametrize("derive", [lambda w: low_rank_update(w, rank=4, scale=0.3, seed=1),
                                     lambda w: finetune(w, 0.02, seed=1)])
 def test_low_rank_and_small_perturbation_are_derived(tmp_path, base, derive):
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", derive(base)))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", derive(base)))
     assert c.verdict.label == "derived"
     assert c.weights is not None and c.weights.matrix_cosine > 0.9
     assert c.weights.identical_tensors < c.weights.shared_tensors
@@ -95,7 +95,7 @@ def test_removed_block_is_listed(tmp_path, base):
 
 def test_no_shared_tensor_names_is_not_applicable_not_zero(tmp_path, base):
     neox = make_weights(ModelSpec(scheme="neox", hidden=64, layers=3, intermediate=160), 0)
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", neox))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", neox))
     w = c.weights
     assert w is not None and not w.applicable and "no tensor name" in (w.reason or "")
     assert w.matrix_cosine is None and w.identical_tensors is None and w.identical_share is None

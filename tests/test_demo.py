@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tensorguard import clustering, demo
+from tensorguard import clustering
+from tensorguard.app import demo
 
 
 def test_demo_claims_hold(tmp_path):
@@ -10,7 +11,7 @@ def test_demo_claims_hold(tmp_path):
     result = demo.run_demo(tmp_path / "imgs", log=messages.append)
     families = {m.name: m.family for m in result.models}
     # every derivative clusters with its base, and only with it
-    for c in result.synthetic.model.clusters:
+    for c in result.synthetic.model.clusters_:
         assert {families[m] for m in c.members} == {c.name.removesuffix("-base")}
         assert c.centers == (c.name,)
     verdicts = {p.model: p for p in result.predictions}

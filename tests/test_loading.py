@@ -150,7 +150,7 @@ def test_lora_adapter_is_merged_on_read(tmp_path, weights):
         prefix + "embed_tokens.lora_embedding_A": ea,
         prefix + "embed_tokens.lora_embedding_B": eb,
     })
-    with pytest.raises(TensorguardError, match="pass --base"):
+    with pytest.raises(TensorguardError, match="pass its base model with base="):
         open_model(adapter)
     with open_model(adapter, base=base) as src:
         assert isinstance(src, LoraSource)

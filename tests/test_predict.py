@@ -10,12 +10,13 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from tensorguard import clustering, clustermodel
+from tensorguard import clustering
+from tensorguard.clustering import FamilyClassifier
 from tensorguard.errors import TensorguardError
-from tensorguard.features import load_fingerprints
+from tensorguard.fingerprints import load_fingerprints
 from tensorguard.reference import Label, bundled_dir
 
-PAPER_CENTERS = list(clustermodel.PAPER_CENTERS)
+PAPER_CENTERS = list(clustering.PAPER_CENTERS)
 HELD_OUT = "MARS-v0.2"
 
 
@@ -27,7 +28,7 @@ def split():
 
 @pytest.fixture(scope="module")
 def model(split):
-    return clustermodel.fit(split[0], PAPER_CENTERS)
+    return FamilyClassifier(centers=PAPER_CENTERS).fit(split[0])
 
 
 def test_prediction_matches_sklearn(split, model):
@@ -38,10 +39,10 @@ def test_prediction_matches_sklearn(split, model):
     names = [f.model_name for f in known]
     km = KMeans(8, init=Z[[names.index(c) for c in PAPER_CENTERS]], n_init=1, tol=0).fit(Z)
     z = scaler.transform(np.array([unknown[0].vector()]))
-    (p,) = clustermodel.predict(model, unknown)
+    (p,) = model.predict(unknown)
     assert p.distance == pytest.approx(km.transform(z).min(), abs=1e-9)
     assert sorted(p.cluster_distances.values()) == pytest.approx(sorted(km.transform(z)[0]), abs=1e-9)
-    assert p.nearest_cluster == model.members[int(np.flatnonzero(km.labels_ == km.predict(z)[0])[0])].cluster
+    assert p.nearest_cluster == model.members_[int(np.flatnonzero(km.labels_ == km.predict(z)[0])[0])].cluster
     assert p.verdict == "Llama-3.1-8B" and p.distance < p.threshold  # MARS derives from Llama-3.1-8B
     assert set(p.center_distances) == set(PAPER_CENTERS)
     assert p.center_distances["Llama-3.1-8B"] == pytest.approx(
@@ -51,20 +52,21 @@ def test_prediction_matches_sklearn(split, model):
 
 
 def test_save_load_round_trip(tmp_path, model, split):
-    path = clustermodel.save(model, tmp_path / "clusters.json")
-    loaded = clustermodel.load(path)
-    assert loaded == model
-    assert clustermodel.predict(loaded, split[1]) == clustermodel.predict(model, split[1])
-    clustermodel.save(loaded, tmp_path / "again.json")
+    path = model.save(tmp_path / "clusters.json")
+    loaded = FamilyClassifier.load(path)
+    assert loaded.to_dict() == model.to_dict()
+    assert loaded.predict(split[1]) == model.predict(split[1])
+    loaded.save(tmp_path / "again.json")
     assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
 
 
 def test_unknown_verdict_and_threshold_override(model, split):
     fp = split[1][0]
-    (far,) = clustermodel.predict(model, [fp], threshold=1.0)
+    (far,) = model.predict([fp], threshold=1.0)
     assert far.verdict == clustering.UNKNOWN and far.nearest_cluster == "Llama-3.1-8B"
-    with pytest.raises(TensorguardError, match="must be positive"):
-        clustermodel.predict(model, [fp], threshold=0)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(TensorguardError, match="must be a positive number"):
+            model.predict([fp], threshold=bad)
 
 
 def test_leave_one_out_with_the_default_threshold():
@@ -75,8 +77,8 @@ def test_leave_one_out_with_the_default_threshold():
     for fp in fps:
         if fp.model_name in PAPER_CENTERS:
             continue
-        model = clustermodel.fit([f for f in fps if f is not fp], PAPER_CENTERS)
-        (p,) = clustermodel.predict(model, [fp])
+        model = FamilyClassifier(centers=PAPER_CENTERS).fit([f for f in fps if f is not fp])
+        (p,) = model.predict([fp])
         if p.verdict == clustering.UNKNOWN:
             flagged.append(fp.model_name)
     assert flagged == ["Qwen2.5-3B-Instruct"]
@@ -110,7 +112,7 @@ def test_cli_round_trip_cluster_save_predict(run_cli, tmp_path):
 
 
 def test_cli_text_report_and_labels(run_cli, tmp_path, model):
-    save = clustermodel.save(model, tmp_path / "clusters.json")
+    save = model.save(tmp_path / "clusters.json")
     labels = tmp_path / "labels.csv"
     labels.write_text(f"model_name,base_model\n{HELD_OUT},Llama-3.1-8B\nphi-4,phi-4\n")
     r = run_cli("predict", bundled_dir() / f"{HELD_OUT}_features.json", bundled_dir() / "phi-4_features.json",
@@ -123,8 +125,8 @@ def test_cli_text_report_and_labels(run_cli, tmp_path, model):
 
 
 def test_labels_with_a_new_base_expect_unknown(model, split):
-    preds = clustermodel.predict(model, split[1], threshold=1.0)
-    ev = clustermodel.evaluate_predictions(model, preds, {HELD_OUT: Label("some-new-base")})
+    preds = model.predict(split[1], threshold=1.0)
+    ev = model.evaluate_predictions(preds, {HELD_OUT: Label("some-new-base")})
     assert (ev.evaluated, ev.correct) == (1, 1)
 
 
@@ -145,7 +147,7 @@ def test_cli_needs_exactly_one_source(run_cli, tmp_path):
     fp = bundled_dir() / "phi-4_features.json"
     for args in ((), ("--clusters", tmp_path / "c.json", "--centers", "phi-4")):
         r = run_cli("predict", fp, *args, "--no-plot")
-        assert r.code == 2 and "either --clusters FILE or --centers" in r.err
+        assert r.code == 2 and "either --clusters or --centers" in r.err
     r = run_cli("predict", fp, "--clusters", tmp_path / "c.json", "--features", bundled_dir(), "--no-plot")
     assert r.code == 2 and "--features is for --centers" in r.err
     r = run_cli("predict", fp, "--clusters", tmp_path / "missing.json", "--no-plot")
@@ -156,9 +158,9 @@ def test_cli_needs_exactly_one_source(run_cli, tmp_path):
 
 def test_singleton_clusters_need_an_explicit_threshold(split):
     two = split[0][:2]
-    model = clustermodel.fit(two, [f.model_name for f in two])
-    assert model.threshold == 0 and model.silhouette is None
-    with pytest.raises(TensorguardError, match="pass --threshold"):
-        clustermodel.predict(model, split[1])
-    (p,) = clustermodel.predict(model, split[1], threshold=1e9)
+    model = FamilyClassifier(centers=[f.model_name for f in two]).fit(two)
+    assert model.threshold_ == 0 and model.silhouette_ is None
+    with pytest.raises(TensorguardError, match="gives none: pass one"):
+        model.predict(split[1])
+    (p,) = model.predict(split[1], threshold=1e9)
     assert p.verdict == p.nearest_cluster

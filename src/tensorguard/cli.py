@@ -1,7 +1,8 @@
-"""The ``tensorguard`` command: one thin click command per verb over the library.
+"""The ``tensorguard`` command: one thin click command per verb over the public API and the
+application layer (``tensorguard.app``).
 
-Heavy modules (torch, scikit-learn, matplotlib) are imported inside each command so that
-``tensorguard --help`` and ``tensorguard inspect`` start in a fraction of a second.
+Each command imports only what it needs, inside its body, so that ``tensorguard --help`` starts
+in a fraction of a second and ``fingerprint`` never loads scikit-learn, SciPy or matplotlib.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def cli() -> None:
 @click.option("--name", help="Model name to report (default: from the path).")
 @standard_options
 def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> None:
-    """Summarise a model from its safetensors headers alone (reads no tensor data).
+    """Summarise a model from its headers alone (reads no tensor data).
 
     \b
     Examples:
@@ -79,17 +80,17 @@ def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> No
       tensorguard inspect ./Qwen2.5-7B-Instruct --json
       tensorguard inspect ./my-lora-adapter --base ./Llama-3.1-8B
     """
-    from tensorguard import summary
-    from tensorguard.loading import open_model
+    import tensorguard
+    from tensorguard.app.inspect import render_text
 
-    with open_model(model, base=base, name=name) as source:
-        emit(summary.summarize(source), as_json, summary.render_text)
+    emit(tensorguard.inspect(model, base=base, name=name), as_json, render_text)
 
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("-o", "--output", "out_dir", default="features", show_default=True,
-              type=click.Path(file_okay=False, path_type=str), help="Directory for the JSON files.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=str),
+              help="Directory for the JSON files [default: features; with --json: none, the "
+                   "fingerprint goes to stdout only].")
 @click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
               help="Probe samples per tensor (the paper uses 15).")
 @click.option("--device", default="auto", show_default=True,
@@ -98,12 +99,13 @@ def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> No
 @click.option("--base", type=click.Path(path_type=str), help="Base model of LoRA adapter(s).")
 @click.option("--force", is_flag=True, help="Overwrite existing fingerprint files.")
 @standard_options
-def fingerprint(models: tuple[str, ...], out_dir: str, samples: int, device: str,
+def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, device: str,
                 name: str | None, base: str | None, force: bool, as_json: bool) -> None:
     """Compute the paper's gradient fingerprint of each MODEL into DIR/<name>_features.json.
 
     Existing files are kept unless --force. A model that fails is reported on stderr and the
-    others go on (exit 1); a single bad model exits 2.
+    others go on (exit 1); a single bad model exits 2. With --json the fingerprint is printed
+    (a list for several models) and no file is written unless -o is given.
 
     \b
     Examples:
@@ -111,23 +113,25 @@ def fingerprint(models: tuple[str, ...], out_dir: str, samples: int, device: str
       tensorguard fingerprint a.safetensors b/ c/ -o features/ --device cpu
       tensorguard fingerprint ./my-adapter --base ./Llama-3.1-8B --name my-finetune --json
     """
-    from tensorguard import fingerprint as fpmod
+    from tensorguard.app.batch import Status
+    from tensorguard.app.fingerprint import fingerprint_models, render_text
 
-    def report(outcome: fpmod.Outcome) -> None:
-        if outcome.status == "failed":
+    def report(outcome: Any) -> None:
+        if outcome.status is Status.FAILED:
             click.echo(f"tensorguard: error: {outcome.error}", err=True)
-        elif outcome.status == "skipped" and as_json:
-            click.echo(f"tensorguard: {outcome.path} exists, skipped (use --force)", err=True)
+        elif outcome.status is Status.SKIPPED and as_json:
+            click.echo(f"tensorguard: {outcome.paths[0]} exists, skipped (use --force)", err=True)
 
-    outcomes = fpmod.fingerprint_paths(list(models), out_dir, samples, device, name, base, force,
-                                       on_outcome=report)
-    done = [o.fingerprint.to_dict() for o in outcomes if o.fingerprint is not None]
+    directory = out_dir if out_dir is not None or as_json else "features"
+    outcomes = fingerprint_models(list(models), out_dir=directory, samples=samples, device=device,
+                                  name=name, base=base, force=force, on_outcome=report)
+    done = [o.result.to_dict() for o in outcomes if o.result is not None]
     if as_json:
         if len(models) > 1 or done:
             emit(done if len(models) > 1 else done[0], True, str)
-    elif any(o.status != "failed" for o in outcomes):
-        click.echo(fpmod.render_text(outcomes))
-    if any(o.status == "failed" for o in outcomes):
+    elif any(o.status is not Status.FAILED for o in outcomes):
+        click.echo(render_text(outcomes))
+    if any(o.status is Status.FAILED for o in outcomes):
         raise SystemExit(1)
 
 
@@ -162,13 +166,14 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
       tensorguard sensitivity a.safetensors b.safetensors -o sensitivity/ --force
       tensorguard sensitivity ./model --metric gradient-norm --seeds repeat   # the paper's score
     """
-    from tensorguard import sensitivity as sens
+    from tensorguard.app.sensitivity import analyze_models, render_text
+    from tensorguard.sensitivity import Options
 
-    options = sens.Options(kinds=sens.parse_kinds(noise), metric=metric, samples=samples,
-                           seeds=seeds, threshold=threshold, top=top, attention_test=attention_test)
-    done = sens.run(models, options, output, force,
-                    on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True), base=base)
-    emit(done, as_json, sens.render_text)
+    options = Options(kinds=noise, metric=metric, samples=samples, seeds=seeds,  # type: ignore[arg-type]
+                      threshold=threshold, top=top, attention_test=attention_test)
+    done = analyze_models(models, options, out_dir=output, force=force, base=base,
+                          on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True))
+    emit(done, as_json, render_text)
     if done.failures:
         raise SystemExit(1)
 
@@ -204,11 +209,12 @@ def cluster(features: tuple[str, ...], centers: str, k: int | None, method: str,
           Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --labels features/labels.csv
       tensorguard cluster my_features/ --centers base-a,base-b --save clusters.json --force
     """
-    from tensorguard import clustermodel
+    from tensorguard.app.families import cluster_files, parse_centers, render_cluster_text
 
-    report = clustermodel.cluster_files(features, clustermodel.parse_centers(centers), k, method, seed,
-                                        labels, save_to, None if no_plot else plot, force)
-    emit(report, as_json, clustermodel.render_cluster_text)
+    report = cluster_files(features, centers=parse_centers(centers), k=k, method=method,
+                           random_state=seed, labels=labels, save_to=save_to,
+                           plot=None if no_plot else plot, force=force)
+    emit(report, as_json, render_cluster_text)
 
 
 @cli.command()
@@ -240,12 +246,13 @@ def predict(unknowns: tuple[str, ...], clusters: str | None, centers: str | None
       tensorguard predict my_model_features.json --clusters clusters.json
       tensorguard predict my_model_features.json --centers phi-4,Qwen2.5-3B,llama-3.2-1b
     """
-    from tensorguard import clustermodel
+    from tensorguard.app.families import parse_centers, predict_files, render_predict_text
 
-    report = clustermodel.predict_files(
-        unknowns, clusters, features, clustermodel.parse_centers(centers or ""), k, method,
-        threshold=threshold, labels=labels, plot_dir=None if no_plot else plot_dir, force=force)
-    emit(report, as_json, clustermodel.render_predict_text)
+    report = predict_files(unknowns, clusters=clusters, features=features,
+                           centers=parse_centers(centers or ""), k=k, method=method,
+                           threshold=threshold, labels=labels,
+                           plot_dir=None if no_plot else plot_dir, force=force)
+    emit(report, as_json, render_predict_text)
 
 
 @cli.command()
@@ -261,10 +268,10 @@ def demo(imgs_dir: str, samples: int, as_json: bool) -> None:
     Example:
       make demo
     """
-    from tensorguard import demo as demo_lib
+    from tensorguard.app.demo import render_text, run_demo
 
-    emit(demo_lib.run_demo(imgs_dir, num_samples=samples, log=None if as_json else click.echo),
-         as_json, demo_lib.render_text)
+    emit(run_demo(imgs_dir, num_samples=samples, log=None if as_json else click.echo),
+         as_json, render_text)
 
 
 @cli.command()
@@ -287,7 +294,7 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
             seed: int, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
     """Is one model derived from another? Fingerprint distance, weight evidence, independence test.
 
-    Each INPUT is a model (any safetensors layout) or a fingerprint JSON. Two inputs: a verdict
+    Each INPUT is a model (any supported layout) or a fingerprint JSON. Two inputs: a verdict
     (same weights, derived, independent, inconclusive) with its evidence. More: every signal as
     a matrix, heatmaps and a dendrogram.
 
@@ -297,12 +304,15 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
       tensorguard compare a/ b/ c/ --plot-dir imgs --json
       tensorguard compare features/phi-4_features.json features/unsloth-phi-4_features.json
     """
-    from tensorguard import compare as cmp
+    from tensorguard.app.compare import compare_inputs, render_text
 
-    options = cmp.Options(reference=reference, blocks=blocks, num_samples=samples, device=device,
-                          seed=seed)
-    emit(cmp.compare_inputs(inputs, options, None if no_plot else plot_dir, force), as_json,
-         cmp.render_text)
+    emit(compare_inputs(inputs, plot_dir=None if no_plot else plot_dir, force=force,
+                        reference=reference, blocks=blocks, samples=samples, device=device,
+                        seed=seed), as_json, render_text)
+
+
+#: How the library's parameter names are spelled on the command line, where they differ.
+FLAGS = {"kinds": "--noise", "out_dir": "--output", "save_to": "--save", "random_state": "--seed"}
 
 
 def main() -> None:
@@ -310,7 +320,7 @@ def main() -> None:
     try:
         code = cli.main(standalone_mode=False)
     except TensorguardError as exc:
-        click.echo(f"tensorguard: error: {exc}", err=True)
+        click.echo(f"tensorguard: error: {exc.for_cli(FLAGS)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

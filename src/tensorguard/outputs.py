@@ -8,19 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from tensorguard.errors import TensorguardError
+from tensorguard.errors import OutputExistsError
 
 
-def check_writable(path: Path, force: bool) -> None:
+def check_writable(path: Path, *, force: bool) -> None:
     """Refuse to overwrite ``path`` unless ``force``."""
     if path.exists() and not force:
-        raise TensorguardError(f"{path}: already exists; pass --force to overwrite it")
+        raise OutputExistsError(path)
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: bool = False) -> Path:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], *, force: bool = False) -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename it into place."""
     path = Path(path)
-    check_writable(path, force)
+    check_writable(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -35,6 +35,11 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], force: boo
     return path
 
 
-def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
+def write_bytes_atomic(path: str | Path, data: bytes, *, force: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_atomic(path, lambda fh: fh.write(data), force=force)
+
+
+def write_text_atomic(path: str | Path, text: str, *, force: bool = False) -> Path:
     """Write a UTF-8 text file atomically."""
-    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")), force)
+    return write_bytes_atomic(path, text.encode("utf-8"), force=force)

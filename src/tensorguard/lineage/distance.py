@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorguard.features import Fingerprint, load_fingerprints
+from tensorguard.fingerprints import Fingerprint, load_fingerprints
 from tensorguard.reference import LABELS_FILE, bundled_dir, load_labels
 
 

@@ -10,7 +10,7 @@ four moments of ``u`` and ``x``: no out x in matrix is ever formed and nothing i
 Reproducibility: ``y`` is computed in float64 from the float32 weights (bf16/f16/f32 times a float32
 probe is exact in float64, only the sums round), streamed in row blocks on the chosen device, and
 every statistic is derived in float64. Differences between BLAS builds or devices then stay near
-1e-16 relative; ``tensorguard.fingerprint`` rounds what it stores to 10 significant digits, so
+1e-16 relative; ``tensorguard.fingerprints`` rounds what it stores to 10 significant digits, so
 they cannot reach the written bytes.
 
 ``autograd_statistics`` is the slow reference of the same maths (the full gradient matrix from
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from tensorguard.loading import ModelSource
-from tensorguard.perturbations import RowReader, row_blocks
+from tensorguard.loading.source import BLOCK_ELEMENTS
+from tensorguard.probes.fgsm import float64_blocks
 
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -41,19 +42,17 @@ class GradientStats:
     kurtosis: float
 
 
-def responses(source: ModelSource, name: str, probes: torch.Tensor,
-              device: str | torch.device = "cpu") -> torch.Tensor:
+def responses(source: ModelSource, name: str, *, probes: torch.Tensor,
+              device: str | torch.device = "cpu", max_elements: int = BLOCK_ELEMENTS) -> torch.Tensor:
     """``W @ probes`` in float64 on the CPU, for the 2-D tensor ``name`` (out x in) and probes (in x k).
 
-    ``W`` is streamed in row blocks (``perturbations.row_blocks``), as float32 values in float64
+    ``W`` is streamed in row blocks (``ModelSource.row_blocks``), as float32 values in float64
     on ``device``.
     """
-    shape = source.info(name).shape
-    reader = RowReader((shape[0], shape[1]),
-                       lambda start, stop: source.read_rows(name, start, stop, torch.float32))
     x = probes.to(device=device, dtype=torch.float64)
-    out = torch.empty((shape[0], probes.shape[1]), dtype=torch.float64)
-    for start, block in row_blocks(reader, device):
+    out = torch.empty((source.info(name).shape[0], probes.shape[1]), dtype=torch.float64)
+    blocks = source.row_blocks(name, max_elements=max_elements, dtype=torch.float32)
+    for start, block in float64_blocks(blocks, device):
         out[start:start + block.shape[0]] = (block @ x).cpu()
     return out
 
@@ -95,7 +94,8 @@ def gradient_matrix(weight: torch.Tensor, x: torch.Tensor,
     """The gradient of ``||x W^T||_2`` with respect to ``W`` (cast to ``dtype``), from autograd."""
     w = weight.detach().to(dtype).requires_grad_(True)
     torch.linalg.vector_norm(x.to(dtype).reshape(1, -1) @ w.T).backward()
-    assert w.grad is not None
+    if w.grad is None:  # cannot happen: w is a leaf that requires grad
+        raise RuntimeError("autograd produced no gradient")
     return w.grad
 
 

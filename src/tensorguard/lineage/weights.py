@@ -2,9 +2,9 @@
 
 Tensors are streamed one pair at a time. Cosines are exact up to ``EXACT_LIMIT`` entries; above
 it they use a fixed subsample of ``EXACT_LIMIT`` flat positions drawn with seed 0 (the same
-positions in both tensors), so the figure is reproducible and cheap even for embeddings. The
-shards are unmapped after each pair (``ModelSource.close``; reads reopen them), so resident
-memory stays near two tensors rather than growing to both models.
+positions in both tensors), so the figure is reproducible and cheap even for embeddings. Each
+``ModelSource`` unmaps its shards when a read moves on to another tensor, so resident memory
+stays near two tensors rather than growing to both models.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from tensorguard import progress
-from tensorguard.architecture import Role, role
-from tensorguard.compare.anatomy import is_vocab_matrix
+from tensorguard.architectures import Role, is_vocab_matrix, role
 from tensorguard.loading import ModelSource
 
 #: Entries up to which a cosine is exact; larger tensors use this many seeded sample positions.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
+from tensorguard.outputs import write_text_atomic
 
 SCHEMA = "tensorguard.fingerprint/1"
 STATISTICS = ("mean", "std", "norm", "skewness", "kurtosis")
@@ -95,6 +96,13 @@ class Fingerprint:
         """Deterministic JSON text: the same fingerprint always gives the same bytes."""
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the fingerprint atomically to ``path`` (a ``.json`` file) or, given a directory,
+        to ``DIR/<model_name>_features.json``; an existing file is kept unless ``force``."""
+        path = Path(path)
+        target = path if path.suffix == ".json" else default_path(path, self.model_name)
+        return write_text_atomic(target, self.dumps(), force=force)
+
 
 def default_path(directory: str | Path, model_name: str) -> Path:
     """Where the fingerprint of ``model_name`` goes: ``DIR/<model_name>_features.json``."""
@@ -122,7 +130,7 @@ def _probe(path: Path, data: Any) -> ProbeRecord | None:
         raise TensorguardError(f"{path}: malformed 'probe' object ({exc})") from None
 
 
-def parse_fingerprint(data: Any, path: Path, complete: bool = True) -> Fingerprint:
+def parse_fingerprint(data: Any, path: Path, *, complete: bool = True) -> Fingerprint:
     """Validate a decoded fingerprint JSON object (``complete``: all 14 features required)."""
     if not isinstance(data, dict):
         raise TensorguardError(f"{path}: not a fingerprint (expected a JSON object)")
@@ -151,7 +159,7 @@ def parse_fingerprint(data: Any, path: Path, complete: bool = True) -> Fingerpri
     )
 
 
-def load_fingerprint(path: str | Path, complete: bool = True) -> Fingerprint:
+def load_fingerprint(path: str | Path, *, complete: bool = True) -> Fingerprint:
     """Read one fingerprint file, published or tensorguard-written, with one-line errors."""
     path = Path(path)
     if not path.is_file():
@@ -163,7 +171,7 @@ def load_fingerprint(path: str | Path, complete: bool = True) -> Fingerprint:
         raise TensorguardError(f"{path}: not a fingerprint (not a UTF-8 JSON file)") from None
     except json.JSONDecodeError as exc:
         raise TensorguardError(f"{path}: not valid JSON ({exc})") from None
-    return parse_fingerprint(data, path, complete)
+    return parse_fingerprint(data, path, complete=complete)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -182,9 +190,18 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_fingerprints(paths: Iterable[str | Path], complete: bool = True) -> list[Fingerprint]:
-    """Load fingerprints from files and directories; model names must be unique."""
-    fps = [load_fingerprint(p, complete) for p in expand_paths(paths)]
+def load_fingerprints(paths: str | Path | Iterable[str | Path], *,
+                      complete: bool = True) -> list[Fingerprint]:
+    """Load fingerprints from files and directories of ``*_features.json`` (published by the
+    paper's authors or written by tensorguard); model names must be unique.
+
+    Example::
+
+        fps = load_fingerprints("features/")
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    fps = [load_fingerprint(p, complete=complete) for p in expand_paths(paths)]
     seen: dict[str, Path | None] = {}
     for fp in fps:
         if fp.model_name in seen:

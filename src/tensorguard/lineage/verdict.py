@@ -17,19 +17,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tensorguard.compare.distance import FingerprintDistance
-from tensorguard.compare.independence import IndependenceTest
-from tensorguard.compare.weights import WeightEvidence
+from tensorguard.enums import TextEnum
+from tensorguard.lineage.distance import FingerprintDistance
+from tensorguard.lineage.independence import IndependenceTest
+from tensorguard.lineage.weights import WeightEvidence
 
 ALPHA = 1e-3
 DERIVED_COSINE = 0.5
 INDEPENDENT_COSINE = 0.1
-LABELS = ("same weights", "derived", "independent", "inconclusive")
+
+
+class VerdictLabel(TextEnum):
+    SAME_WEIGHTS = "same weights"
+    DERIVED = "derived"
+    INDEPENDENT = "independent"
+    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    label: str
+    label: VerdictLabel
     p_value: float | None
     reason: str
 
@@ -62,13 +69,13 @@ def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
     cosine = weights.matrix_cosine if weights is not None and weights.applicable else None
     if weights is not None and weights.all_identical:
         how = f"after a dtype cast ({', '.join(weights.casts)})" if weights.casts else "byte for byte"
-        return Verdict("same weights", p, f"all {weights.shared_tensors} tensors identical {how}")
+        return Verdict(VerdictLabel.SAME_WEIGHTS, p, f"all {weights.shared_tensors} tensors identical {how}")
     if rejects and test is not None:
-        return Verdict("derived", p, _test_summary(test))
+        return Verdict(VerdictLabel.DERIVED, p, _test_summary(test))
     if cosine is not None and cosine >= DERIVED_COSINE:
-        return Verdict("derived", p, f"median cosine of shared matrices {cosine:.3f}")
+        return Verdict(VerdictLabel.DERIVED, p, f"median cosine of shared matrices {cosine:.3f}")
     if test is not None and test.applicable and cosine is not None and abs(cosine) < INDEPENDENT_COSINE:
-        return Verdict("independent", p,
+        return Verdict(VerdictLabel.INDEPENDENT, p,
                        f"{_test_summary(test)}; median cosine of shared matrices {cosine:.3f}")
     missing = []
     if test is None:
@@ -80,4 +87,4 @@ def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
             missing.append(f"weights: {weights.reason}")
         elif cosine is not None:
             missing.append(f"median cosine of shared matrices {cosine:.3f}")
-    return Verdict("inconclusive", p, "; ".join([*missing, _distance_summary(distance)]))
+    return Verdict(VerdictLabel.INCONCLUSIVE, p, "; ".join([*missing, _distance_summary(distance)]))

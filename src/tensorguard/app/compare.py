@@ -1,18 +1,64 @@
-"""Text reports of ``tensorguard compare``: one pair in detail, or the matrices of several."""
+"""``tensorguard compare``: a pair in detail, or several models as matrices with figures; the
+text report of each signal."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from itertools import combinations
+from pathlib import Path
+from typing import Any
 
-from tensorguard.compare.distance import FingerprintDistance
-from tensorguard.compare.independence import IndependenceTest
-from tensorguard.compare.pairwise import Comparison, ComparisonMatrix
-from tensorguard.compare.verdict import format_p
-from tensorguard.compare.weights import WeightEvidence
-from tensorguard.report import fmt, table
+from tensorguard.lineage import SIGNALS, Comparison, ComparisonMatrix, compare_all
+from tensorguard.lineage.distance import FingerprintDistance
+from tensorguard.lineage.independence import IndependenceTest
+from tensorguard.lineage.verdict import format_p
+from tensorguard.lineage.weights import WeightEvidence
+from tensorguard.outputs import check_writable
+from tensorguard.report import fmt, table, to_jsonable
 
+DENDROGRAM = "similarity_dendrogram.png"
 _LISTED = 5  # tensor names listed before "and N more"
 
+
+def planned_plots(directory: str | Path) -> list[Path]:
+    """Every figure ``compare_inputs`` may write into ``directory``."""
+    directory = Path(directory)
+    matrices = [signal.matrix for signal in SIGNALS.values()]
+    return [directory / f"similarity_{m}.png" for m in matrices] + [directory / DENDROGRAM]
+
+
+def write_plots(result: ComparisonMatrix, directory: str | Path, *, force: bool = False) -> list[Path]:
+    """Heatmaps of the signals measured for at least one pair, and the fingerprint dendrogram."""
+    from tensorguard.plots import save_png
+    from tensorguard.plots.similarity import dendrogram, heatmap, measured
+
+    directory = Path(directory)
+    written = [save_png(heatmap(s, result.models), directory / f"similarity_{s.signal}.png",
+                        force=force) for s in measured(result)]
+    fingerprint = next(s for s in result.signals if s.signal == SIGNALS["fingerprint"].matrix)
+    written.append(save_png(dendrogram(fingerprint, result.models), directory / DENDROGRAM,
+                            force=force))
+    return written
+
+
+def compare_inputs(inputs: Sequence[str | Path], *, plot_dir: str | Path | None = None,
+                   force: bool = False, **options: Any) -> Comparison | ComparisonMatrix:
+    """A pair's ``Comparison``, or for three or more inputs the ``ComparisonMatrix`` with its
+    figures written to ``plot_dir`` (none when ``None``). ``options`` go to ``compare_all``."""
+    if len(inputs) > 2 and plot_dir is not None:
+        for path in planned_plots(plot_dir):  # before any slow work
+            check_writable(path, force=force)
+    result = compare_all(inputs, **options)
+    if len(inputs) == 2:
+        return result.comparisons[0]
+    if plot_dir is None:
+        return result
+    return dataclasses.replace(result, plots=[str(p) for p in write_plots(result, plot_dir,
+                                                                           force=force)])
+
+
+# ---- text ---------------------------------------------------------------------------------------
 
 def _names(names: tuple[str, ...]) -> str:
     more = f", and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
@@ -30,9 +76,7 @@ def _distance(d: FingerprintDistance) -> list[str]:
     return lines
 
 
-def _weights(w: WeightEvidence | None) -> list[str]:
-    if w is None:
-        return ["weights: not applicable (a fingerprint file has no weights)"]
+def _weights(w: WeightEvidence) -> list[str]:
     if not w.applicable:
         return [f"weights: not applicable ({w.reason})"]
     cast = f", after casts {', '.join(w.casts)}" if w.casts else ""
@@ -52,9 +96,7 @@ def _weights(w: WeightEvidence | None) -> list[str]:
     return lines
 
 
-def _test(t: IndependenceTest | None) -> list[str]:
-    if t is None:
-        return ["independence test: not applicable (a fingerprint file has no weights)"]
+def _test(t: IndependenceTest) -> list[str]:
     if not t.applicable or t.alignment is None:
         return [f"independence test: not applicable ({t.reason})"]
     al = t.alignment
@@ -70,12 +112,25 @@ def _test(t: IndependenceTest | None) -> list[str]:
     return lines
 
 
+#: How each signal reads in text; a signal without an entry is shown as its JSON fields.
+RENDERERS: dict[str, Callable[[Any], list[str]]] = {
+    "fingerprint": _distance, "weights": _weights, "independence": _test}
+
+
+def _evidence(name: str, evidence: Any) -> list[str]:
+    if evidence is None:
+        return [f"{SIGNALS[name].title}: not applicable (a fingerprint file has no weights)"]
+    if name in RENDERERS:
+        return RENDERERS[name](evidence)
+    return [f"{name}:", *(f"  {k}: {v}" for k, v in to_jsonable(evidence).items())]
+
+
 def render_pair(c: Comparison) -> str:
     """One pair in detail: verdict first, then each signal."""
     head = [f"A: {c.model_a} ({c.inputs[0]})", f"B: {c.model_b} ({c.inputs[1]})",
             f"verdict: {c.verdict.label}: {c.verdict.reason}", ""]
-    return "\n".join([*head, *_distance(c.fingerprint), *_weights(c.weights),
-                      *_test(c.independence)]) + "\n"
+    body = [line for name, evidence in c.evidence.items() for line in _evidence(name, evidence)]
+    return "\n".join([*head, *body]) + "\n"
 
 
 def render_matrix(m: ComparisonMatrix) -> str:
@@ -89,7 +144,7 @@ def render_matrix(m: ComparisonMatrix) -> str:
     lines += ["", "verdicts:"]
     pairs = combinations(range(len(m.models)), 2)  # the order of m.comparisons
     lines += [f"  [{i}] vs [{j}]: {c.verdict.label}: {c.verdict.reason}"
-              for (i, j), c in zip(pairs, m.comparisons)]
+              for (i, j), c in zip(pairs, m.comparisons, strict=True)]
     if m.plots:
         lines += ["", "plots:", *(f"  {p}" for p in m.plots)]
     return "\n".join(lines) + "\n"

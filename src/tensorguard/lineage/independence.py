@@ -34,7 +34,7 @@ import torch
 from scipy import optimize, special, stats
 
 from tensorguard import progress
-from tensorguard.compare.anatomy import MlpBlock, mlp_blocks, vocab_matrix
+from tensorguard.architectures import MlpBlock, NeuronMatrix, mlp_blocks, vocab_matrix
 from tensorguard.loading import ModelSource
 
 #: Shared vocabulary rows used for the residual alignment (the leading, most-trained tokens).
@@ -171,13 +171,25 @@ def align_residual(a: ModelSource, b: ModelSource, name_a: str,
     return record, _Aligner(index, sign)
 
 
+def read_neuron_major(source: ModelSource, matrix: NeuronMatrix) -> torch.Tensor:
+    """An MLP matrix as float32, one row per neuron."""
+    if matrix.rows is not None:
+        return source.read_rows(matrix.name, *matrix.rows, dtype=torch.float32)
+    tensor = source.read(matrix.name, dtype=torch.float32)
+    return tensor.t().contiguous() if matrix.transpose else tensor
+
+
+def _shapes(source: ModelSource) -> dict[str, tuple[int, ...]]:
+    return {i.name: i.shape for i in source.matrices()}
+
+
 class _Block:
     """The two normalised neuron-major matrices of one block, B's already in A's residual order."""
 
     def __init__(self, source: ModelSource, block: MlpBlock, aligner: _Aligner | None) -> None:
         self.key = block.key
         self.neurons = block.neurons
-        mats = [m.read(source) for m in (block.first, block.second)]
+        mats = [read_neuron_major(source, m) for m in (block.first, block.second)]
         if aligner is not None:
             mats = [aligner.apply(m) for m in mats]
         self.first, self.second = (normalise_rows(m) for m in mats)
@@ -203,13 +215,13 @@ def _not_applicable(reason: str) -> IndependenceTest:
     return IndependenceTest(False, reason)
 
 
-def independence_test(a: ModelSource, b: ModelSource, blocks: int = 4) -> IndependenceTest:
+def independence_test(a: ModelSource, b: ModelSource, *, blocks: int = 4) -> IndependenceTest:
     """Test whether B is independent of A on ``blocks`` evenly spaced MLP blocks."""
-    vocab_a, vocab_b = vocab_matrix(a), vocab_matrix(b)
+    vocab_a, vocab_b = vocab_matrix(_shapes(a)), vocab_matrix(_shapes(b))
     for source, vocab in ((a, vocab_a), (b, vocab_b)):
         if vocab is None:
             return _not_applicable(f"{source.name}: no token-embedding matrix to align with")
-    mlp_a, mlp_b = mlp_blocks(a), mlp_blocks(b)
+    mlp_a, mlp_b = mlp_blocks(_shapes(a)), mlp_blocks(_shapes(b))
     for source, found in ((a, mlp_a), (b, mlp_b)):
         if not found:
             return _not_applicable(f"{source.name}: no recognised MLP matrices")

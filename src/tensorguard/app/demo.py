@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
-from tensorguard import clustermodel, synthetic
-from tensorguard.clustermodel import PAPER_CENTERS, ClusterReport, UnknownPrediction
+from tensorguard import synthetic
+from tensorguard.app.families import ClusterReport, cluster_files, predict_files
+from tensorguard.clustering import PAPER_CENTERS, UnknownPrediction
+from tensorguard.fingerprints import fingerprint
 from tensorguard.reference import LABELS_FILE, bundled_dir
 
 FAMILIES = {
@@ -78,22 +80,18 @@ def _recipes() -> list[tuple[DemoModel, dict[str, torch.Tensor], torch.dtype]]:
 
 def _fingerprint_files(folder: Path, num_samples: int, say: Callable[[str], None]) -> list[DemoModel]:
     """Write every model to ``folder/models``, its fingerprint to ``folder/known`` or ``/unknown``."""
-    from tensorguard.fingerprint import fingerprint_model, write_fingerprint
-    from tensorguard.loading import open_model
-
     models = []
     for model, weights, dtype in _recipes():
         path = synthetic.save_model(weights, folder / "models" / f"{model.name}.safetensors", dtype=dtype)
-        with open_model(path, name=model.name) as source:
-            fp = fingerprint_model(source, num_samples=num_samples, device="cpu")
-        write_fingerprint(fp, folder / ("unknown" if model.role == "unknown" else "known"))
+        fp = fingerprint(path, samples=num_samples, device="cpu", name=model.name)
+        fp.save(folder / ("unknown" if model.role == "unknown" else "known"))
         models.append(model)
     say(f"built {len(models)} synthetic models as safetensors files in {folder / 'models'} "
         f"and fingerprinted them ({num_samples} probe samples each)")
     return models
 
 
-def run_demo(imgs_dir: str | Path = "imgs/demo", num_samples: int = 15,
+def run_demo(imgs_dir: str | Path = "imgs/demo", *, num_samples: int = 15,
              log: Callable[[str], None] | None = None) -> DemoResult:
     """Run the demo; figures go to ``imgs_dir`` (the demo's own previous figures are replaced)."""
     say = log or (lambda _msg: None)
@@ -102,18 +100,17 @@ def run_demo(imgs_dir: str | Path = "imgs/demo", num_samples: int = 15,
         folder = Path(tmp)
         models = _fingerprint_files(folder, num_samples, say)
         centers = [m.name for m in models if m.role == "center"]
-        synth = clustermodel.cluster_files([folder / "known"], centers, save_to=folder / "clusters.json",
-                                           plot=imgs / "synthetic_clusters.png", force=True)
-        say(f"clustered the {len(synth.model.members)} known ones around {', '.join(centers)} "
+        synth = cluster_files([folder / "known"], centers=centers, save_to=folder / "clusters.json",
+                              plot=imgs / "synthetic_clusters.png", force=True)
+        say(f"clustered the {len(synth.model.members_)} known ones around {', '.join(centers)} "
             "and saved clusters.json")
-        report = clustermodel.predict_files([folder / "unknown"], clusters=synth.saved, plot_dir=imgs,
-                                            force=True)
+        report = predict_files([folder / "unknown"], clusters=synth.saved, plot_dir=imgs, force=True)
         say("predicted from clusters.json: " + ", ".join(f"{p.model} -> {p.verdict}"
                                                           for p in report.predictions))
     bundled = bundled_dir()
-    real = clustermodel.cluster_files([bundled], PAPER_CENTERS, labels=bundled / LABELS_FILE,
-                                      plot=imgs / "bundled_clusters.png", force=True)
-    say(f"clustered the {len(real.model.members)} bundled fingerprints of real LLMs around the "
+    real = cluster_files([bundled], centers=PAPER_CENTERS, labels=bundled / LABELS_FILE,
+                         plot=imgs / "bundled_clusters.png", force=True)
+    say(f"clustered the {len(real.model.members_)} bundled fingerprints of real LLMs around the "
         f"paper's {len(PAPER_CENTERS)} centers")
     plots = tuple(p for p in (synth.plot, *report.plots, real.plot) if p is not None)
     return DemoResult(tuple(models), replace(synth, saved=None), report.predictions, real, plots)
@@ -125,9 +122,9 @@ def render_text(result: DemoResult) -> str:
     lines = ["", "Synthetic families (written to a temporary folder, now removed):"]
     lines += [f"  {m.name:18} {m.role:7} {m.recipe}" for m in result.models]
     lines += ["", "Clusters of the synthetic models (bases as centers):"]
-    lines += [f"  {c.name}: {', '.join(c.members)}" for c in result.synthetic.model.clusters]
-    lines.append(f"  threshold {result.synthetic.model.threshold:.3g} "
-                 f"({result.synthetic.model.threshold_rule})")
+    lines += [f"  {c.name}: {', '.join(c.members)}" for c in result.synthetic.model.clusters_]
+    lines.append(f"  threshold {result.synthetic.model.threshold_:.3g} "
+                 f"({result.synthetic.model.threshold_rule_})")
     lines += ["", "Predictions from the saved clusters:"]
     for p in result.predictions:
         truth = by_name[p.model].family
@@ -136,6 +133,6 @@ def render_text(result: DemoResult) -> str:
     if ev is not None and ev.accuracy is not None:
         lines += ["", f"Bundled real LLMs: {ev.correct}/{ev.evaluated} in the cluster of their base "
                       f"model (accuracy {ev.accuracy:.1%}, purity {ev.purity:.1%}), "
-                      f"silhouette {result.bundled.model.silhouette:.3f}"]
+                      f"silhouette {result.bundled.model.silhouette_:.3f}"]
     lines += ["", "Pictures:"] + [f"  {p}" for p in result.plots]
     return "\n".join(lines) + "\n"
