@@ -61,6 +61,7 @@ CASES = [
     ("h.5.attn.c_attn.weight", Role.ATTENTION, 5),  # bare GPT-2 checkpoints drop "transformer."
     ("gpt_neox.layers.1.attention.dense.weight", Role.ATTENTION, 1),
     ("embed_out.weight", Role.EMBEDDING, None),  # the paper's rule sees "embed" in it
+    ("model.layers.6.mlp.c_fc.weight", Role.FFN, 6),  # StarCoder2
 ]
 
 

@@ -17,7 +17,7 @@ def check_writable(path: Path, *, force: bool) -> None:
         raise OutputExistsError(path)
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], *, force: bool = False) -> Path:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], *, force: bool = False) -> Path:
     """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename it into place."""
     path = Path(path)
     check_writable(path, force=force)

@@ -79,6 +79,23 @@ PHI = REGISTRY.register(Scheme(
     after=(_norm("model.final_layernorm.weight"), _w("lm_head.weight", Slot.LM_HEAD, V, R)),
 ))
 
+STARCODER2 = REGISTRY.register(Scheme(
+    name="starcoder2",
+    models="StarCoder2 (model.layers.N with c_fc/c_proj MLPs)",
+    before=(_w("model.embed_tokens.weight", Slot.EMBED, V, R),),
+    blocks=(
+        _norm("model.layers.{block}.input_layernorm.weight"),
+        _w("model.layers.{block}.self_attn.q_proj.weight", Slot.Q, Q, R),
+        _w("model.layers.{block}.self_attn.k_proj.weight", Slot.K, KV, R),
+        _w("model.layers.{block}.self_attn.v_proj.weight", Slot.V, KV, R),
+        _w("model.layers.{block}.self_attn.o_proj.weight", Slot.O, R, Q),
+        _norm("model.layers.{block}.post_attention_layernorm.weight"),
+        _w("model.layers.{block}.mlp.c_fc.weight", Slot.UP, N, R),
+        _w("model.layers.{block}.mlp.c_proj.weight", Slot.DOWN, R, N),
+    ),
+    after=(_norm("model.norm.weight"), _w("lm_head.weight", Slot.LM_HEAD, V, R)),
+))
+
 META_LLAMA = REGISTRY.register(Scheme(
     name="meta-llama",
     models="Llama in Meta's original consolidated layout, InternLM-style feed_forward.w1/w2/w3",

@@ -24,7 +24,8 @@ class Method(TextEnum):
 def distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Euclidean distance of every row of ``A`` to every row of ``B``, from the differences
     (scikit-learn's ``pairwise_distances`` expands the square and loses small distances)."""
-    return np.linalg.norm(np.asarray(A, dtype=np.float64)[:, None, :] - np.asarray(B)[None, :, :], axis=2)
+    diff = np.asarray(A, dtype=np.float64)[:, None, :] - np.asarray(B, dtype=np.float64)[None, :, :]
+    return np.asarray(np.linalg.norm(diff, axis=2))
 
 
 def seed_centroids(Z: np.ndarray, center_indices: Sequence[int], n_clusters: int, *,
@@ -40,7 +41,7 @@ def seed_centroids(Z: np.ndarray, center_indices: Sequence[int], n_clusters: int
             chosen.append(next(i for i in range(len(Z)) if i not in chosen))
         else:
             chosen.append(int(rng.choice(len(Z), p=d2 / total)))
-    return Z[chosen].copy()
+    return np.array(Z[chosen], dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,9 @@ def _subject(opened: Fingerprint | ModelSource, item: CompareInput, *, samples: 
 def compare_subjects(a: Subject, b: Subject, context: Context) -> Comparison:
     """Every registered signal for an opened pair, and the verdict."""
     evidence = {name: signal.measure(a, b, context) for name, signal in SIGNALS.items()}
-    verdict = decide(evidence["fingerprint"], evidence["weights"], evidence["independence"])
+    distance = evidence["fingerprint"]
+    assert isinstance(distance, FingerprintDistance)  # the fingerprint signal always applies
+    verdict = decide(distance, evidence["weights"], evidence["independence"])
     return Comparison(a.name, b.name, (a.kind, b.kind), verdict, evidence)
 
 

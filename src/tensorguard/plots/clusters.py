@@ -43,6 +43,10 @@ def _overlap(box: np.ndarray, boxes: np.ndarray) -> float:
     return float((np.clip(w, 0, None) * np.clip(h, 0, None)).sum())
 
 
+def _point(xy: np.ndarray) -> tuple[float, float]:
+    return float(xy[0]), float(xy[1])
+
+
 def _place_labels(ax: Axes, texts: list[Text], points: np.ndarray, marker_px: np.ndarray) -> None:
     """Put each label (in the order given) at the first free spot around its point, in pixels.
 
@@ -51,10 +55,11 @@ def _place_labels(ax: Axes, texts: list[Text], points: np.ndarray, marker_px: np
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = ax.figure
+    fig = ax.get_figure(root=True)
+    assert fig is not None  # an Axes made by new_figure always has one
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     fig.draw_without_rendering()
-    renderer = canvas.get_renderer()
+    renderer = canvas.get_renderer()  # type: ignore[no-untyped-call]
     anchor = ax.transData.transform(points)
     frame = ax.get_window_extent(renderer)
     half = np.array(marker_px)[:, None] / 2
@@ -65,7 +70,7 @@ def _place_labels(ax: Axes, texts: list[Text], points: np.ndarray, marker_px: np
     for t, (px, py), m in zip(texts, anchor, marker_px, strict=True):
         ext = t.get_window_extent(renderer)
         w, h = ext.width + 3, ext.height + 1
-        best, best_cost = None, np.inf
+        best, best_cost = np.zeros(4), np.inf
         for r in (m / 2 + 2, m / 2 + 12, m / 2 + 26, m / 2 + 44, m / 2 + 70, m / 2 + 100):
             for dx, dy in directions:
                 cx, cy = px + dx * (r + w / 2), py + dy * (r + h / 2)
@@ -82,11 +87,12 @@ def _place_labels(ax: Axes, texts: list[Text], points: np.ndarray, marker_px: np
                 break
         placed.append(best)
         cx, cy = (best[0] + best[2]) / 2, (best[1] + best[3]) / 2
-        t.set_position(to_data.transform((cx, cy)))
-        t.set_ha("center")
-        t.set_va("center")
+        t.set_position(_point(to_data.transform((cx, cy))))
+        t.set_horizontalalignment("center")
+        t.set_verticalalignment("center")
         if np.hypot(cx - px, cy - py) > m / 2 + 16 + max(w, h) / 2:
-            ax.annotate("", xy=to_data.transform((px, py)), xytext=to_data.transform((cx, cy)),
+            ax.annotate("", xy=_point(to_data.transform((px, py))),
+                        xytext=_point(to_data.transform((cx, cy))),
                         arrowprops={"arrowstyle": "-", "color": "#777777", "lw": 0.5, "shrinkA": 0,
                                     "shrinkB": m / 4}, zorder=1)
 
@@ -136,7 +142,7 @@ def cluster_figure(model: FamilyClassifier) -> Figure:
                            f"fingerprints around {len(model.centers_)} center models")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="cluster (models)", fontsize=8)
     order = _label_order(model)
-    texts = [ax.text(*xy[i], _short(model.members_[i].name), fontsize=7, zorder=4) for i in order]
+    texts = [ax.text(*_point(xy[i]), _short(model.members_[i].name), fontsize=7, zorder=4) for i in order]
     _place_labels(ax, texts, xy[order], _marker_px(model)[order])
     return fig
 
@@ -158,9 +164,9 @@ def prediction_figure(model: FamilyClassifier, prediction: UnknownPrediction, z:
            f"{prediction.distance:.3g}, threshold {prediction.threshold:.3g})")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="cluster (models)", fontsize=8)
     order = _label_order(model)
-    texts = [ax.text(*u, _short(prediction.model), fontsize=10, weight="bold", color="#D62728",
+    texts = [ax.text(*_point(u), _short(prediction.model), fontsize=10, weight="bold", color="#D62728",
                      zorder=6)]
-    texts += [ax.text(*xy[i], _short(model.members_[i].name), fontsize=7, zorder=4, alpha=0.85)
+    texts += [ax.text(*_point(xy[i]), _short(model.members_[i].name), fontsize=7, zorder=4, alpha=0.85)
               for i in order]
     _place_labels(ax, texts, np.vstack([u, xy[order]]),
                   np.concatenate([[UNKNOWN_PX], _marker_px(model)[order]]))

@@ -14,6 +14,7 @@ from tensorguard.rounding import round_significant
 from tensorguard.sensitivity import DIGITS, SensitivityResult
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -49,7 +50,7 @@ def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     ax.set_ylim(len(layers) - 0.5, -0.5)  # rank 1 on top, rows aligned with the kind grid
     span = max(values + [result.options.threshold])
     for yi, v in zip(y, values, strict=True):
-        ax.text(v + span * 0.01, yi, f"{v:.3g}", va="center", fontsize=7)
+        ax.text(v + span * 0.01, float(yi), f"{v:.3g}", va="center", fontsize=7)
     ax.axvline(result.options.threshold, color="#444444", linestyle="--", linewidth=1)
     ax.set_xlim(0, span * 1.12)
     ax.set_xlabel(_metric_label(result))
@@ -58,7 +59,7 @@ def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     from matplotlib.patches import Patch
 
     present = [r.value for r in Role if any(la.role == r.value for la in layers)]
-    handles = [Patch(facecolor=ROLE_COLOURS[r], label=f"{r} layers") for r in present]
+    handles: list[Artist] = [Patch(facecolor=ROLE_COLOURS[r], label=f"{r} layers") for r in present]
     handles.append(Line2D([], [], color="#444444", linestyle="--",
                           label=f"threshold {result.options.threshold:g}"))
     ax.legend(handles=handles, loc="lower right", fontsize=8)

@@ -62,7 +62,7 @@ def _raw_moments(v: torch.Tensor) -> list[torch.Tensor]:
     return [torch.mean(v**k, dim=0) for k in range(1, 5)]
 
 
-def _from_raw(e1: float, e2: float, e3: float, e4: float, count: int) -> GradientStats:
+def _from_raw(e1: float, e2: float, e3: float, e4: float, *, count: int) -> GradientStats:
     """Statistics of ``count`` values with raw moments ``e1..e4`` (central moments expanded)."""
     var = max(e2 - e1 * e1, 0.0)
     std = var**0.5
@@ -85,7 +85,7 @@ def closed_form_statistics(y: torch.Tensor, probes: torch.Tensor) -> list[Gradie
     u = y / torch.where(length > 0, length, torch.ones_like(length))
     a, b = _raw_moments(u), _raw_moments(x)
     count = y.shape[0] * x.shape[0]
-    return [_from_raw(*(float(a[k][j]) * float(b[k][j]) for k in range(4)), count)
+    return [_from_raw(*[float(a[k][j]) * float(b[k][j]) for k in range(4)], count=count)
             for j in range(y.shape[1])]
 
 

@@ -75,7 +75,8 @@ def _keep_bins(x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
     freq = torch.fft.rfft(x.to(torch.float64))
     mask = torch.zeros_like(freq)
     mask[start:stop] = 1
-    return torch.fft.irfft(freq * mask, n=x.shape[-1]).to(torch.float32)
+    kept: torch.Tensor = torch.fft.irfft(freq * mask, n=x.shape[-1])
+    return kept.to(torch.float32)
 
 
 def _nbins(dim: int) -> int:
