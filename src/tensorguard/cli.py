@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -19,6 +21,10 @@ from tensorguard import __version__, progress
 from tensorguard.errors import TensorguardError
 
 log = logging.getLogger("tensorguard")
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command."""
 
 
 def _configure(quiet: bool, verbose: int) -> None:
@@ -38,7 +44,10 @@ def standard_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, quiet: bool, verbose: int, **kwargs: Any) -> Any:
         _configure(quiet, verbose)
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:  # past click, which would print a bare newline first
+            raise Interrupted from None
 
     return wrapper
 
@@ -62,7 +71,8 @@ def cli() -> None:
       tensorguard cluster features/ --centers llama-3.2-1b,Qwen2.5-3B
       tensorguard predict unknown_features.json --clusters clusters.json
 
-    Exit codes: 0 success, 1 the work failed (for some models), 2 bad usage or bad input.
+    Exit codes: 0 success, 1 the work failed (for some models), 2 bad usage or bad input,
+    70 an internal error (a bug: please report it), 130 interrupted.
     """
 
 
@@ -315,28 +325,49 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
 FLAGS = {"kinds": "--noise", "out_dir": "--output", "save_to": "--save", "random_state": "--seed"}
 
 
+#: Exit codes (documented in ``tensorguard --help`` and the README).
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 70, 130
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: control characters (a newline in a file name) shown escaped."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"tensorguard: {one_line(message)}", err=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console entry point: one-line errors, documented exit codes, no tracebacks for bad input."""
+    """Run the command line: one-line errors, documented exit codes, no tracebacks for bad input."""
     try:
         code = cli.main(standalone_mode=False)
     except TensorguardError as exc:
-        click.echo(f"tensorguard: error: {exc.for_cli(FLAGS)}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc.for_cli(FLAGS)}", exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("tensorguard: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("tensorguard: interrupted", err=True)
-        sys.exit(130)
+    except click.ClickException as exc:  # a usage error: one line, the way to the help
+        command = " ".join(sys.argv[1:2])
+        _fail(f"error: {exc.format_message()} (see tensorguard {command} --help)".replace("  ", " "),
+              EXIT_BAD_INPUT)
+    except (click.Abort, KeyboardInterrupt, Interrupted):
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except MemoryError:
+        _fail("error: out of memory", EXIT_FAILED)
     except Exception as exc:  # a bug, not bad input: say so in one line, traceback with -v
         if log.isEnabledFor(logging.INFO):
             raise
-        click.echo(f"tensorguard: internal error: {type(exc).__name__}: {exc} "
-                   "(rerun with -v for the traceback)", err=True)
-        sys.exit(1)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+              EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def run() -> None:
+    """The console script. Once the command has finished (or failed), a late Ctrl-C is ignored,
+    so interpreter shutdown can never print a traceback from an exit handler."""
+    try:
+        main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -30,7 +30,7 @@ import torch
 from tensorguard import __version__, progress
 from tensorguard.architectures import Role, block_index, role
 from tensorguard.enums import TextEnum
-from tensorguard.errors import OptionError
+from tensorguard.errors import OptionError, TensorguardError
 from tensorguard.loading import ModelInput, ModelSource, TensorInfo, opened
 from tensorguard.probes import ALL_KINDS, KINDS, fgsm_matrix, make_probes
 from tensorguard.rounding import round_significant
@@ -173,6 +173,9 @@ class _Probes:
             matrix = fgsm_matrix(self.source, dim) if needs_matrix else None
             probes = [probe for kind in self.options.kinds
                       for probe in make_probes(kind, dim, list(self.options.seed_list), matrix)]
+            if matrix is not None and not all(torch.isfinite(p.x).all() for p in probes):
+                raise TensorguardError(f"{self.source.name}: tensor {matrix.name!r} (the matrix the "
+                                       "adversarial probe attacks) holds NaN or infinite values")
             deltas = torch.stack([p.delta.to(torch.float64) for p in probes], dim=1)
             lengths = torch.linalg.vector_norm(deltas, dim=0)
             directions = deltas / torch.where(lengths > 0, lengths, 1.0)
@@ -191,8 +194,17 @@ def layer_response(source: ModelSource, info: TensorInfo, directions: torch.Tens
     squares = torch.zeros(directions.shape[1], dtype=torch.float64)
     frobenius = torch.zeros((), dtype=torch.float64)
     for _, chunk in source.row_blocks(info.name, dtype=torch.float32):
-        squares += (chunk @ directions).square().sum(dim=0, dtype=torch.float64)
-        frobenius += torch.linalg.vector_norm(chunk, dim=1).square().sum(dtype=torch.float64)
+        chunk_squares = (chunk @ directions).square().sum(dim=0, dtype=torch.float64)
+        chunk_frobenius = torch.linalg.vector_norm(chunk, dim=1).square().sum(dtype=torch.float64)
+        if not (torch.isfinite(chunk_squares).all() and torch.isfinite(chunk_frobenius)):
+            wide = chunk.double()  # huge weights overflow float32: this chunk again in float64
+            chunk_squares = (wide @ directions.double()).square().sum(dim=0)
+            chunk_frobenius = wide.square().sum()
+        squares += chunk_squares
+        frobenius += chunk_frobenius
+    if not (torch.isfinite(squares).all() and torch.isfinite(frobenius)):
+        raise TensorguardError(f"{source.name}: tensor {info.name!r} holds NaN or infinite values "
+                               "(or values too large to measure): its sensitivity is undefined")
     if frobenius == 0:
         return torch.zeros_like(squares)
     return torch.sqrt(squares * dim / frobenius)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
-from tensorguard.outputs import check_writable, write_bytes_atomic
 
 T = TypeVar("T")
 
@@ -58,13 +56,6 @@ def run_batch(models: Sequence[str], work: Callable[[str], Outcome[T]], *,
             on_outcome(outcome)
     return outcomes
 
-
-def write_together(files: Sequence[tuple[Path, bytes]], *, force: bool) -> list[Path]:
-    """Write several outputs of one result; all are checked before any is written, so a refusal
-    leaves none, and each is written atomically."""
-    for path, _ in files:
-        check_writable(path, force=force)
-    return [write_bytes_atomic(path, data, force=force) for path, data in files]
 
 
 def name_collision(seen: dict[str, str], model: str, name: str) -> None:

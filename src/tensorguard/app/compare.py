@@ -66,6 +66,8 @@ def _names(names: tuple[str, ...]) -> str:
 
 
 def _distance(d: FingerprintDistance) -> list[str]:
+    if d.distance is None:
+        return [f"fingerprint distance: not applicable ({d.reason})"]
     lines = [f"fingerprint distance: {d.distance:.4g} (features standardised over "
              f"{d.reference_models} reference models in {d.reference})"]
     for what, pct, pairs in (("same-base", d.same_base_percentile, d.same_base_pairs),

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tensorguard import report
-from tensorguard.app.batch import Outcome, Status, name_collision, run_batch, write_together
+from tensorguard.app.batch import Outcome, Status, name_collision, run_batch
 from tensorguard.loading import open_model
-from tensorguard.outputs import check_writable
+from tensorguard.outputs import check_writable, write_all
 from tensorguard.sensitivity import (
     MEAN,
     Options,
@@ -67,7 +67,7 @@ def analyze_models(models: Sequence[str], options: Options, *, out_dir: str | Pa
                 check_writable(path, force=force)
             result = analyze(source, options)
         files = [(paths[0], report.dumps(result).encode()), (paths[1], png_bytes(layer_figure(result)))]
-        return Outcome(model, Status.WRITTEN, tuple(map(str, write_together(files, force=force))),
+        return Outcome(model, Status.WRITTEN, tuple(map(str, write_all(files, force=force))),
                        result=result)
 
     def failed(outcome: Outcome[SensitivityResult]) -> None:

@@ -125,6 +125,12 @@ def aggregate(model_name: str, probed: Sequence[ProbedTensor], *, total_params: 
                        ProbeRecord(seed, num_samples, tuple(probed)), __version__)
 
 
+def non_finite(source: ModelSource, name: str, what: str = "") -> TensorguardError:
+    """The error for a tensor whose values cannot be measured: NaN, infinite, or overflowing."""
+    return TensorguardError(f"{source.name}: tensor {name!r} {what}holds NaN or infinite values "
+                            "(or values too large to measure); its model has no fingerprint")
+
+
 def fingerprint_source(source: ModelSource, *, samples: int = 15, seed: int = 0,
                        device: str | torch.device = "auto") -> Fingerprint:
     """Probe an opened ``source`` by the paper's protocol and return its fingerprint."""
@@ -138,6 +144,8 @@ def fingerprint_source(source: ModelSource, *, samples: int = 15, seed: int = 0,
         if (kind, dim) not in cache:
             matrix = fgsm_matrix(source, dim) if kind == "adversarial" else None
             cache[kind, dim] = make_probe(kind, dim, matrix, seed).x
+            if matrix is not None and not torch.isfinite(cache[kind, dim]).all():
+                raise non_finite(source, matrix.name, "the matrix the adversarial probe attacks ")
         return cache[kind, dim]
 
     probed = []
@@ -148,7 +156,10 @@ def fingerprint_source(source: ModelSource, *, samples: int = 15, seed: int = 0,
         counts = Counter(kinds)
         distinct = [k for k in NOISE_KINDS if counts[k]]
         xs = torch.stack([probe(k, shape[1]) for k in distinct], dim=1)
-        stats = closed_form_statistics(responses(source, name, probes=xs, device=target), xs)
+        y = responses(source, name, probes=xs, device=target)
+        if not torch.isfinite(y).all():
+            raise non_finite(source, name)
+        stats = closed_form_statistics(y, xs)
         probed.append(summarize_tensor(
             name, shape, samples=[(s, counts[k]) for s, k in zip(stats, distinct, strict=True)]))
     return aggregate(source.name, probed, total_params=source.total_params, num_samples=samples,

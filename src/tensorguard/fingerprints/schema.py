@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
+from tensorguard.inputs import read_json
 from tensorguard.outputs import write_text_atomic
 
 SCHEMA = "tensorguard.fingerprint/1"
@@ -117,17 +118,35 @@ def _number(path: Path, key: str, value: Any) -> float:
     return float(value)
 
 
+def _integer(path: Path, key: str, value: Any) -> int:
+    number = _number(path, key, value)
+    if number != int(number):
+        raise TensorguardError(f"{path}: key {key!r} is not a whole number ({value!r})")
+    return int(number)
+
+
+def _probed_tensor(path: Path, t: Any) -> ProbedTensor:
+    if not (isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("role"), str)
+            and isinstance(t.get("shape"), list)):
+        raise TensorguardError(f"{path}: malformed 'probe' object (a tensor needs name, role, shape)")
+    return ProbedTensor(t["name"], t["role"], tuple(_integer(path, "shape", d) for d in t["shape"]),
+                        *(_number(path, f"probe {s}", t.get(s)) for s in STATISTICS))
+
+
 def _probe(path: Path, data: Any) -> ProbeRecord | None:
     if data is None:
         return None
-    try:
-        return ProbeRecord(
-            seed=int(data["seed"]), num_samples=int(data["num_samples"]),
-            tensors=tuple(ProbedTensor(t["name"], t["role"], tuple(t["shape"]),
-                                       *(float(t[s]) for s in STATISTICS))
-                          for t in data["tensors"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TensorguardError(f"{path}: malformed 'probe' object ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tensors"), list):
+        raise TensorguardError(f"{path}: malformed 'probe' object (needs seed, num_samples, tensors)")
+    return ProbeRecord(seed=_integer(path, "seed", data.get("seed")),
+                       num_samples=_integer(path, "num_samples", data.get("num_samples")),
+                       tensors=tuple(_probed_tensor(path, t) for t in data["tensors"]))
+
+
+def _version(path: Path, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TensorguardError(f"{path}: 'tensorguard_version' must be a string")
+    return value
 
 
 def parse_fingerprint(data: Any, path: Path, *, complete: bool = True) -> Fingerprint:
@@ -151,10 +170,10 @@ def parse_fingerprint(data: Any, path: Path, *, complete: bool = True) -> Finger
     return Fingerprint(
         model_name=data["model_name"],
         features=features,
-        total_params=int(_number(path, "total_params", data.get("total_params", 0))),
-        num_layers=int(_number(path, "num_layers", data.get("num_layers", 0))),
+        total_params=_integer(path, "total_params", data.get("total_params", 0)),
+        num_layers=_integer(path, "num_layers", data.get("num_layers", 0)),
         probe=_probe(path, data.get("probe")),
-        tensorguard_version=data.get("tensorguard_version"),
+        tensorguard_version=_version(path, data.get("tensorguard_version")),
         path=path,
     )
 
@@ -162,16 +181,7 @@ def parse_fingerprint(data: Any, path: Path, *, complete: bool = True) -> Finger
 def load_fingerprint(path: str | Path, *, complete: bool = True) -> Fingerprint:
     """Read one fingerprint file, published or tensorguard-written, with one-line errors."""
     path = Path(path)
-    if not path.is_file():
-        raise TensorguardError(f"{path}: no such file" if not path.exists()
-                               else f"{path}: is not a file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise TensorguardError(f"{path}: not a fingerprint (not a UTF-8 JSON file)") from None
-    except json.JSONDecodeError as exc:
-        raise TensorguardError(f"{path}: not valid JSON ({exc})") from None
-    return parse_fingerprint(data, path, complete=complete)
+    return parse_fingerprint(read_json(path, what="a fingerprint"), path, complete=complete)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorguard.fingerprints import Fingerprint, load_fingerprints
+from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint, load_fingerprints
 from tensorguard.reference import LABELS_FILE, bundled_dir, load_labels
 
 
@@ -65,15 +65,18 @@ class FingerprintDistance:
     ``same_base_percentile``: share (%) of same-base reference pairs at most this far apart;
     ``different_family_percentile``: the same among different-family pairs (low: closer than
     nearly all unrelated pairs). ``None`` when the reference has no such labelled pairs.
+    ``distance`` is ``None`` (with the ``reason``) when a fingerprint lacks features: a model with
+    no recognised attention, MLP or embedding tensor has only the global ones.
     """
 
-    distance: float
+    distance: float | None
     reference: str
     reference_models: int
     same_base_pairs: int
     same_base_percentile: float | None
     different_family_pairs: int
     different_family_percentile: float | None
+    reason: str | None = None
 
 
 def _percentile(sorted_values: np.ndarray, value: float) -> float | None:
@@ -84,6 +87,13 @@ def _percentile(sorted_values: np.ndarray, value: float) -> float | None:
 
 def fingerprint_distance(a: Fingerprint, b: Fingerprint, reference: Reference) -> FingerprintDistance:
     """The standardised distance between two fingerprints, in the reference's context."""
+    lacking = [fp.model_name for fp in (a, b) if set(fp.features) != set(FEATURE_KEYS)]
+    if lacking:
+        return FingerprintDistance(
+            None, str(reference.directory), reference.models, int(reference.same_base.size), None,
+            int(reference.different_family.size), None,
+            reason=f"{', '.join(lacking)}: no recognised attention, MLP or embedding tensor, so "
+                   "only the global fingerprint features")
     d = reference.distance(a, b)
     return FingerprintDistance(
         distance=d, reference=str(reference.directory), reference_models=reference.models,

@@ -54,6 +54,8 @@ def _test_summary(test: IndependenceTest) -> str:
 
 
 def _distance_summary(distance: FingerprintDistance) -> str:
+    if distance.distance is None:
+        return f"fingerprint distance not applicable ({distance.reason})"
     text = f"fingerprint distance {distance.distance:.3g}"
     if distance.different_family_percentile is not None:
         text += (f", shorter than {100 - distance.different_family_percentile:.0f}% of "
