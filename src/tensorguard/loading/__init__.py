@@ -1,21 +1,26 @@
-"""Model loading: every safetensors layout behind one lazy, header-first interface."""
+"""Model loading: safetensors (plain or packed-quantized), GGUF and LoRA adapters behind one lazy,
+header-first interface."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.formats import Quantization, WeightFormat
+from tensorguard.loading.gguf import BaseModelClaim, GgufClaims
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.layouts import Layout, resolve
 from tensorguard.loading.lora import LoraSource
 from tensorguard.loading.source import ModelSource
 
-__all__ = ["FLOAT_DTYPES", "Layout", "LoraSource", "ModelSource", "TensorInfo", "open_model"]
+__all__ = ["FLOAT_DTYPES", "BaseModelClaim", "GgufClaims", "Layout", "LoraSource", "ModelSource",
+           "Quantization", "TensorInfo", "WeightFormat", "open_model"]
 
 
 def open_model(path: str | Path, base: str | Path | None = None,
                name: str | None = None) -> ModelSource:
-    """Open the model at ``path`` (file, directory, index, shard, or LoRA adapter with ``base``).
+    """Open the model at ``path`` (safetensors file, directory, index or shard; GGUF file or split
+    set; packed-quantized checkpoint folder; or LoRA adapter with ``base``).
 
     Only headers are read here; tensors are read one at a time by ``ModelSource.read``.
     """
