@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from gguf import MODEL_ARCH_NAMES, MODEL_TENSOR, MODEL_TENSORS, GGMLQuantizationType, LlamaFileType
+from gguf import MODEL_ARCH_NAMES, GGMLQuantizationType, LlamaFileType
 from gguf import quants as gguf_quants
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.tensor_mapping import TensorNameMap
@@ -72,8 +72,8 @@ class GgufClaims:
     """What a GGUF file's metadata says about its model: claims, not checked against the weights.
 
     Sizes are ``{architecture}.*`` keys (``vocab_size`` falls back to the tokenizer's length);
-    ``tied_embeddings`` is true when the file has no output tensor (the output reuses the token
-    embedding), ``None`` for architectures the gguf package does not know; ``hf_names`` says
+    ``tied_embeddings`` is true when the file has a token embedding and no output tensor (the
+    output reuses the embedding), ``None`` for architectures the gguf package does not know; ``hf_names`` says
     whether tensor names were mapped to Hugging Face names.
     """
 
@@ -350,10 +350,8 @@ def _claims(metadata: Mapping[str, Any], arch_name: str, present: set[str], mapp
         BaseModelClaim(*(text(f"general.base_model.{i}.{k}")
                          for k in ("name", "organization", "version", "repo_url")))
         for i in range(count if isinstance(count, int) else 0))
-    arch_id = _ARCH_IDS.get(arch_name)
-    tied = None
-    if arch_id is not None and MODEL_TENSOR.OUTPUT in MODEL_TENSORS[arch_id]:
-        tied = "token_embd.weight" in present and "output.weight" not in present
+    tied = (None if arch_name not in _ARCH_IDS
+            else "token_embd.weight" in present and "output.weight" not in present)
     return GgufClaims(
         architecture=arch_name, name=text("general.name"), organization=text("general.organization"),
         basename=text("general.basename"), finetune=text("general.finetune"),
