@@ -128,6 +128,7 @@ def save_gguf(weights: Mapping[str, torch.Tensor], path: str | Path, *, arch: st
     whose values are computed on access): each is read once, while writing.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     spec = ARCHITECTURES[arch]
     kv_heads = kv_heads or heads
     blocks = 1 + max((int(n.split(".")[len(spec.stack.split("."))]) for n in weights
