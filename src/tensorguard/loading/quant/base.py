@@ -120,7 +120,7 @@ def unpack(words: np.ndarray, bits: int, axis: int) -> np.ndarray:
 
     Returns int32 codes; their count along ``axis`` is the words' bit count over ``bits``.
     """
-    words = np.moveaxis(np.ascontiguousarray(words), axis, -1)
+    words = np.ascontiguousarray(np.moveaxis(words, axis, -1))
     width = words.dtype.itemsize * 8
     if width % bits == 0:  # whole codes per word: shift and mask
         shifts = np.arange(0, width, bits, dtype=np.uint32)
