@@ -400,3 +400,16 @@ def test_inspect_and_compare_on_gguf(tmp_path, run_cli):
     sensitivity = run_cli("sensitivity", q8, "-o", tmp_path / "sens", "--samples", "2",
                           "--noise", "gaussian", "-q")
     assert sensitivity.code == 0, sensitivity.err
+
+
+def test_lora_adapter_over_a_gguf_base(tmp_path, weights):
+    from tensorguard.synthetic import save_lora_adapter
+
+    base = llama_gguf(tmp_path / "base.gguf", weights, Q.Q8_0)
+    a, b = torch.randn(4, 64), torch.randn(64, 4)
+    adapter = save_lora_adapter(tmp_path / "lora", {
+        "base_model.model." + Q_PROJ.removesuffix(".weight") + ".lora_A.weight": a,
+        "base_model.model." + Q_PROJ.removesuffix(".weight") + ".lora_B.weight": b}, r=4, lora_alpha=8)
+    with open_model(adapter, base=base) as src, open_model(base) as plain:
+        assert src.format is WeightFormat.GGUF and src.claims == plain.claims
+        torch.testing.assert_close(src.read(Q_PROJ), plain.read(Q_PROJ) + 2 * b @ a, rtol=0, atol=1e-6)

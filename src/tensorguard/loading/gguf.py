@@ -15,11 +15,12 @@ logical row is a stored column), of which the last one read is kept until anothe
 from __future__ import annotations
 
 import functools
+import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,7 +136,7 @@ class GgufStore:
             infos[hf] = _info(hf, plan)
         self.tensors: dict[str, TensorInfo] = dict(sorted(infos.items()))
         self.claims = _claims(metadata, arch_name, present, arch is not None)
-        self._files: dict[Path, IO[bytes]] = {}
+        self._files: dict[Path, io.BufferedReader] = {}
         self._whole: tuple[str, torch.Tensor] | None = None
 
     def read(self, name: str, rows: slice | None, dtype: torch.dtype | None) -> torch.Tensor:
@@ -184,7 +185,7 @@ class GgufStore:
         raw = np.frombuffer(buf, dtype=np.uint8).reshape(*shape[:-1], -1)
         return torch.from_numpy(gguf_quants.dequantize(raw, t.qtype).reshape(shape))
 
-    def _file(self, path: Path) -> IO[bytes]:
+    def _file(self, path: Path) -> io.BufferedReader:
         if path not in self._files:
             self._files[path] = path.open("rb")
         return self._files[path]

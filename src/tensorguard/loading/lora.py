@@ -102,7 +102,7 @@ def _read_config(path: Any) -> dict[str, Any]:
     return config
 
 
-def _pattern_value(pattern: dict[str, Any], module: str, default: Any) -> Any:
+def _pattern_value(pattern: dict[str, Any] | None, module: str, default: Any) -> Any:
     for key, value in (pattern or {}).items():
         if module == key or re.fullmatch(rf"(?:.*\.)?{key}", module):
             return value

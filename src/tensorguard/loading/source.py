@@ -30,9 +30,14 @@ BLOCK_ELEMENTS = 1 << 22
 class TensorStore(Protocol):
     """The tensors of one model as its files hold them (Hugging Face names, plain name order)."""
 
-    format: WeightFormat
-    tensors: dict[str, TensorInfo]
-    claims: GgufClaims | None
+    @property
+    def format(self) -> WeightFormat: ...
+
+    @property
+    def tensors(self) -> dict[str, TensorInfo]: ...
+
+    @property
+    def claims(self) -> GgufClaims | None: ...
 
     def read(self, name: str, rows: slice | None, dtype: torch.dtype | None) -> torch.Tensor:
         """A tensor (``rows``: ``start:stop`` of its first dimension only) cast to ``dtype``, or

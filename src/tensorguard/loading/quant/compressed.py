@@ -130,9 +130,10 @@ class CompressedTensors(PackedFormat):
 
 def _weights_config(qconfig: Mapping[str, Any], where: Path) -> tuple[dict[str, Any], str]:
     """The one weight-quantization config all config groups share, and the storage format."""
-    groups = qconfig.get("config_groups") or {}
-    weights = [g.get("weights") for g in groups.values() if isinstance(g, dict) and g.get("weights")]
-    formats = {g.get("format") for g in groups.values() if isinstance(g, dict) and g.get("format")}
+    found = qconfig.get("config_groups")
+    groups = [g for g in found.values() if isinstance(g, dict)] if isinstance(found, dict) else []
+    weights: list[dict[str, Any]] = [g["weights"] for g in groups if isinstance(g.get("weights"), dict)]
+    formats = {g["format"] for g in groups if g.get("format")}
     fmt = qconfig.get("format") if not formats else formats.pop() if len(formats) == 1 else None
     distinct = {tuple(sorted((k, str(v)) for k, v in w.items())) for w in weights}
     if not weights or len(distinct) > 1 or fmt is None:
