@@ -67,10 +67,10 @@ def test_llama_f32_reads_back_exactly_under_hf_names(tmp_path, weights):
     assert torch.equal(unpermute(converter_permute(weights[K_PROJ], KV), KV), weights[K_PROJ])
 
 
-@pytest.mark.parametrize("qtype", [Q.F16, Q.BF16])
+@pytest.mark.parametrize("qtype", [Q.F16, Q.BF16], ids=lambda t: t.name)
 def test_float_types_unpermute_to_the_source_exactly(tmp_path, weights, qtype):
     path = llama_gguf(tmp_path / "m.gguf", weights, qtype)
-    dtype = FLOAT_TYPES[qtype][1]
+    dtype = getattr(torch, FLOAT_TYPES[qtype][1])
     with open_model(path) as src:
         for name in (Q_PROJ, K_PROJ, "model.layers.0.mlp.down_proj.weight"):
             assert src.info(name).dtype == qtype.name and src.info(name).quant is None

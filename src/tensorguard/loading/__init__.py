@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
-from tensorguard.loading.gguf import BaseModelClaim, GgufClaims
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.layouts import Layout, resolve
 from tensorguard.loading.lora import LoraSource

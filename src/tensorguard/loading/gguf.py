@@ -20,27 +20,30 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from gguf import MODEL_ARCH_NAMES, GGMLQuantizationType, LlamaFileType
 from gguf import quants as gguf_quants
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.tensor_mapping import TensorNameMap
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, FusedQkv, GgufArch
 from tensorguard.loading.gguf_file import ArrayLength, GgufHeader, GgufTensor, read_gguf_header
 from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.layouts import Resolved
 
-#: GGML float types, read as stored: (safetensors-style dtype name, torch dtype).
-FLOAT_TYPES: dict[GGMLQuantizationType, tuple[str, torch.dtype]] = {
-    GGMLQuantizationType.F32: ("F32", torch.float32),
-    GGMLQuantizationType.F16: ("F16", torch.float16),
-    GGMLQuantizationType.BF16: ("BF16", torch.bfloat16),
+if TYPE_CHECKING:
+    import torch
+
+#: GGML float types, read as stored: (safetensors-style dtype name, torch dtype name).
+FLOAT_TYPES: dict[GGMLQuantizationType, tuple[str, str]] = {
+    GGMLQuantizationType.F32: ("F32", "float32"),
+    GGMLQuantizationType.F16: ("F16", "float16"),
+    GGMLQuantizationType.BF16: ("BF16", "bfloat16"),
 }
 _ARCH_IDS = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
@@ -56,45 +59,6 @@ def dequantizable(qtype: GGMLQuantizationType) -> bool:
     except NotImplementedError:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class BaseModelClaim:
-    """One ``general.base_model.N.*`` entry of the metadata."""
-
-    name: str | None
-    organization: str | None
-    version: str | None
-    repo_url: str | None
-
-
-@dataclass(frozen=True)
-class GgufClaims:
-    """What a GGUF file's metadata says about its model: claims, not checked against the weights.
-
-    Sizes are ``{architecture}.*`` keys (``vocab_size`` falls back to the tokenizer's length);
-    ``tied_embeddings`` is true when the file has a token embedding and no output tensor (the
-    output reuses the embedding), ``None`` for architectures the gguf package does not know; ``hf_names`` says
-    whether tensor names were mapped to Hugging Face names.
-    """
-
-    architecture: str
-    name: str | None
-    organization: str | None
-    basename: str | None
-    finetune: str | None
-    size_label: str | None
-    file_type: str | None
-    block_count: int | None
-    context_length: int | None
-    embedding_length: int | None
-    feed_forward_length: int | None
-    head_count: int | None
-    head_count_kv: int | None
-    vocab_size: int | None
-    base_models: tuple[BaseModelClaim, ...]
-    tied_embeddings: bool | None
-    hf_names: bool
 
 
 @dataclass(frozen=True)
@@ -152,6 +116,8 @@ class GgufStore:
         return out if dtype is None else out.to(dtype)
 
     def _read_whole(self, name: str, plan: _Plan) -> torch.Tensor:
+        import torch
+
         if self._whole is None or self._whole[0] != name:
             whole = self._decode(plan, 0, plan.tensor.shape[0])
             if plan.rows is not None:
@@ -162,6 +128,8 @@ class GgufStore:
 
     def _gather(self, plan: _Plan, wanted: np.ndarray) -> torch.Tensor:
         """Stored rows ``wanted`` in that order, read as the contiguous runs they fall into."""
+        import torch
+
         order = np.unique(wanted)
         runs = np.split(order, np.flatnonzero(np.diff(order) != 1) + 1)
         parts = [self._decode(plan, int(run[0]), int(run[-1]) + 1) for run in runs]
@@ -170,6 +138,8 @@ class GgufStore:
 
     def _decode(self, plan: _Plan, first: int, last: int) -> torch.Tensor:
         """Stored rows ``first:last`` (all of a 1-D tensor), dequantized unless float."""
+        import torch
+
         t = plan.tensor
         whole = len(t.shape) == 1
         start, size = (t.offset, t.nbytes) if whole else (t.offset + first * t.row_bytes,
@@ -181,7 +151,7 @@ class GgufStore:
             raise TensorguardError(f"{plan.path}: truncated GGUF file: tensor {t.name!r} ends early")
         shape = t.shape if whole else (last - first, *t.shape[1:])
         if t.qtype in FLOAT_TYPES:
-            return torch.frombuffer(buf, dtype=FLOAT_TYPES[t.qtype][1]).reshape(shape)
+            return torch.frombuffer(buf, dtype=getattr(torch, FLOAT_TYPES[t.qtype][1])).reshape(shape)
         raw = np.frombuffer(buf, dtype=np.uint8).reshape(*shape[:-1], -1)
         return torch.from_numpy(gguf_quants.dequantize(raw, t.qtype).reshape(shape))
 

@@ -30,6 +30,7 @@ from gguf import (
 from gguf import quants as gguf_quants
 
 from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, FusedQkv, GgufArch
+from tensorguard.loading.source import ModelSource
 
 Q = GGMLQuantizationType
 #: The ``general.file_type`` a file mostly of this type declares.
@@ -116,32 +117,38 @@ def _convert(name: str, w: torch.Tensor, arch: GgufArch, heads: int, kv_heads: i
     return w
 
 
-def save_gguf(weights: Mapping[str, torch.Tensor], path: str | Path, *, arch: str, heads: int,
+def save_gguf(weights: Mapping[str, torch.Tensor] | ModelSource, path: str | Path, *, arch: str, heads: int,
               kv_heads: int | None = None, qtype: GGMLQuantizationType = Q.F32,
               split_max_tensors: int = 0, metadata: Mapping[str, Any] | None = None,
-              types: Callable[[str, torch.Tensor], GGMLQuantizationType] | None = None) -> Path:
+              types: Callable[[str, tuple[int, ...]], GGMLQuantizationType] | None = None) -> Path:
     """Write Hugging Face ``weights`` as GGUF architecture ``arch`` at ``path`` (a split set
     ``path-0000i-of-0000n.gguf`` when ``split_max_tensors``); return the first file.
 
-    2-D tensors get ``qtype`` (or ``types(name, tensor)``), 1-D ones F32. ``metadata`` adds
-    string/int keys (e.g. ``general.base_model.0.name``). ``weights`` may be lazy (a mapping
-    whose values are computed on access): each is read once, while writing.
+    2-D tensors get ``qtype`` (or ``types(name, shape)``), 1-D ones F32. ``metadata`` adds
+    string/int keys (e.g. ``general.base_model.0.name``). ``weights`` may be a ``ModelSource``:
+    each tensor is then read once, while writing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = ARCHITECTURES[arch]
     kv_heads = kv_heads or heads
-    blocks = 1 + max((int(n.split(".")[len(spec.stack.split("."))]) for n in weights
+    if isinstance(weights, ModelSource):
+        source = weights
+        shapes = {n: i.shape for n, i in source.tensors.items()}
+        read: Callable[[str], torch.Tensor] = lambda name: source.read(name, torch.float32)  # noqa: E731
+    else:
+        shapes = {n: tuple(t.shape) for n, t in weights.items()}
+        read = weights.__getitem__
+    blocks = 1 + max((int(n.split(".")[len(spec.stack.split("."))]) for n in shapes
                       if n.startswith(spec.stack + ".")), default=-1)
     names = TensorNameMap(_ARCH_IDS[arch], blocks)
     plan: list[tuple[str, str, tuple[int, ...], GGMLQuantizationType]] = []
-    for hf in weights:
+    for hf, shape in shapes.items():
         gguf_name = names.get_name(hf, try_suffixes=SUFFIXES)
         if gguf_name is None:
             raise ValueError(f"{hf}: no GGUF name for architecture {arch}")
-        shape = tuple(weights[hf].shape)
         shape = shape[::-1] if _transposed(hf, spec) else shape
-        chosen = Q.F32 if len(shape) == 1 else (types(hf, weights[hf]) if types else qtype)
+        chosen = Q.F32 if len(shape) == 1 else (types(hf, shape) if types else qtype)
         if shape[-1] % GGML_QUANT_SIZES[chosen][0]:
             raise ValueError(f"{hf}: rows of {shape[-1]} are not whole {chosen.name} blocks")
         plan.append((hf, gguf_name, shape, chosen))
@@ -154,7 +161,7 @@ def save_gguf(weights: Mapping[str, torch.Tensor], path: str | Path, *, arch: st
         (writer.add_string if isinstance(value, str) else writer.add_uint32)(key, value)
     for _, gguf_name, shape, chosen in plan:
         writer.add_tensor_info(gguf_name, shape, np.dtype(np.float32), _nbytes(shape, chosen), chosen)
-    _write(writer, (quantize(_convert(hf, weights[hf].float(), spec, heads, kv_heads).numpy(), q)
+    _write(writer, (quantize(_convert(hf, read(hf).float(), spec, heads, kv_heads).numpy(), q)
                     for hf, _, _, q in plan))
     return writer.format_shard_names(path)[0]
 

@@ -6,6 +6,7 @@ or a LoRA adapter over a base model. ``ModelSource`` is the one interface every 
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,11 +14,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.claims import GgufClaims
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.gguf import GgufClaims, GgufStore
 from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.layouts import Layout, Resolved
-from tensorguard.loading.safetensors_store import SafetensorsStore
 
 if TYPE_CHECKING:
     import torch
@@ -49,12 +49,23 @@ class TensorStore(Protocol):
         ...
 
 
-#: The store for each layout (a LoRA adapter also needs its base model: see ``LoraSource``).
-STORES: dict[Layout, Callable[[Resolved], TensorStore]] = {
-    Layout.FILE: SafetensorsStore, Layout.DIRECTORY: SafetensorsStore,
-    Layout.INDEXED_SHARDS: SafetensorsStore, Layout.SHARDS: SafetensorsStore,
-    Layout.GGUF: GgufStore, Layout.GGUF_SPLIT: GgufStore,
+#: The store class for each layout, as ``module:class`` under ``tensorguard.loading``, imported on
+#: first use so that reading safetensors never imports gguf (a LoRA adapter also needs its base
+#: model: see ``LoraSource``).
+STORES: dict[Layout, str] = {
+    Layout.FILE: "safetensors_store:SafetensorsStore", Layout.DIRECTORY: "safetensors_store:SafetensorsStore",
+    Layout.INDEXED_SHARDS: "safetensors_store:SafetensorsStore",
+    Layout.SHARDS: "safetensors_store:SafetensorsStore",
+    Layout.GGUF: "gguf:GgufStore", Layout.GGUF_SPLIT: "gguf:GgufStore",
 }
+
+
+def open_store(resolved: Resolved) -> TensorStore:
+    """The store reading ``resolved``'s files."""
+    module, cls = STORES[resolved.layout].split(":")
+    store: Callable[[Resolved], TensorStore] = getattr(
+        importlib.import_module(f"tensorguard.loading.{module}"), cls)
+    return store(resolved)
 
 
 class ModelSource:
@@ -70,7 +81,7 @@ class ModelSource:
         self.root: Path = resolved.root
         self.shards: tuple[Path, ...] = resolved.shards
         self.name: str = name or resolved.name
-        self._store = store if store is not None else STORES[resolved.layout](resolved)
+        self._store = store if store is not None else open_store(resolved)
         self.format: WeightFormat = self._store.format
         self.claims: GgufClaims | None = self._store.claims
         self.tensors: dict[str, TensorInfo] = self._store.tensors

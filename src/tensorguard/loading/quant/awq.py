@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.formats import WeightFormat
@@ -38,6 +37,9 @@ from tensorguard.loading.quant.base import (
     unpack,
 )
 from tensorguard.loading.quant.gptq import columns_match as _columns_match
+
+if TYPE_CHECKING:
+    import torch
 
 BITS = 4
 PACK = 32 // BITS
@@ -59,6 +61,8 @@ class AwqTensor(PackedTensor):
         self.prefix, self.group = prefix, group
 
     def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
         first = rows.start // PACK
         words = slice(first, -(-rows.stop // PACK))
         keep = slice(rows.start - first * PACK, rows.stop - first * PACK)

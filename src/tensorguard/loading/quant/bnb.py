@@ -22,10 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.formats import WeightFormat
@@ -40,6 +39,9 @@ from tensorguard.loading.quant.base import (
 )
 from tensorguard.loading.quant.scaled import scaled_tensor
 
+if TYPE_CHECKING:
+    import torch
+
 QUANT_STATE = ".quant_state.bitsandbytes__"
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -51,6 +53,8 @@ class Bnb4Tensor(PackedTensor):
         self.blocksize, self.nested = blocksize, nested
 
     def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
         name, k = self.info.name, self.info.shape[1]
         start, stop = rows.start * k, rows.stop * k
         first_byte = start // 2
@@ -65,6 +69,8 @@ class Bnb4Tensor(PackedTensor):
         return (values * absmax[blocks]).reshape(rows.stop - rows.start, k)
 
     def _absmax(self, stored: StoredTensors, first: int, last: int) -> torch.Tensor:
+        import torch
+
         absmax = stored.get(self.info.name + ".absmax", rows=slice(first, last))
         if self.nested is None:
             return absmax.float()

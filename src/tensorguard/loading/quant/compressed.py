@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.formats import WeightFormat
@@ -40,6 +38,9 @@ from tensorguard.loading.quant.base import (
 )
 from tensorguard.loading.quant.scaled import scaled_tensor
 
+if TYPE_CHECKING:
+    import torch
+
 PACKED = "pack-quantized"
 SCALED = ("float-quantized", "int-quantized", "naive-quantized")
 ACTIVATION = (".input_scale", ".input_zero_point")
@@ -52,6 +53,8 @@ class PackedIntTensor(PackedTensor):
         self.prefix, self.bits, self.group, self.has_zero = prefix, bits, group, has_zero
 
     def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
         k = self.info.shape[1]
         packed = to_numpy(stored.get(self.prefix + ".weight_packed", rows=rows))
         codes = torch.from_numpy(unpack(packed, self.bits, axis=1)[:, :k]).float()

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.formats import WeightFormat
@@ -43,6 +42,9 @@ from tensorguard.loading.quant.base import (
     unpack,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 BITS = (2, 3, 4, 8)
 CHECKPOINT_FORMATS = {"gptq": True, "gptq_v2": False}  # -> zeros stored minus one
 
@@ -55,6 +57,8 @@ class GptqTensor(PackedTensor):
         self.group, self.has_g_idx, self.where = group, has_g_idx, where
 
     def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
         p, (_, k) = self.prefix, self.info.shape
         codes = unpack(to_numpy(stored.get(p + ".qweight", cols=rows)), self.bits, axis=0)[:k]
         span, first = packed_span(rows.start, rows.stop, self.bits)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.formats import WeightFormat
@@ -32,6 +30,9 @@ from tensorguard.loading.quant.base import (
     unpack,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 BITS = (2, 3, 4, 5, 6, 8)
 
 
@@ -42,6 +43,8 @@ class MlxTensor(PackedTensor):
         self.prefix, self.bits, self.group = prefix, bits, group
 
     def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
         k = self.info.shape[1]
         codes = unpack(to_numpy(stored.get(self.prefix + ".weight", rows=rows)), self.bits, axis=1)
         groups = torch.arange(k) // self.group

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.quant.base import PackedTensor, StoredTensors, inconsistent, quantization
+
+if TYPE_CHECKING:
+    import torch
 
 CODE_DTYPES = {"F8_E4M3": ("fp8-e4m3", 8), "F8_E5M2": ("fp8-e5m2", 8), "I8": ("int8", 8)}
 
@@ -31,6 +33,8 @@ class ScaledTensor(PackedTensor):
         self.codes, self.scale, self.zero, self.block, self.factor = codes, scale, zero, block, factor
 
     def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
         bn, bk = self.block
         first, last = rows.start // bn, (rows.stop - 1) // bn + 1
         row_of = torch.arange(rows.start, rows.stop) // bn - first
