@@ -46,6 +46,6 @@ def cases(model: Path, workdir: Path) -> list[Case]:
         out.append(Case(GROUP, f"fingerprint, GGUF {qtype.name} ({path.stat().st_size / 1e9:.2f} GB)",
                         fingerprint(path)))
     path = gguf_model(model, workdir, TYPES[-1])
-    out.append(Case(GROUP, f"inspect --json, GGUF {TYPES[-1].name}",
+    out.append(Case("inspect", f"tensorguard inspect --json, GGUF {TYPES[-1].name}",
                     [*TENSORGUARD, "inspect", str(path), "--json"]))
     return out

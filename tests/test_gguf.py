@@ -413,3 +413,13 @@ def test_lora_adapter_over_a_gguf_base(tmp_path, weights):
     with open_model(adapter, base=base) as src, open_model(base) as plain:
         assert src.format is WeightFormat.GGUF and src.claims == plain.claims
         torch.testing.assert_close(src.read(Q_PROJ), plain.read(Q_PROJ) + 2 * b @ a, rtol=0, atol=1e-6)
+
+
+def test_bad_gguf_is_one_line_and_exit_2_in_every_command(tmp_path, run_cli, weights):
+    path = llama_gguf(tmp_path / "m.gguf", weights)
+    path.write_bytes(path.read_bytes()[:-64])
+    for args in (("inspect", path), ("fingerprint", path, "-o", tmp_path / "o"),
+                 ("sensitivity", path, "-o", tmp_path / "s"), ("compare", path, path)):
+        r = run_cli(*args)
+        assert r.code == 2, (args, r.err)
+        assert "truncated GGUF file" in r.err and r.err.strip().count("\n") == 0, r.err

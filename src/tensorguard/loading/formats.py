@@ -20,10 +20,6 @@ class WeightFormat(str, Enum):
     COMPRESSED_TENSORS = "compressed-tensors"
     MLX = "mlx"
 
-    @property
-    def quantized(self) -> bool:
-        return self not in (WeightFormat.SAFETENSORS, WeightFormat.GGUF)
-
 
 @dataclass(frozen=True)
 class Quantization:

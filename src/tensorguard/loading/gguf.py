@@ -105,9 +105,9 @@ class GgufStore:
 
     def read(self, name: str, rows: slice | None, dtype: torch.dtype | None) -> torch.Tensor:
         plan = self._plans[name]
-        if plan.transpose or len(plan.tensor.shape) == 1:
-            out = self._read_whole(name, plan)
-            out = out if rows is None else out[rows]
+        if plan.transpose or len(plan.tensor.shape) == 1:  # a copy: the kept tensor stays intact
+            whole = self._read_whole(name, plan)
+            out = (whole if rows is None else whole[rows]).clone()
         else:
             rows = rows or slice(0, plan.tensor.shape[0])
             out = (self._decode(plan, rows.start, rows.stop) if plan.rows is None

@@ -38,7 +38,7 @@ FILE_TYPES = {Q.F32: LlamaFileType.ALL_F32, Q.F16: LlamaFileType.MOSTLY_F16,
               Q.BF16: LlamaFileType.MOSTLY_BF16, Q.Q8_0: LlamaFileType.MOSTLY_Q8_0,
               Q.Q4_0: LlamaFileType.MOSTLY_Q4_0, Q.Q4_1: LlamaFileType.MOSTLY_Q4_1,
               Q.Q5_0: LlamaFileType.MOSTLY_Q5_0, Q.Q5_1: LlamaFileType.MOSTLY_Q5_1,
-              Q.Q4_K: LlamaFileType.MOSTLY_Q4_K_M}
+              Q.Q4_K: LlamaFileType.MOSTLY_Q4_K_S}
 _ARCH_IDS = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}
 
 
