@@ -27,10 +27,15 @@ SPEC = ModelSpec(layers=1, hidden=16, intermediate=32, vocab=24, heads=2)
 SECONDS_PER_CASE = 20
 
 
+class Hung(BaseException):
+    """Raised by the alarm; a BaseException, so no ``except OSError`` in the code under test
+    can swallow it and block again."""
+
+
 @contextmanager
 def deadline(seconds: int) -> Iterator[None]:
     def hung(signum: int, frame: object) -> None:
-        raise TimeoutError(f"no answer within {seconds} s: the command hangs")
+        raise Hung(f"no answer within {seconds} s: the command hangs")
 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(seconds)

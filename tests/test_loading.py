@@ -280,21 +280,6 @@ def test_model_without_2d_weights(tmp_path):
         open_model(path)
 
 
-@pytest.mark.parametrize(("names", "fmt"), [
-    (["model.layers.0.self_attn.q_proj.qweight", "model.layers.0.self_attn.q_proj.qzeros",
-      "model.layers.0.self_attn.q_proj.g_idx"], "GPTQ"),
-    (["model.layers.0.self_attn.q_proj.qweight", "model.layers.0.self_attn.q_proj.scales"], "AWQ"),
-    (["model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.weight.absmax",
-      "model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4"], "bitsandbytes 4-bit"),
-])
-def test_packed_quantized_checkpoints_are_refused_by_name(tmp_path, names, fmt):
-    tensors = {n: torch.zeros(4, 4, dtype=torch.int32) for n in names}
-    tensors["model.embed_tokens.weight"] = torch.zeros(8, 4)
-    save_file(tensors, str(tmp_path / "q.safetensors"))
-    with pytest.raises(TensorguardError, match=f"{fmt} packed-integer quantized checkpoint"):
-        open_model(tmp_path / "q.safetensors")
-
-
 def test_several_unrelated_files_in_a_directory(tmp_path, weights):
     save_model(weights, tmp_path / "a.safetensors")
     save_model(weights, tmp_path / "b.safetensors")

@@ -1,4 +1,5 @@
-"""Model loading: every safetensors layout behind one lazy, header-first interface."""
+"""Model loading: safetensors (plain or packed-quantized), GGUF and LoRA adapters behind one lazy,
+header-first interface."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from pathlib import Path
 from typing import Union
 
 from tensorguard.errors import UsageError
+from tensorguard.loading.claims import BaseModelClaim, GgufClaims
+from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.layouts import Layout, resolve
 from tensorguard.loading.lora import LoraSource
 from tensorguard.loading.source import ModelSource
 
-__all__ = ["FLOAT_DTYPES", "Layout", "LoraSource", "ModelInput", "ModelSource", "TensorInfo", "open_model",
-           "opened"]
+__all__ = ["FLOAT_DTYPES", "BaseModelClaim", "GgufClaims", "Layout", "LoraSource", "ModelInput",
+           "ModelSource", "Quantization", "TensorInfo", "WeightFormat", "open_model", "opened"]
 
 #: What every verb takes as a model: a path, or a source the caller opened (and closes).
 ModelInput = Union[str, "PathLike[str]", ModelSource]
@@ -23,7 +26,8 @@ ModelInput = Union[str, "PathLike[str]", ModelSource]
 
 def open_model(path: str | PathLike[str], *, base: str | PathLike[str] | ModelSource | None = None,
                name: str | None = None) -> ModelSource:
-    """Open the model at ``path`` (file, directory, index, shard, or LoRA adapter with ``base``).
+    """Open the model at ``path`` (safetensors file, directory, index or shard; GGUF file or split
+    set; packed-quantized checkpoint folder; or LoRA adapter with ``base``).
 
     Only headers are read here; tensors are read one at a time by ``ModelSource.read``.
     """
