@@ -1,4 +1,5 @@
-"""``tensorguard compare`` on the 2.5 GB bf16 model against a function-preserving permuted copy.
+"""``tensorguard compare`` on the 2.5 GB bf16 model against a function-preserving permuted copy,
+against just reading both models once (every tensor, as stored, through ``ModelSource.read``).
 
 The copy renames residual dimensions, attention heads and MLP neurons (``Renaming``, seed 1); it
 is written once into the workdir, tensor by tensor, reusing each shard's header (shapes and
@@ -20,6 +21,23 @@ from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
 from tensorguard.compare.disguise import Renaming
 
 GROUP = "compare"
+_READ_BOTH = """
+import sys
+from tensorguard.loading import open_model
+for path in sys.argv[1:]:
+    with open_model(path) as source:
+        for name in source.tensors:
+            source.read(name)
+"""
+#: The part of ``compare`` outside the weight signals: fingerprinting both models (its defaults).
+_FINGERPRINT_BOTH = """
+import sys
+from tensorguard.fingerprint import fingerprint_model
+from tensorguard.loading import open_model
+for path in sys.argv[1:]:
+    with open_model(path) as source:
+        fingerprint_model(source, num_samples=15, device="cpu", seed=0)
+"""
 INDEX = "model.safetensors.index.json"
 
 
@@ -57,4 +75,8 @@ def permuted_copy(model: Path, workdir: Path, seed: int = 1) -> Path:
 def cases(model: Path, workdir: Path) -> list[Case]:
     copy = permuted_copy(model, workdir)
     argv = [*TENSORGUARD, "compare", str(model), str(copy), "--device", "cpu", "--json", "-q"]
-    return [Case("compare", "tensorguard compare (vs permuted copy, 4 blocks)", argv)]
+    return [Case(GROUP, "read both models once (every tensor, as stored)",
+                 [sys.executable, "-c", _READ_BOTH, str(model), str(copy)], baseline=True),
+            Case(GROUP, "fingerprint both models (the fingerprint part of compare)",
+                 [sys.executable, "-c", _FINGERPRINT_BOTH, str(model), str(copy)]),
+            Case(GROUP, "tensorguard compare (vs permuted copy, 4 blocks)", argv)]
