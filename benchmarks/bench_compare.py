@@ -1,5 +1,6 @@
 """``tensorguard compare`` on the 2.5 GB bf16 model against a function-preserving permuted copy,
-against just reading both models once (every tensor, as stored, through ``ModelSource.read``).
+against just reading both models once (every tensor, as stored, through ``ModelSource.read``;
+that returns a view of the memory-mapped file, so the case copies each tensor to read its bytes).
 
 The copy renames residual dimensions, attention heads and MLP neurons (``Renaming``, seed 1); it
 is written once into the workdir, tensor by tensor, reusing each shard's header (shapes and
@@ -21,13 +22,14 @@ from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
 from tensorguard.compare.disguise import Renaming
 
 GROUP = "compare"
+#: ``ModelSource.read`` returns a view of the memory-mapped file; ``clone`` reads its bytes.
 _READ_BOTH = """
 import sys
 from tensorguard.loading import open_model
 for path in sys.argv[1:]:
     with open_model(path) as source:
         for name in source.tensors:
-            source.read(name)
+            source.read(name).clone()
 """
 #: The part of ``compare`` outside the weight signals: fingerprinting both models (its defaults).
 _FINGERPRINT_BOTH = """
