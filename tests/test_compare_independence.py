@@ -312,7 +312,7 @@ def test_running_argmax_over_raw_key_blocks_equals_the_float64_argmax():
     gen = torch.Generator().manual_seed(2)
     q = normalise_rows(torch.randn(50, 40, generator=gen))
     keys = torch.randn(300, 40, generator=gen) * 3 + 5  # offset and scaled: raw, not normalised
-    keys[200] = keys[17]  # a tie: the first index wins, as in argmax
+    keys[200] = keys[30] = keys[17]  # ties in another block and in the same: the first index wins
     q[7] = normalise_rows(keys[17:18])[0]
     full = np.abs(np.corrcoef(q.double().numpy(), keys.double().numpy())[:50, 50:]).argmax(axis=1)
     assert np.array_equal(_best_keys(q, keys.split(64), raw=True), full)

@@ -305,9 +305,9 @@ def _not_applicable(reason: str) -> IndependenceTest:
 def independence_test(a: ModelSource, b: ModelSource, blocks: int = 4) -> IndependenceTest:
     """Test whether B is independent of A on ``blocks`` evenly spaced MLP blocks."""
     vocab_a, vocab_b = vocab_matrix(a), vocab_matrix(b)
-    for source, vocab in ((a, vocab_a), (b, vocab_b)):
-        if vocab is None:
-            return _not_applicable(f"{source.name}: no token-embedding matrix to align with")
+    if vocab_a is None or vocab_b is None:
+        lacking = a if vocab_a is None else b
+        return _not_applicable(f"{lacking.name}: no token-embedding matrix to align with")
     mlp_a, mlp_b = mlp_blocks(a), mlp_blocks(b)
     for source, found in ((a, mlp_a), (b, mlp_b)):
         if not found:
