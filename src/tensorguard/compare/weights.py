@@ -112,12 +112,12 @@ def sample_runs(rows: int, row_length: int) -> list[tuple[int, int]]:
 
 
 def _cosine(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Cosine of the concatenated pairs of blocks, in float64: one Gram product of the two
-    flattened samples gives both norms and the dot product (few, large operations)."""
-    xs, ys = zip(*((x.reshape(-1), y.reshape(-1)) for x, y in pairs))
-    both = torch.stack((torch.cat(xs), torch.cat(ys))).double()
-    (aa, ab), (_, bb) = (both @ both.T).tolist()
-    return ab / math.sqrt(aa * bb) if aa * bb > 0 else float("nan")
+    """Cosine of the concatenated pairs of blocks, accumulated in float64."""
+    dot = norm_a = norm_b = 0.0
+    for x, y in pairs:
+        x, y = x.reshape(-1).double(), y.reshape(-1).double()
+        dot, norm_a, norm_b = dot + float(x @ y), norm_a + float(x @ x), norm_b + float(y @ y)
+    return dot / math.sqrt(norm_a * norm_b) if norm_a * norm_b > 0 else float("nan")
 
 
 def _rows(shape: tuple[int, ...]) -> tuple[int, int]:
