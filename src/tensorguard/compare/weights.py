@@ -33,6 +33,7 @@ EXACT_LIMIT = 1 << 18
 RUNS = 16
 ROLES = tuple(r.value for r in Role)
 _IDENTITY_BLOCK = 1 << 20  # entries per block of the identity check
+_SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,6 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
         return torch.equal(a.float(), b.float())
     wide, narrow = (a, b) if a.element_size() > b.element_size() else (b, a)
     return torch.equal(wide.to(narrow.dtype), narrow)
-
-
-_SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def sample_runs(rows: int, row_length: int) -> list[tuple[int, int]]:
@@ -172,18 +170,17 @@ def weight_evidence(a: ModelSource, b: ModelSource) -> WeightEvidence:
     identical_params = 0
     for name in progress.bar(shared, desc="weights", unit="tensor"):
         ia, ib = a.tensors[name], b.tensors[name]
-        rows = None
-        if ia.shape != ib.shape and not (ia.ndim == ib.ndim == 2 and ia.shape[1] == ib.shape[1]
-                                         and is_vocab_matrix(name)):
+        if ia.shape == ib.shape:
+            rows, compared_rows = None, _rows(ia.shape)[0]
+        elif ia.ndim == ib.ndim == 2 and ia.shape[1] == ib.shape[1] and is_vocab_matrix(name):
+            rows = compared_rows = min(ia.shape[0], ib.shape[0])
+        else:
             mismatched.append(TensorComparison(name, role(name).value, ia.shape, ib.shape, False,
                                                float("nan")))
             continue
-        if ia.shape != ib.shape:
-            rows = min(ia.shape[0], ib.shape[0])
-        shared_rows = _rows(ia.shape)[0] if rows is None else rows
-        same = _identical(a, b, name, shared_rows)
+        same = _identical(a, b, name, compared_rows)
         item = TensorComparison(name, role(name).value, ia.shape, ib.shape, same,
-                                1.0 if same else _streamed_cosine(a, b, name, shared_rows), rows)
+                                1.0 if same else _streamed_cosine(a, b, name, compared_rows), rows)
         if rows is not None:
             mismatched.append(item)
         if same and rows is None:
