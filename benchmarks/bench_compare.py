@@ -9,6 +9,7 @@ dtypes do not change, so neither do the byte offsets).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import struct
@@ -57,20 +58,24 @@ def _write_shard(source: Path, target: Path, renaming: Renaming) -> None:
 
 
 def permuted_copy(model: Path, workdir: Path, seed: int = 1) -> Path:
-    """Write (once) the renamed copy of the benchmark model, streaming one tensor at a time."""
+    """Write (once) the renamed copy of the benchmark model, streaming one tensor at a time.
+
+    Safe to call from several processes: one writes (into a temporary folder, renamed into
+    place when complete) while the others wait on a lock, as ``bench_model`` does."""
     target = workdir / f"{model.name}-permuted"
-    if (target / INDEX).exists():
-        return target
-    print(f"writing {target} (permuted copy, about 2.5 GB) ...", file=sys.stderr)
-    partial = workdir / f".{target.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    renaming = Renaming(LLAMA_1B.hidden, LLAMA_1B.heads, LLAMA_1B.kv_heads or LLAMA_1B.heads,
-                        LLAMA_1B.intermediate, seed)
-    for shard in sorted(model.glob("*.safetensors")):
-        _write_shard(shard, partial / shard.name, renaming)
-    shutil.copy(model / INDEX, partial / INDEX)
-    partial.rename(target)
+    with (workdir / f".{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / INDEX).exists():
+            print(f"writing {target} (permuted copy, about 2.5 GB) ...", file=sys.stderr)
+            partial = workdir / f".{target.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            renaming = Renaming(LLAMA_1B.hidden, LLAMA_1B.heads, LLAMA_1B.kv_heads or LLAMA_1B.heads,
+                                LLAMA_1B.intermediate, seed)
+            for shard in sorted(model.glob("*.safetensors")):
+                _write_shard(shard, partial / shard.name, renaming)
+            shutil.copy(model / INDEX, partial / INDEX)
+            partial.rename(target)
     return target
 
 
