@@ -43,16 +43,23 @@ def model(split, labels):
 
 
 def test_paper_rule_restated_plainly(bundled):
-    """The paper's predict_unknown_model_cluster written plainly (StandardScaler over the known set,
-    euclidean distances to the center models, unknown beyond 7), each non-center model held out."""
+    """The paper's predict_unknown_model_cluster written plainly: its features are every numeric key
+    of the JSON but total_params (num_layers too), StandardScaler over the known set, euclidean
+    distances to the center models, unknown beyond 7; each non-center model held out in turn."""
+    rows = {f.model_name: json.loads(f.path.read_text()) for f in bundled}
+    first = next(iter(rows.values()))
+    feature_names = [k for k, v in first.items() if isinstance(v, (int, float)) and k != "total_params"]
+    assert "num_layers" in feature_names and len(feature_names) == 15
     for unknown in bundled:
         if unknown.model_name in PAPER_CENTERS:
             continue
         known = [f for f in bundled if f is not unknown]
         names = [f.model_name for f in known]
-        scaler = StandardScaler().fit(np.array([f.vector() for f in known]))
-        X_scaled = scaler.transform(np.array([f.vector() for f in known]))
-        unknown_scaled = scaler.transform(np.array([unknown.vector()]))
+        X = np.array([[rows[n].get(k, 0) for k in feature_names] for n in names])
+        unknown_values = [rows[unknown.model_name].get(k, 0) for k in feature_names]
+        scaler = StandardScaler()
+        X_scaled = scaler.fit_transform(X)
+        unknown_scaled = scaler.transform(np.array([unknown_values]))
         center_model_distances = {c: euclidean_distances(unknown_scaled, X_scaled[[names.index(c)]])[0][0]
                                   for c in PAPER_CENTERS}
         most_similar = min(center_model_distances, key=center_model_distances.get)
