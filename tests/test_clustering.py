@@ -12,8 +12,8 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from tensorguard import clustering
-from tensorguard.clustering import FamilyClassifier
-from tensorguard.clustering.kmeans import seed_centroids, silhouette
+from tensorguard.clustering import FamilyClassifier, Rule
+from tensorguard.clustering.kmeans import seed_centroids, silhouette, standardise
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import FEATURE_KEYS, load_fingerprints
 from tensorguard.reference import Label, bundled_dir, load_labels
@@ -60,6 +60,17 @@ def test_clusters_equal_the_plain_sklearn_pipeline(raw, bundled):
     for c in model.clusters_:
         assert np.allclose(c.centroid, ref_centroids[frozenset(c.members)], atol=1e-10)
     assert np.allclose(model.member_vectors(), Z, atol=1e-12)
+
+
+def test_standardise_equals_sklearn_standard_scaler(raw):
+    """The numpy standardisation is scikit-learn's StandardScaler, constant features included."""
+    _, X = raw
+    X = np.hstack([X, np.full((len(X), 1), 0.1), np.zeros((len(X), 1)), X[:, :1] * 1e6])
+    scaler = StandardScaler().fit(X)
+    mean, scale = standardise(X)
+    assert np.array_equal(mean, scaler.mean_) and np.array_equal(scale, scaler.scale_)
+    assert np.array_equal((X - mean) / scale, scaler.transform(X))
+    assert list(scale[-3:-1]) == [1.0, 1.0]
 
 
 def test_silhouette_matches_sklearn(bundled):
@@ -111,13 +122,13 @@ def test_naming_and_threshold_rule(bundled):
         assert c.name == ("+".join(c.centers) if c.centers else c.name)
         assert c.centers or c.name.startswith("cluster-")
     largest = max(m.distance for m in model.members_)
-    assert model.threshold_ == pytest.approx(clustering.estimator.THRESHOLD_MARGIN * largest)
+    assert model.thresholds_[Rule.CENTROID] == pytest.approx(clustering.rules.THRESHOLD_MARGIN * largest)
 
 
 def test_model_threshold_covers_every_member(bundled):
-    model = fit(bundled)
+    model = fit(bundled, rule="centroid")
     largest = max(m.distance for m in model.members_)
-    assert model.threshold_ == pytest.approx(1.25 * largest)
+    assert model.thresholds_[Rule.CENTROID] == pytest.approx(1.25 * largest)
     assert all(p.verdict != clustering.UNKNOWN for p in model.predict(bundled))
 
 
@@ -149,15 +160,22 @@ def test_cli_cluster_text_json_save_and_plot(run_cli, tmp_path):
     assert "40/43" in r.out and "accuracy 93.0%" in r.out and "[holds 2 centers]" in r.out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = save.read_bytes()
-    assert json.loads(first)["schema"] == "tensorguard.clusters/1"
+    assert json.loads(first)["schema"] == "tensorguard.clusters/2"
     r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot")  # default: bundled set
     assert r.code == 2 and "already exists" in r.err and "--force" in r.err
-    r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot", "--force", "--json")
+    labels = bundled_dir() / "labels.csv"
+    r = run_cli("cluster", "--centers", centers, "--labels", labels, "--save", save, "--no-plot", "--force",
+                "--json")
     assert r.code == 0
     assert save.read_bytes() == first  # byte-identical on every run
     out = json.loads(r.out)
-    assert out["evaluation"] is None and len(out["model"]["clusters"]) == 8
+    assert out["evaluation"]["correct"] == 40 and len(out["model"]["clusters"]) == 8
     assert out["model"]["members"][0]["distance"] >= 0
+    assert {m["base_source"] for m in out["model"]["members"]} == {"label"}
+    # without labels the bases come from the clustering: saved as such, so the file differs
+    r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot", "--force", "--json")
+    assert json.loads(r.out)["evaluation"] is None and save.read_bytes() != first
+    assert {m["base_source"] for m in json.loads(r.out)["model"]["members"]} == {"center", "cluster"}
 
 
 def _err(run_cli, *args):

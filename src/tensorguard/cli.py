@@ -198,7 +198,7 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
               help="K-Means, or a Gaussian mixture started from it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the extra k-means++ centroids.")
 @click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model[,family]: "
-              "score the clusters against it.")
+              "the known models' bases and families (saved for predict), and the clusters' score.")
 @click.option("--save", "save_to", type=click.Path(path_type=str), help="Write clusters.json for predict.")
 @click.option("--plot", default="imgs/cluster_result.png", show_default=True,
               type=click.Path(path_type=str), help="PCA scatter of the clusters (PNG).")
@@ -228,40 +228,50 @@ def cluster(features: tuple[str, ...], centers: str, k: int | None, method: str,
 
 
 @cli.command()
-@click.argument("unknowns", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("unknowns", nargs=-1, type=click.Path(path_type=str))
 @click.option("--clusters", type=click.Path(path_type=str), help="clusters.json from cluster --save.")
 @click.option("--centers", metavar="NAME,NAME,...", help="Instead of --clusters: fit here around "
               "these models of --features.")
 @click.option("--features", "features", multiple=True, type=click.Path(path_type=str),
-              help="With --centers: the clustering set (repeatable; default: the bundled set).")
+              help="With --centers: the known set (repeatable; default: the bundled set).")
 @click.option("--k", "k", type=click.IntRange(min=1), help="With --centers: number of clusters.")
 @click.option("--method", type=click.Choice(["kmeans", "gmm"]), default="kmeans", show_default=True,
               help="With --centers: clustering method.")
+@click.option("--rule", type=click.Choice(["neighbors", "paper", "centroid"]), default="neighbors",
+              show_default=True, help="neighbors: distance-weighted vote of the 3 nearest known models; "
+              "paper: the nearest center model (the paper's code); centroid: the nearest K-Means centroid.")
 @click.option("--threshold", type=float, help="Distance beyond which a model is 'unknown' "
-              "(default: derived from the clustering set, see the report).")
-@click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model: score the "
-              "predictions (a base not in the clustering set means 'unknown' is right).")
-@click.option("--plot-dir", default="imgs", show_default=True, type=click.Path(path_type=str),
-              help="Where unknown_model_prediction_<name>.png go.")
-@click.option("--no-plot", is_flag=True, help="Draw no figure.")
+              "(default: the rule's own, see the report).")
+@click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model[,family]: "
+              "with --centers, the known models' bases and families; always, the truth that scores the "
+              "predictions (a base no known model carries means 'unknown' is right).")
+@click.option("--evaluate", is_flag=True, help="Also print each rule's leave-one-out accuracy on the "
+              "known set, and what it answers for each family held out.")
+@click.option("--plot", "plot", type=click.Path(file_okay=False, path_type=str),
+              help="Folder for unknown_model_prediction_<name>.png [default: no figure].")
 @click.option("--force", is_flag=True, help="Overwrite existing figures.")
 @standard_options
 def predict(unknowns: tuple[str, ...], clusters: str | None, centers: str | None,
-            features: tuple[str, ...], k: int | None, method: str, threshold: float | None,
-            labels: str | None, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
-    """Predict the family of unknown fingerprints, or call them 'unknown'.
+            features: tuple[str, ...], k: int | None, method: str, rule: str, threshold: float | None,
+            labels: str | None, evaluate: bool, plot: str | None, force: bool, as_json: bool) -> None:
+    """Predict the base model of unknown fingerprints, or call them 'unknown'.
+
+    UNKNOWNS are fingerprint files and/or directories of *_features.json. Nothing is written
+    unless --plot is given, so the same command can run again and again.
 
     \b
     Examples:
       tensorguard predict my_model_features.json --clusters clusters.json
-      tensorguard predict my_model_features.json --centers phi-4,Qwen2.5-3B,llama-3.2-1b
+      tensorguard predict my_model_features.json --clusters clusters.json --rule paper --json
+      tensorguard predict --evaluate --centers gemma-3-4b-it,Llama-3.1-8B,llama-3.2-1b,\\
+          Llama-3.2-3B,Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --labels features/labels.csv
     """
     from tensorguard.app.families import parse_centers, predict_files, render_predict_text
 
     report = predict_files(unknowns, clusters=clusters, features=features,
-                           centers=parse_centers(centers or ""), k=k, method=method,
-                           threshold=threshold, labels=labels,
-                           plot_dir=None if no_plot else plot_dir, force=force)
+                           centers=parse_centers(centers or ""), k=k, method=method, rule=rule,
+                           threshold=threshold, labels=labels, evaluate=evaluate, plot=plot,
+                           force=force)
     emit(report, as_json, render_predict_text)
 
 

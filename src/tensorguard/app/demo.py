@@ -4,8 +4,9 @@ Three synthetic families differ in architecture (naming scheme, hidden, intermed
 sizes); each has a base and derivatives (fine-tune-like noise, a merged low-rank update, a bf16
 cast). They are written as real safetensors files in a temporary folder, fingerprinted, clustered
 with their bases as centers and saved; a held-out derivative and an unrelated model are then
-predicted from the saved clusters. Finally the bundled fingerprints of 43 real LLMs are clustered
-around the paper's 8 centers and scored against their labels.
+predicted from the saved clusters (the default rule: a vote of the nearest known models). Finally
+the bundled fingerprints of 43 real LLMs are clustered around the paper's 8 centers and scored
+against their labels, and each prediction rule is checked by leave-one-out on them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from tensorguard import synthetic
 from tensorguard.app.families import ClusterReport, cluster_files, predict_files
-from tensorguard.clustering import PAPER_CENTERS, UnknownPrediction
+from tensorguard.clustering import PAPER_CENTERS, RuleScore, UnknownPrediction, leave_one_out
 from tensorguard.fingerprints import fingerprint
 from tensorguard.reference import LABELS_FILE, bundled_dir
 
@@ -52,6 +53,7 @@ class DemoResult:
     synthetic: ClusterReport
     predictions: tuple[UnknownPrediction, ...]
     bundled: ClusterReport
+    rules: tuple[RuleScore, ...]  # leave-one-out of each prediction rule on the bundled set
     plots: tuple[Path, ...]
 
 
@@ -104,16 +106,18 @@ def run_demo(imgs_dir: str | Path = "imgs/demo", *, num_samples: int = 15,
                               plot=imgs / "synthetic_clusters.png", force=True)
         say(f"clustered the {len(synth.model.members_)} known ones around {', '.join(centers)} "
             "and saved clusters.json")
-        report = predict_files([folder / "unknown"], clusters=synth.saved, plot_dir=imgs, force=True)
-        say("predicted from clusters.json: " + ", ".join(f"{p.model} -> {p.verdict}"
-                                                          for p in report.predictions))
+        report = predict_files([folder / "unknown"], clusters=synth.saved, plot=imgs, force=True)
+        say(f"predicted from clusters.json (rule {report.rule}): "
+            + ", ".join(f"{p.model} -> {p.verdict}" for p in report.predictions))
     bundled = bundled_dir()
     real = cluster_files([bundled], centers=PAPER_CENTERS, labels=bundled / LABELS_FILE,
                          plot=imgs / "bundled_clusters.png", force=True)
     say(f"clustered the {len(real.model.members_)} bundled fingerprints of real LLMs around the "
         f"paper's {len(PAPER_CENTERS)} centers")
+    scores = leave_one_out(real.model)
+    say("checked each prediction rule by leave-one-out on them")
     plots = tuple(p for p in (synth.plot, *report.plots, real.plot) if p is not None)
-    return DemoResult(tuple(models), replace(synth, saved=None), report.predictions, real, plots)
+    return DemoResult(tuple(models), replace(synth, saved=None), report.predictions, real, scores, plots)
 
 
 def render_text(result: DemoResult) -> str:
@@ -123,16 +127,20 @@ def render_text(result: DemoResult) -> str:
     lines += [f"  {m.name:18} {m.role:7} {m.recipe}" for m in result.models]
     lines += ["", "Clusters of the synthetic models (bases as centers):"]
     lines += [f"  {c.name}: {', '.join(c.members)}" for c in result.synthetic.model.clusters_]
-    lines.append(f"  threshold {result.synthetic.model.threshold_:.3g} "
-                 f"({result.synthetic.model.threshold_rule_})")
-    lines += ["", "Predictions from the saved clusters:"]
+    lines += ["", "Predictions from the saved clusters (rule neighbors: the 3 nearest known models vote):"]
     for p in result.predictions:
         truth = by_name[p.model].family
-        lines.append(f"  {p.model}: {p.verdict} (distance {p.distance:.3g}; true family: {truth})")
+        near = ", ".join(f"{n.model} {n.distance:.3g}" for n in p.neighbours)
+        lines.append(f"  {p.model}: {p.verdict} (best guess {p.base}, confidence {p.confidence:.0%}, "
+                     f"distance {p.distance:.3g}, threshold {p.threshold:.3g}; nearest: {near}; "
+                     f"true family: {truth})")
     ev = result.bundled.evaluation
     if ev is not None and ev.accuracy is not None:
         lines += ["", f"Bundled real LLMs: {ev.correct}/{ev.evaluated} in the cluster of their base "
                       f"model (accuracy {ev.accuracy:.1%}, purity {ev.purity:.1%}), "
                       f"silhouette {result.bundled.model.silhouette_:.3f}"]
+    scores = ", ".join(f"rule {s.rule} {s.right}/{s.evaluated}" for s in result.rules)
+    lines += [f"  leave-one-out over its {result.rules[0].evaluated} non-center models (each held out, "
+              f"the rest refitted): {scores}"]
     lines += ["", "Pictures:"] + [f"  {p}" for p in result.plots]
     return "\n".join(lines) + "\n"

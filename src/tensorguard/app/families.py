@@ -3,12 +3,24 @@ text reports out."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tensorguard.clustering import UNKNOWN, Evaluation, FamilyClassifier, UnknownPrediction
-from tensorguard.clustering.kmeans import Method
+import numpy as np
+
+from tensorguard.clustering import (
+    RULES,
+    UNKNOWN,
+    Evaluation,
+    FamilyClassifier,
+    Method,
+    Rule,
+    UnknownPrediction,
+    Validation,
+    validate,
+)
 from tensorguard.errors import UsageError
 from tensorguard.fingerprints import load_fingerprints
 from tensorguard.outputs import check_writable
@@ -28,13 +40,19 @@ class ClusterReport:
 
 @dataclass(frozen=True)
 class PredictReport:
-    """``tensorguard predict``: one prediction per fingerprint, optionally scored against labels."""
+    """``tensorguard predict``: one prediction per fingerprint under one rule, optionally scored
+    against labels, and optionally the leave-one-out validation of every rule on the known set."""
 
     clusters: str  # where the classifier came from
+    known_models: int
+    rule: Rule
+    answer: str  # what the rule answers with
+    distance: str  # what its distance measures
     threshold: float
     threshold_rule: str
     predictions: tuple[UnknownPrediction, ...]
     evaluation: Evaluation | None = None
+    validation: Validation | None = None
     plots: tuple[Path, ...] = ()
 
 
@@ -51,7 +69,8 @@ def cluster_files(features: Sequence[str | Path], *, centers: Sequence[str], k: 
                   method: Method | str = Method.KMEANS, random_state: int = 0,
                   labels: str | Path | None = None, save_to: str | Path | None = None,
                   plot: str | Path | None = None, force: bool = False) -> ClusterReport:
-    """Fit on fingerprint files (default: the bundled set), evaluate, save, plot."""
+    """Fit on fingerprint files (default: the bundled set) with ``labels`` as the known models'
+    bases, evaluate the clusters against them, save, plot."""
     from tensorguard.plots import save_png
 
     for out in (save_to, plot):
@@ -59,7 +78,7 @@ def cluster_files(features: Sequence[str | Path], *, centers: Sequence[str], k: 
             check_writable(Path(out), force=force)
     label_map = load_labels(labels) if labels is not None else None
     clf = FamilyClassifier(centers=centers, k=k, method=method, random_state=random_state)
-    clf.fit(load_fingerprints(_inputs(features)))
+    clf.fit(load_fingerprints(_inputs(features)), label_map)
     saved = clf.save(save_to, force=force) if save_to is not None else None
     drawn = None
     if plot is not None:
@@ -77,11 +96,14 @@ def prediction_plot_path(directory: str | Path, model_name: str) -> Path:
 def predict_files(unknowns: Sequence[str | Path], *, clusters: str | Path | None = None,
                   features: Sequence[str | Path] = (), centers: Sequence[str] = (),
                   k: int | None = None, method: Method | str = Method.KMEANS, random_state: int = 0,
-                  threshold: float | None = None, labels: str | Path | None = None,
-                  plot_dir: str | Path | None = None, force: bool = False) -> PredictReport:
-    """Predict fingerprints against a saved ``clusters.json``, or against a classifier fitted here
-    on ``features`` (default: the bundled set) around ``centers``; unknowns whose model name is in
-    that set are held out of it."""
+                  rule: Rule | str = Rule.NEIGHBORS, threshold: float | None = None,
+                  labels: str | Path | None = None, evaluate: bool = False,
+                  plot: str | Path | None = None, force: bool = False) -> PredictReport:
+    """Predict the base model of fingerprints against a saved ``clusters.json``, or against a
+    classifier fitted here on ``features`` (default: the bundled set) around ``centers``, with
+    ``labels`` as the known models' bases; unknowns whose model name is in that set are held out
+    of it. ``labels`` also scores the predictions; ``evaluate`` validates every rule on the known
+    set; ``plot`` is a folder for one figure per prediction (none unless asked)."""
     from tensorguard.plots import save_png
 
     if (clusters is None) == (not centers):
@@ -90,8 +112,10 @@ def predict_files(unknowns: Sequence[str | Path], *, clusters: str | Path | None
     if clusters is not None and features:
         raise UsageError("{features} is for {centers}; a clusters file already holds its set",
                          "features", "centers")
-    fps = load_fingerprints(unknowns)
-    paths = [prediction_plot_path(plot_dir, fp.model_name) for fp in fps] if plot_dir is not None else []
+    if not unknowns and not evaluate:
+        raise UsageError("give fingerprint files to predict, or ask for {evaluate}", "evaluate")
+    fps = load_fingerprints(unknowns) if unknowns else []
+    paths = [prediction_plot_path(plot, fp.model_name) for fp in fps] if plot is not None else []
     for p in paths:
         check_writable(p, force=force)
     label_map = load_labels(labels) if labels is not None else None
@@ -101,18 +125,23 @@ def predict_files(unknowns: Sequence[str | Path], *, clusters: str | Path | None
         held_out = {fp.model_name for fp in fps}
         known = [fp for fp in load_fingerprints(_inputs(features)) if fp.model_name not in held_out]
         clf = FamilyClassifier(centers=centers, k=k, method=method, random_state=random_state)
-        clf.fit(known)
+        clf.fit(known, label_map)
         source = f"{method} fitted on {len(known)} fingerprints around {len(centers)} centers"
-    preds = clf.predict(fps, threshold=threshold)
+    clf.set_params(rule=rule)
+    limit = clf.threshold_for(threshold)
+    preds = clf.predict(fps, threshold=threshold) if fps else ()
     drawn: tuple[Path, ...] = ()
     if paths:
         from tensorguard.plots.clusters import prediction_figure
 
         drawn = tuple(save_png(prediction_figure(clf, p, z), path, force=force)
                       for p, z, path in zip(preds, clf.transform(fps), paths, strict=True))
-    ev = clf.evaluate_predictions(preds, label_map) if label_map else None
-    return PredictReport(source, preds[0].threshold, clf.threshold_rule_ if threshold is None
-                         else "given with --threshold", preds, ev, drawn)
+    spec = RULES[Rule(rule)]
+    return PredictReport(
+        source, len(clf.members_), spec.rule, spec.answer.format(k=clf.n_neighbors), spec.distance,
+        limit, spec.threshold_rule if threshold is None else "given", preds,
+        clf.evaluate_predictions(preds, label_map) if label_map and preds else None,
+        validate(clf) if evaluate else None, drawn)
 
 
 # ---- text reports -------------------------------------------------------------------------------
@@ -129,6 +158,12 @@ def _evaluation_text(ev: Evaluation, what: str) -> list[str]:
     return lines
 
 
+def _thresholds_text(m: FamilyClassifier) -> list[str]:
+    lines = ["", "Unknown-model thresholds (predict --rule):"]
+    rows = [[str(rule), m.thresholds_[rule] or "none", spec.threshold_rule] for rule, spec in RULES.items()]
+    return lines + ["  " + line for line in table(["rule", "threshold", "how"], rows).splitlines()]
+
+
 def render_cluster_text(report: ClusterReport) -> str:
     """The text report of ``tensorguard cluster``."""
     m = report.model
@@ -138,10 +173,12 @@ def render_cluster_text(report: ClusterReport) -> str:
     for c in m.clusters_:
         lines += ["", f"{c.name}  ({len(c.members)} models)"
                       + (f"  [holds {len(c.centers)} centers]" if len(c.centers) > 1 else "")]
-        rows = [[("* " if dist[n].is_center else "  ") + n, dist[n].distance]
+        rows = [[("* " if dist[n].is_center else "  ") + n, dist[n].base, dist[n].distance]
                 for n in sorted(c.members, key=lambda n: (dist[n].distance, n))]
-        lines += ["  " + line for line in table(["model (* center)", "distance"], rows).splitlines()]
-    lines.append(f"\nUnknown-model threshold: {fmt(m.threshold_)} ({m.threshold_rule_})")
+        lines += ["  " + line for line in table(["model (* center)", "base", "distance"], rows).splitlines()]
+    sources = Counter(x.base_source for x in m.members_)
+    lines.append("\nBase models: " + ", ".join(f"{n} from {s}" for s, n in sorted(sources.items())))
+    lines += _thresholds_text(m)
     if report.evaluation is not None:
         lines += _evaluation_text(report.evaluation, "models in the cluster of their base model")
     for label, path in (("Saved", report.saved), ("Plot", report.plot)):
@@ -150,20 +187,60 @@ def render_cluster_text(report: ClusterReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _prediction_text(p: UnknownPrediction) -> list[str]:
+    if p.verdict == UNKNOWN:
+        head = (f"UNKNOWN (best guess {p.base} at {fmt(p.distance)} > threshold {fmt(p.threshold)}: "
+                "likely a new family, or heavily modified)")
+    else:
+        extra = [f"family {p.family}"] if p.family else []
+        extra += [f"confidence {p.confidence:.0%}"] if p.confidence is not None else []
+        extra.append(f"distance {fmt(p.distance)} <= threshold {fmt(p.threshold)}")
+        head = f"{p.verdict} ({'; '.join(extra)})"
+    rows = [[n.model, n.base, n.distance] for n in p.neighbours]
+    c = p.nearest_center
+    return (["", f"{p.model}: {head}", "  nearest known models:"]
+            + ["    " + line for line in table(["model", "base", "distance"], rows).splitlines()]
+            + [f"  nearest center model: {c.model} ({fmt(c.distance)}); nearest cluster: "
+               f"{p.nearest_cluster} ({fmt(p.cluster_distances[p.nearest_cluster])})"])
+
+
+def _validation_text(v: Validation) -> list[str]:
+    lines = ["", f"Which rule to trust: each of the {v.evaluated} non-center known models held out in "
+                 f"turn, the rest refitted (bases: {v.truth_from_labels} from labels, "
+                 f"{v.evaluated - v.truth_from_labels} from the clustering; each rule with its own "
+                 "default threshold)"]
+    rows = [[str(s.rule), s.right, s.evaluated, s.unknown, "-" if s.accuracy is None else f"{s.accuracy:.1%}"]
+            for s in v.leave_one_out]
+    heads = ["rule", "right", "of", "unknown", "accuracy"]
+    lines += ["  " + line for line in table(heads, rows).splitlines()]
+    lines += [f"  {s.rule} missed: {x.model} -> {x.answer} (base {x.truth})"
+              for s in v.leave_one_out for x in s.misses]
+    if v.families:
+        lines += ["", "Each family held out of the known set (its models should come out unknown):"]
+        rules = list(RULES)
+        rows = [[f.family, len(f.models), *(f.unknown[r] for r in rules),
+                 float(np.median(f.nearest_known)), f.threshold] for f in v.families]
+        heads = ["family", "models", *(f"{r} unknown" for r in rules), "nearest known (median)",
+                 "neighbors threshold"]
+        lines += ["  " + line for line in table(heads, rows).splitlines()]
+    if v.sibling_distances:
+        d = np.array(v.sibling_distances)
+        lines.append(f"  for comparison, known models held out are this far from the nearest model of "
+                     f"their own base: median {fmt(float(np.median(d)))}, 90th percentile "
+                     f"{fmt(float(np.quantile(d, 0.9)))}, largest {fmt(float(d.max()))}")
+    return lines
+
+
 def render_predict_text(report: PredictReport) -> str:
     """The text report of ``tensorguard predict``."""
-    lines = [f"Clusters: {report.clusters}; threshold {fmt(report.threshold)}"]
+    lines = [f"Known set: {report.clusters} ({report.known_models} models)",
+             f"Rule {report.rule}: {report.answer}; unknown when the distance {report.distance} "
+             f"exceeds {fmt(report.threshold)} ({report.threshold_rule})"]
     for p in report.predictions:
-        verdict = (f"UNKNOWN (nearest cluster {p.nearest_cluster} at {fmt(p.distance)} > "
-                   f"threshold {fmt(p.threshold)}: likely a new family, or heavily modified)"
-                   if p.verdict == UNKNOWN else
-                   f"{p.verdict} (distance {fmt(p.distance)} <= threshold {fmt(p.threshold)})")
-        lines += ["", f"{p.model}: {verdict}"]
-        rows = [[c, d] for c, d in sorted(p.cluster_distances.items(), key=lambda x: (x[1], x[0]))]
-        lines += ["  " + s for s in table(["cluster", "distance"], rows).splitlines()]
-        lines.append("  nearest known models: " + ", ".join(
-            f"{n.model} ({n.cluster}, {fmt(n.distance)})" for n in p.nearest_models))
+        lines += _prediction_text(p)
     if report.evaluation is not None:
         lines += _evaluation_text(report.evaluation, "predictions right")
+    if report.validation is not None:
+        lines += _validation_text(report.validation)
     lines += [f"Plot: {p}" for p in report.plots]
     return "\n".join(lines) + "\n"

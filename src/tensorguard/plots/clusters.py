@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tensorguard.clustering import FamilyClassifier, UnknownPrediction
+from tensorguard.clustering import UNKNOWN, FamilyClassifier, UnknownPrediction
 from tensorguard.plots import PALETTE, new_figure
 
 if TYPE_CHECKING:
@@ -148,7 +148,8 @@ def cluster_figure(model: FamilyClassifier) -> Figure:
 
 
 def prediction_figure(model: FamilyClassifier, prediction: UnknownPrediction, z: np.ndarray) -> Figure:
-    """The known clusters in PCA space with the unknown model starred in red."""
+    """The known clusters in PCA space with the predicted model starred in red and dashed lines to
+    its nearest known models (distances are measured in all 14 standardised dimensions)."""
     Z = model.member_vectors()
     mean, comps, ratios = pca_2d(Z)
     xy = (Z - mean) @ comps.T
@@ -156,12 +157,17 @@ def prediction_figure(model: FamilyClassifier, prediction: UnknownPrediction, z:
     fig = new_figure(12, 9)
     ax = fig.add_subplot()
     _scatter(ax, model, xy, alpha=0.6)
+    index = {m.name: i for i, m in enumerate(model.members_)}
+    for n in prediction.neighbours:
+        ax.plot([u[0], xy[index[n.model], 0]], [u[1], xy[index[n.model], 1]], linestyle="--",
+                color="#D62728", linewidth=0.8, alpha=0.7, zorder=1)
     ax.scatter([u[0]], [u[1]], marker="*", s=520, color="#D62728", edgecolor="black", linewidth=1.2,
-               label=f"unknown: {_short(prediction.model)}", zorder=5)
-    verdict = prediction.verdict if prediction.verdict == "unknown" else f"family {prediction.verdict}"
+               label=f"predicted: {_short(prediction.model)}", zorder=5)
+    answer = ("unknown" if prediction.verdict == UNKNOWN else f"base {prediction.verdict}"
+              + (f", confidence {prediction.confidence:.0%}" if prediction.confidence is not None else ""))
     _frame(ax, np.vstack([xy, u]), ratios,
-           f"{prediction.model}: {verdict} (nearest cluster {prediction.nearest_cluster} at "
-           f"{prediction.distance:.3g}, threshold {prediction.threshold:.3g})")
+           f"{prediction.model}: {answer} (rule {prediction.rule}; distance {prediction.distance:.3g}, "
+           f"threshold {prediction.threshold:.3g})")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="cluster (models)", fontsize=8)
     order = _label_order(model)
     texts = [ax.text(*_point(u), _short(prediction.model), fontsize=10, weight="bold", color="#D62728",
