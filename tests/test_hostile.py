@@ -126,7 +126,7 @@ def test_fifos_and_devices_are_refused_up_front(tmp_path: Path, run_cli) -> None
     fifo = tmp_path / "pipe_features.json"
     os.mkfifo(fifo)
     assert "FIFO" in clean_failure(run_cli, "compare", fifo, bundled_dir() / "phi-4_features.json")
-    assert "FIFO" in clean_failure(run_cli, "predict", fifo, "--centers", "phi-4", "--no-plot")
+    assert "FIFO" in clean_failure(run_cli, "predict", fifo, "--centers", "phi-4")
     assert "character device" in clean_failure(run_cli, "compare", "/dev/zero",
                                                bundled_dir() / "phi-4_features.json")
 
@@ -169,7 +169,7 @@ def test_control_characters_in_names_stay_on_one_line(tmp_path: Path, run_cli) -
 
 def test_predict_refuses_a_nan_threshold(run_cli) -> None:
     err = clean_failure(run_cli, "predict", bundled_dir() / "phi-4_features.json", "--centers",
-                        "Qwen2.5-3B,llama-3.2-1b", "--threshold", "nan", "--no-plot")
+                        "Qwen2.5-3B,llama-3.2-1b", "--threshold", "nan")
     assert "--threshold nan" in err
 
 
