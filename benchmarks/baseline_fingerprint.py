@@ -14,11 +14,11 @@ import argparse
 
 import torch
 
-from tensorguard.architecture import block_index
-from tensorguard.fingerprint import MAX_BLOCK, aggregate, plan_probes, summarize_tensor, write_fingerprint
-from tensorguard.gradients import autograd_statistics
+from tensorguard.architectures import block_index
+from tensorguard.fingerprints.protocol import aggregate, plan_probes, summarize_tensor
 from tensorguard.loading import open_model
-from tensorguard.perturbations import make_probe
+from tensorguard.probes import MAX_BLOCK, make_probe
+from tensorguard.probes.gradients import autograd_statistics
 
 REFERENCE_SUBSAMPLE = 500_000
 
@@ -35,14 +35,15 @@ def main() -> None:
         plan = plan_probes(source, args.samples)
         pool = [n for n, p in params.items() if p.ndim == 2]
         probed = []
-        for name, kinds in zip(plan.tensors, plan.kinds):
+        for name, kinds in zip(plan.tensors, plan.kinds, strict=True):
             weight = params[name]
             attacked = next(params[n] for n in pool if params[n].shape[1] == weight.shape[1])
             samples = [(autograd_statistics(weight, make_probe(kind, weight.shape[1], attacked).x,
                                             subsample=REFERENCE_SUBSAMPLE), 1) for kind in kinds]
-            probed.append(summarize_tensor(name, tuple(weight.shape), samples))
-        fp = aggregate(source.name, source.total_params, probed, args.samples, seed=0)
-    print(write_fingerprint(fp, args.output, force=True))
+            probed.append(summarize_tensor(name, tuple(weight.shape), samples=samples))
+        fp = aggregate(source.name, probed, total_params=source.total_params,
+                       num_samples=args.samples, seed=0)
+    print(fp.save(args.output, force=True))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import TENSORGUARD, Case
-from tensorguard.perturbations import ALL_KINDS
+from tensorguard.probes import ALL_KINDS
 
 _READ_ALL = """
 import sys, torch

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from tensorguard.architecture import Role, block_index, role
-from tensorguard.synthetic import SCHEMES, ModelSpec, tensor_shapes
+from tensorguard.architectures import (
+    REGISTRY,
+    Role,
+    Scheme,
+    Slot,
+    Space,
+    Weight,
+    block_index,
+    is_vocab_matrix,
+    lookup,
+    mlp_blocks,
+    role,
+    vocab_matrix,
+)
+from tensorguard.architectures.registry import Registry
+from tensorguard.synthetic import ModelSpec, tensor_shapes
+
+SCHEMES = sorted(REGISTRY.schemes)
 
 CASES = [
     ("model.embed_tokens.weight", Role.EMBEDDING, None),
@@ -38,6 +54,14 @@ CASES = [
     ("decoder.block.2.layer.1.EncDecAttention.o.weight", Role.ATTENTION, 2),
     ("encoder.block.1.layer.1.DenseReluDense.wo.weight", Role.FFN, 1),
     ("pooler.dense.weight", Role.OTHER, None),
+    ("tok_embeddings.weight", Role.EMBEDDING, None),  # Meta's own Llama layout
+    ("layers.3.feed_forward.w2.weight", Role.FFN, 3),
+    ("model.layers.2.block_sparse_moe.experts.7.w1.weight", Role.FFN, 2),  # no scheme: keywords
+    ("language_model.model.layers.4.mlp.up_proj.weight", Role.FFN, 4),  # a wrapped model
+    ("h.5.attn.c_attn.weight", Role.ATTENTION, 5),  # bare GPT-2 checkpoints drop "transformer."
+    ("gpt_neox.layers.1.attention.dense.weight", Role.ATTENTION, 1),
+    ("embed_out.weight", Role.EMBEDDING, None),  # the paper's rule sees "embed" in it
+    ("model.layers.6.mlp.c_fc.weight", Role.FFN, 6),  # StarCoder2
 ]
 
 
@@ -70,9 +94,61 @@ def test_agrees_with_paper_on_2d_llama_style_names(scheme):
         assert role(name).value == paper_role(name), name
 
 
-@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_every_block_matrix_has_a_role(scheme):
     """Where the paper's substrings fail (GPT-2 ``wte``, BERT, T5), every block matrix still gets one."""
     for name in matrices(scheme):
         if block_index(name) is not None:
             assert role(name) in (Role.ATTENTION, Role.FFN), name
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_generated_tensor_is_found_in_its_own_scheme(scheme):
+    """The generator and the lookup read the same records: every name maps back to its weight."""
+    spec = ModelSpec(scheme=scheme, layers=3, kv_heads=2)
+    for name, shape in tensor_shapes(spec):
+        located = lookup(name)
+        assert located is not None, name
+        assert len(located.weight.axes) == len(shape)
+        assert located.block == block_index(name)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_anatomy_is_read_off_the_records(scheme):
+    """Every scheme has a vocabulary matrix and an MLP whose neuron axis is found, per block."""
+    spec = ModelSpec(scheme=scheme, layers=3, hidden=32, intermediate=80, heads=4)
+    shapes = {n: s for n, s in tensor_shapes(spec) if len(s) == 2}
+    vocab = vocab_matrix(shapes)
+    assert vocab is not None and shapes[vocab] == (spec.vocab, spec.hidden) and is_vocab_matrix(vocab)
+    blocks = mlp_blocks(shapes)
+    assert len(blocks) == 3 and all(b.neurons == 80 for b in blocks)
+    for b in blocks:
+        for m in (b.first, b.second):
+            rows = m.rows[1] - m.rows[0] if m.rows else shapes[m.name][1 if m.transpose else 0]
+            assert rows == 80, m
+
+
+def test_fused_gate_up_is_split_in_halves():
+    shapes = {n: s for n, s in tensor_shapes(ModelSpec(scheme="phi3", layers=1, intermediate=48))
+              if len(s) == 2}
+    (block,) = mlp_blocks(shapes)
+    assert block.scheme == "gate/up" and block.first.rows == (0, 48) and block.second.rows == (48, 96)
+
+
+def test_a_scheme_that_contradicts_another_is_refused():
+    """Two schemes may share a name only if they agree on what it is."""
+    registry = Registry()
+    axes = (Space.VOCAB, Space.RESIDUAL)
+    registry.register(Scheme("a", "", before=(Weight("x.weight", Slot.EMBED, axes),), blocks=()))
+    registry.register(Scheme("b", "", before=(Weight("x.weight", Slot.EMBED, axes),), blocks=()))
+    with pytest.raises(ValueError, match="disagree"):
+        registry.register(Scheme("c", "", before=(Weight("x.weight", Slot.LM_HEAD, axes),), blocks=()))
+    with pytest.raises(ValueError, match="twice"):
+        registry.register(Scheme("a", "", before=(), blocks=()))
+
+
+def test_conv1d_storage_is_recorded_as_axes():
+    """GPT-2 stores (in, out): the residual axis comes first in c_fc and last in mlp.c_proj."""
+    assert lookup("transformer.h.0.mlp.c_fc.weight").weight.axes == (Space.RESIDUAL, Space.NEURON)
+    assert lookup("model.layers.0.mlp.down_proj.weight").weight.axes == (Space.RESIDUAL, Space.NEURON)
+    assert lookup("model.layers.0.mlp.up_proj.weight").weight.axes == (Space.NEURON, Space.RESIDUAL)

@@ -11,12 +11,14 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
-from tensorguard import clustering, clustermodel
+from tensorguard import clustering
+from tensorguard.clustering import FamilyClassifier, Rule
+from tensorguard.clustering.kmeans import seed_centroids, silhouette, standardise
 from tensorguard.errors import TensorguardError
-from tensorguard.features import FEATURE_KEYS, load_fingerprints
+from tensorguard.fingerprints import FEATURE_KEYS, load_fingerprints
 from tensorguard.reference import Label, bundled_dir, load_labels
 
-PAPER_CENTERS = list(clustermodel.PAPER_CENTERS)
+PAPER_CENTERS = list(clustering.PAPER_CENTERS)
 QWEN_3B_DERIVATIVES = {"Qwen2.5-3B-Instruct", "authormist_authormist-originality",
                        "unsloth-Qwen2.5-3B-Instruct"}
 
@@ -38,93 +40,96 @@ def raw(bundled):
     return [r["model_name"] for r in rows], np.array([[r[k] for k in FEATURE_KEYS] for r in rows])
 
 
-def test_scaler_matches_sklearn(raw):
-    _, X = raw
-    X = np.hstack([X, np.full((len(X), 1), 10.0)])  # a constant column divides by one, as in sklearn
-    assert np.allclose(clustering.Scaler.fit(X).transform(X), StandardScaler().fit_transform(X),
-                       rtol=1e-12, atol=1e-12)
+def fit(fps, centers=PAPER_CENTERS, **options) -> FamilyClassifier:
+    return FamilyClassifier(centers=centers, **options).fit(fps)
 
 
-def test_kmeans_matches_sklearn_started_at_the_centers(raw, bundled):
+def test_clusters_equal_the_plain_sklearn_pipeline(raw, bundled):
+    """The paper's pipeline written plainly: z-score, K-Means started at the centers."""
     names, X = raw
     Z = StandardScaler().fit_transform(X)
     init = Z[[names.index(c) for c in PAPER_CENTERS]]
     ref = KMeans(len(init), init=init, n_init=1, tol=0, max_iter=300).fit(Z)
-    labels, centroids, _ = clustering.lloyd(Z, init)
-    assert np.array_equal(labels, ref.labels_)
-    assert np.allclose(centroids, ref.cluster_centers_, atol=1e-10)
-    model = clustermodel.fit(bundled, PAPER_CENTERS)
-    # the same partition and centroids through the fingerprint-level API
-    by_name = {m.name: m.cluster for m in model.members}
-    groups = {frozenset(n for n, lab in zip(names, ref.labels_) if lab == c) for c in set(ref.labels_)}
-    assert groups == {frozenset(c.members) for c in model.clusters}
-    assert {by_name[n] for n in names} == {c.name for c in model.clusters}
-    ref_centroids = {frozenset(n for n, lab in zip(names, ref.labels_) if lab == c): ref.cluster_centers_[c]
-                     for c in set(ref.labels_)}
-    for c in model.clusters:
+    model = fit(bundled)
+    by_name = {m.name: m.cluster for m in model.members_}
+    members = {c: frozenset(n for n, lab in zip(names, ref.labels_, strict=True) if lab == c)
+               for c in set(ref.labels_)}
+    assert set(members.values()) == {frozenset(c.members) for c in model.clusters_}
+    assert {by_name[n] for n in names} == {c.name for c in model.clusters_}
+    ref_centroids = {group: ref.cluster_centers_[c] for c, group in members.items()}
+    for c in model.clusters_:
         assert np.allclose(c.centroid, ref_centroids[frozenset(c.members)], atol=1e-10)
+    assert np.allclose(model.member_vectors(), Z, atol=1e-12)
 
 
-def test_silhouette_matches_sklearn(raw, bundled):
+def test_standardise_equals_sklearn_standard_scaler(raw):
+    """The numpy standardisation is scikit-learn's StandardScaler, constant features included."""
     _, X = raw
-    Z = StandardScaler().fit_transform(X)
-    labels = clustering.lloyd(Z, Z[:5])[0]
-    assert clustering.silhouette(Z, labels) == pytest.approx(silhouette_score(Z, labels), abs=1e-12)
-    assert clustering.silhouette(Z, np.zeros(len(Z), int)) is None
-    model = clustermodel.fit(bundled, PAPER_CENTERS)
+    X = np.hstack([X, np.full((len(X), 1), 0.1), np.zeros((len(X), 1)), X[:, :1] * 1e6])
+    scaler = StandardScaler().fit(X)
+    mean, scale = standardise(X)
+    assert np.array_equal(mean, scaler.mean_) and np.array_equal(scale, scaler.scale_)
+    assert np.array_equal((X - mean) / scale, scaler.transform(X))
+    assert list(scale[-3:-1]) == [1.0, 1.0]
+
+
+def test_silhouette_matches_sklearn(bundled):
+    model = fit(bundled)
     vectors = model.member_vectors()
-    assigned = [m.cluster for m in model.members]
-    assert model.silhouette == pytest.approx(silhouette_score(vectors, assigned), abs=1e-12)
+    assigned = [m.cluster for m in model.members_]
+    assert model.silhouette_ == pytest.approx(silhouette_score(vectors, assigned), abs=1e-12)
+    assert silhouette(vectors, np.zeros(len(vectors), int)) is None
 
 
 def test_bundled_accuracy_with_the_paper_centers(bundled, labels):
     """The paper reports about 93%: 40 of the 43 published models land with their base model."""
-    model = clustermodel.fit(bundled, PAPER_CENTERS)
-    ev = clustermodel.evaluate(model, labels)
+    model = fit(bundled)
+    ev = model.evaluate(labels)
     assert (ev.correct, ev.evaluated) == (40, 43)
     assert ev.accuracy == pytest.approx(40 / 43) and ev.accuracy >= 0.93
     assert ev.purity == pytest.approx(41 / 43)
     assert {m.model for m in ev.misassigned} == QWEN_3B_DERIVATIVES
     # Qwen2.5-3B shares a cluster with llama-3.2-1b: reported as such, not merged away
-    names = [c.name for c in model.clusters]
+    names = [c.name for c in model.clusters_]
     assert "llama-3.2-1b+Qwen2.5-3B" in names and "cluster-6" in names
     assert len(names) == 8
 
 
 def test_gmm_started_from_kmeans(bundled, labels):
-    model = clustermodel.fit(bundled, PAPER_CENTERS, method="gmm")
-    ev = clustermodel.evaluate(model, labels)
+    model = fit(bundled, method="gmm")
+    ev = model.evaluate(labels)
     assert (ev.correct, ev.evaluated) == (42, 43)
-    assert clustermodel.fit(bundled, PAPER_CENTERS, method="gmm") == model  # deterministic
+    assert fit(bundled, method="gmm").to_dict() == model.to_dict()  # deterministic
 
 
 def test_extra_clusters_are_seeded_deterministically(bundled, labels):
-    a = clustermodel.fit(bundled, PAPER_CENTERS, k=10)
-    assert a == clustermodel.fit(bundled, PAPER_CENTERS, k=10)
-    assert len(a.clusters) == 10
-    assert {c.name for c in a.clusters} >= set(PAPER_CENTERS) | {"cluster-8", "cluster-9"}
+    a = fit(bundled, k=10)
+    assert a.to_dict() == fit(bundled, k=10).to_dict()
+    assert len(a.clusters_) == 10
+    assert {c.name for c in a.clusters_} >= set(PAPER_CENTERS) | {"cluster-8", "cluster-9"}
     Z = a.member_vectors()
-    seeds = clustering.seed_centroids(Z, [0, 1], 4, random_state=3)
+    seeds = seed_centroids(Z, [0, 1], 4, random_state=3)
     assert np.array_equal(seeds[:2], Z[:2])
-    assert np.array_equal(seeds, clustering.seed_centroids(Z, [0, 1], 4, random_state=3))
+    assert np.array_equal(seeds, seed_centroids(Z, [0, 1], 4, random_state=3))
     assert all(any(np.array_equal(s, z) for z in Z) for s in seeds[2:])  # k-means++ picks data points
 
 
-def test_naming_and_threshold_rule():
-    labels = np.array([0, 0, 1, 2])
-    assert clustering.name_clusters(labels, [0, 1, 2], ["a", "b", "c", "d"], 3) == ["a+b", "c", "cluster-2"]
-    d = np.array([0.5, 2.0, 1.0])
-    assert clustering.default_threshold(d) == pytest.approx(clustering.THRESHOLD_MARGIN * 2.0)
-    assert np.all(d <= clustering.default_threshold(d))
-    with pytest.raises(TensorguardError):
-        clustering.default_threshold(np.array([]))
+def test_naming_and_threshold_rule(bundled):
+    """Clusters are named after the centers they hold; the threshold is 1.25 x the largest
+    member-to-centroid distance."""
+    model = fit(bundled)
+    for c in model.clusters_:
+        assert c.name == ("+".join(c.centers) if c.centers else c.name)
+        assert c.centers or c.name.startswith("cluster-")
+    largest = max(m.distance for m in model.members_)
+    assert model.thresholds_[Rule.CENTROID] == pytest.approx(clustering.rules.THRESHOLD_MARGIN * largest)
 
 
 def test_model_threshold_covers_every_member(bundled):
-    model = clustermodel.fit(bundled, PAPER_CENTERS)
-    largest = max(m.distance for m in model.members)
-    assert model.threshold == pytest.approx(1.25 * largest)
-    assert all(p.verdict != clustering.UNKNOWN for p in clustermodel.predict(model, bundled))
+    model = fit(bundled, rule="centroid")
+    largest = max(m.distance for m in model.members_)
+    assert model.thresholds_[Rule.CENTROID] == pytest.approx(1.25 * largest)
+    assert all(p.verdict != clustering.UNKNOWN for p in model.predict(bundled))
 
 
 def test_evaluate_scores_and_purity():
@@ -143,7 +148,7 @@ def test_extra_keys_do_not_change_results(tmp_path, bundled):
         data.update(num_layers=99, total_params=1, extra_numeric=123.0)
         (tmp_path / fp.path.name).write_text(json.dumps(data))
     changed = load_fingerprints([tmp_path])
-    assert clustermodel.fit(changed, PAPER_CENTERS) == clustermodel.fit(bundled, PAPER_CENTERS)
+    assert fit(changed).to_dict() == fit(bundled).to_dict()
 
 
 def test_cli_cluster_text_json_save_and_plot(run_cli, tmp_path):
@@ -155,15 +160,22 @@ def test_cli_cluster_text_json_save_and_plot(run_cli, tmp_path):
     assert "40/43" in r.out and "accuracy 93.0%" in r.out and "[holds 2 centers]" in r.out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = save.read_bytes()
-    assert json.loads(first)["schema"] == "tensorguard.clusters/1"
+    assert json.loads(first)["schema"] == "tensorguard.clusters/2"
     r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot")  # default: bundled set
     assert r.code == 2 and "already exists" in r.err and "--force" in r.err
-    r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot", "--force", "--json")
+    labels = bundled_dir() / "labels.csv"
+    r = run_cli("cluster", "--centers", centers, "--labels", labels, "--save", save, "--no-plot", "--force",
+                "--json")
     assert r.code == 0
     assert save.read_bytes() == first  # byte-identical on every run
     out = json.loads(r.out)
-    assert out["evaluation"] is None and len(out["model"]["clusters"]) == 8
+    assert out["evaluation"]["correct"] == 40 and len(out["model"]["clusters"]) == 8
     assert out["model"]["members"][0]["distance"] >= 0
+    assert {m["base_source"] for m in out["model"]["members"]} == {"label"}
+    # without labels the bases come from the clustering: saved as such, so the file differs
+    r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot", "--force", "--json")
+    assert json.loads(r.out)["evaluation"] is None and save.read_bytes() != first
+    assert {m["base_source"] for m in json.loads(r.out)["model"]["members"]} == {"center", "cluster"}
 
 
 def _err(run_cli, *args):
@@ -209,7 +221,18 @@ def test_cli_empty_dir_and_bad_labels(run_cli, tmp_path):
 
 
 def test_labels_missing_models_are_not_scored(bundled):
-    model = clustermodel.fit(bundled, PAPER_CENTERS)
-    ev = clustermodel.evaluate(model, {"phi-4": Label("phi-4"), "unsloth-phi-4": Label("not-here")})
+    model = fit(bundled)
+    ev = model.evaluate({"phi-4": Label("phi-4"), "unsloth-phi-4": Label("not-here")})
     assert (ev.evaluated, ev.correct) == (1, 1)
     assert len(ev.unlabelled) == 42
+
+
+def test_estimator_conventions(bundled):
+    """The constructor only stores; fit validates and learns attributes ending in _."""
+    clf = FamilyClassifier(centers=["nope"], k=0, method="bogus")
+    assert (clf.k, clf.method) == (0, "bogus") and not hasattr(clf, "clusters_")
+    with pytest.raises(TensorguardError, match="method='bogus'"):
+        clf.fit(bundled)
+    with pytest.raises(TensorguardError, match="not fitted"):
+        FamilyClassifier(centers=["phi-4"]).predict(bundled)
+    assert FamilyClassifier(centers=["phi-4"]).fit(bundled) is not None

@@ -9,10 +9,10 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from tensorguard.compare import Options, compare_models
-from tensorguard.compare.distance import fingerprint_distance, load_reference
 from tensorguard.errors import TensorguardError
-from tensorguard.features import load_fingerprints
+from tensorguard.fingerprints import load_fingerprints
+from tensorguard.lineage import compare
+from tensorguard.lineage.distance import fingerprint_distance, load_reference
 from tensorguard.reference import bundled_dir, load_labels
 
 
@@ -42,7 +42,7 @@ def test_percentiles_among_labelled_reference_pairs():
 
 
 def test_fingerprints_only_are_inconclusive():
-    c = compare_models(bundled_dir() / "phi-4_features.json",
+    c = compare(bundled_dir() / "phi-4_features.json",
                        bundled_dir() / "microsoft_Phi-4-reasoning_features.json")
     assert c.inputs == ("fingerprint", "fingerprint")
     assert c.weights is None and c.independence is None
@@ -55,8 +55,8 @@ def test_custom_reference_changes_the_scale(tmp_path):
         shutil.copy(bundled_dir() / f"{name}_features.json", tmp_path)
     a = bundled_dir() / "Qwen2.5-3B-Instruct_features.json"
     b = bundled_dir() / "Qwen2.5-3B_features.json"
-    default = compare_models(a, b).fingerprint
-    small = compare_models(a, b, Options(reference=tmp_path)).fingerprint
+    default = compare(a, b).fingerprint
+    small = compare(a, b, reference=tmp_path).fingerprint
     assert small.reference_models == 3 and small.distance != default.distance
     assert small.same_base_percentile is None  # no labels.csv there
 
@@ -67,5 +67,5 @@ def test_fingerprint_of_another_schema_is_refused(tmp_path):
     bad = tmp_path / "other_features.json"
     bad.write_text(json.dumps(data))
     with pytest.raises(TensorguardError, match="schema"):
-        compare_models(bad, bundled_dir() / "phi-4_features.json")
+        compare(bad, bundled_dir() / "phi-4_features.json")
 

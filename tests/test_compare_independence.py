@@ -7,17 +7,20 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import optimize, stats
 
-from tensorguard.compare import Options, compare_models
-from tensorguard.compare.anatomy import mlp_blocks
-from tensorguard.compare.disguise import Renaming
-from tensorguard.compare.independence import (
+from tensorguard.architectures import mlp_blocks
+from tensorguard.architectures.renaming import Renaming
+from tensorguard.lineage import compare, independence
+from tensorguard.lineage.independence import (
+    _best_keys,
+    assign,
     block_log_p,
     fisher_log_p,
     independence_test,
     match_rows,
     normalise_rows,
+    spearman,
 )
 from tensorguard.loading import open_model
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
@@ -103,7 +106,7 @@ def _save(tmp_path, name: str, w: Weights) -> str:
 
 def _test(tmp_path, a: Weights, b: Weights, blocks: int = 4):
     with open_model(_save(tmp_path, "a", a)) as sa, open_model(_save(tmp_path, "b", b)) as sb:
-        return independence_test(sa, sb, blocks)
+        return independence_test(sa, sb, blocks=blocks)
 
 
 def test_permuted_copy_keeps_function_and_is_derived_with_tiny_p(tmp_path, base):
@@ -114,7 +117,7 @@ def test_permuted_copy_keeps_function_and_is_derived_with_tiny_p(tmp_path, base)
                           llama_forward(disguised, LLAMA, tokens), atol=1e-9)
     assert not torch.equal(derived["model.layers.0.mlp.up_proj.weight"],
                            disguised["model.layers.0.mlp.up_proj.weight"])
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", disguised))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", disguised))
     assert c.weights is not None and c.weights.matrix_cosine is not None
     assert abs(c.weights.matrix_cosine) < 0.2  # direct cosine is fooled ...
     assert c.verdict.label == "derived"  # ... the test is not
@@ -131,7 +134,7 @@ def test_rescaled_copy_keeps_function_and_is_derived(tmp_path, base):
     tokens = torch.randint(LLAMA.vocab, (12,), generator=torch.Generator().manual_seed(1))
     assert torch.allclose(llama_forward(derived, LLAMA, tokens), llama_forward(scaled, LLAMA, tokens),
                           atol=1e-6)  # float32 rounding of the rescaled weights
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", scaled))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", scaled))
     assert c.verdict.label == "derived"
     assert c.independence is not None and c.independence.p_value < 1e-6
 
@@ -139,7 +142,7 @@ def test_rescaled_copy_keeps_function_and_is_derived(tmp_path, base):
 def test_block_removed_is_derived_and_paired_with_the_right_blocks(tmp_path, base):
     pruned = permute_llama(finetune(remove_block(base, LLAMA, 2), 0.05, seed=3),
                            ModelSpec(**{**LLAMA.__dict__, "layers": 5}), seed=9)
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", pruned))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", pruned))
     assert c.verdict.label == "derived"
     t = c.independence
     assert t is not None and t.p_value < 1e-6
@@ -167,7 +170,7 @@ def test_width_pruned_copy_matches_one_sided(tmp_path, base):
 def test_independent_inits_are_independent(tmp_path, seed):
     a = finetune(make_weights(LLAMA, 0), 0.05, seed=7)
     b = finetune(make_weights(LLAMA, seed), 0.05, seed=7)
-    c = compare_models(_save(tmp_path, "a", a), _save(tmp_path, "b", b))
+    c = compare(_save(tmp_path, "a", a), _save(tmp_path, "b", b))
     assert c.independence is not None and c.independence.p_value is not None
     assert c.independence.p_value > 1e-2
     assert c.verdict.label == "independent"
@@ -179,7 +182,7 @@ def test_vocabulary_extended_copy_is_derived(tmp_path, base):
     extended = dict(base)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         extended[name] = torch.cat([base[name], 0.02 * torch.randn(40, LLAMA.hidden, generator=gen)])
-    c = compare_models(_save(tmp_path, "a", base), _save(tmp_path, "b", extended))
+    c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", extended))
     assert c.verdict.label == "derived"
     assert c.independence is not None and c.independence.alignment is not None
     assert c.independence.alignment.rows == LLAMA.vocab
@@ -212,7 +215,7 @@ def _permute_plain(w: Weights, layers: int, prefix: str, names: dict[str, str], 
 def test_conv1d_and_encoder_layouts(tmp_path, scheme, prefix, names, conv1d):
     spec = ModelSpec(scheme=scheme, hidden=48, layers=3, intermediate=160, vocab=200)
     w = make_weights(spec, 0)
-    blocks = mlp_blocks(open_model(_save(tmp_path, "a", w)))
+    blocks = mlp_blocks({i.name: i.shape for i in open_model(_save(tmp_path, "a", w)).matrices()})
     assert [b.scheme for b in blocks] == ["up/down"] * 3 and blocks[0].neurons == 160
     derived = _permute_plain(finetune(w, 0.05, 3), 3, prefix, names, conv1d, 48, 160, seed=2)
     t = _test(tmp_path, w, derived)
@@ -234,7 +237,7 @@ def test_match_rows_chunked_equals_full_argmax(monkeypatch):
     q = normalise_rows(torch.randn(300, 32, generator=gen))
     k = normalise_rows(torch.randn(70, 32, generator=gen))
     full = (q @ k.T).abs().argmax(dim=1).numpy()
-    monkeypatch.setattr("tensorguard.compare.independence._ENTRIES_PER_CHUNK", 70 * 7)
+    monkeypatch.setattr("tensorguard.lineage.independence._ENTRIES_PER_CHUNK", 70 * 7)
     assert np.array_equal(match_rows(q, k), full)
     corr = np.corrcoef(q.numpy()[:5], k.numpy()[:5])[:5, 5:]
     assert np.allclose((q[:5] @ k[:5].T).numpy(), corr, atol=1e-5)
@@ -263,9 +266,9 @@ def test_fisher_in_log_space_equals_scipy():
 
 def test_blocks_option_and_determinism(tmp_path, base):
     a, b = _save(tmp_path, "a", base), _save(tmp_path, "b", permute_llama(base, LLAMA, 3))
-    one = compare_models(a, b, Options(blocks=2))
+    one = compare(a, b, blocks=2)
     assert [x.block_a for x in one.independence.blocks] == ["model.layers.0", "model.layers.5"]
-    assert one == compare_models(a, b, Options(blocks=2))
+    assert one == compare(a, b, blocks=2)
 
 
 def test_residual_width_pruning_uses_argmax_alignment(tmp_path, base):
@@ -280,3 +283,109 @@ def test_residual_width_pruning_uses_argmax_alignment(tmp_path, base):
     assert t.alignment is not None and t.alignment.method == "argmax"
     assert (t.alignment.hidden_a, t.alignment.hidden_b) == (64, 56)
     assert t.p_value < 1e-6
+
+
+def test_spearman_equals_scipy_with_ties_and_constants():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 30, 200), rng.integers(0, 30, 200)  # many ties, as matchings have
+        y[:100] = x[:100]
+        assert math.isclose(spearman(x, y), stats.spearmanr(x, y).statistic, rel_tol=1e-12)
+    assert math.isnan(spearman(np.ones(10), np.arange(10)))
+
+
+def test_assign_is_an_optimal_assignment_with_or_without_the_solver():
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(300)
+    clear = 0.1 * rng.random((300, 300))
+    clear[np.arange(300), perm] = 1.0  # row maxima in distinct columns: no solver needed
+    assert np.array_equal(assign(clear), perm)
+    for _ in range(5):  # row maxima collide: the solver's optimum
+        m = rng.random((60, 60))
+        row, col = optimize.linear_sum_assignment(m, maximize=True)
+        index = assign(m)
+        assert sorted(index) == list(range(60))
+        assert math.isclose(m[np.arange(60), index].sum(), m[row, col].sum(), rel_tol=1e-12)
+
+
+def test_running_argmax_over_raw_key_blocks_equals_the_float64_argmax():
+    gen = torch.Generator().manual_seed(2)
+    q = normalise_rows(torch.randn(50, 40, generator=gen))
+    keys = torch.randn(300, 40, generator=gen) * 3 + 5  # offset and scaled: raw, not normalised
+    keys[200] = keys[30] = keys[17]  # ties in another block and in the same: the first index wins
+    q[7] = normalise_rows(keys[17:18])[0]
+    full = np.abs(np.corrcoef(q.double().numpy(), keys.double().numpy())[:50, 50:]).argmax(axis=1)
+    assert np.array_equal(_best_keys(q, keys.split(64), raw=True), full)
+    assert _best_keys(q, keys.split(64), raw=True)[7] == 17
+
+
+def _slow_matches(query: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """The slow path: float64 Pearson correlation of every query row with every key row."""
+    n = len(query)
+    return np.abs(np.corrcoef(query, key)[:n, n:]).argmax(axis=1)
+
+
+@pytest.mark.parametrize("narrow", ["b", "a"])
+def test_matched_subset_is_the_full_matching_restricted(tmp_path, base, monkeypatch, narrow):
+    """Each sampled neuron's two matches are those of the float64 full computation, and rho is
+    Spearman's rho of the full matchings at those neurons."""
+    monkeypatch.setattr(independence, "MATCH_NEURONS", 40)
+    monkeypatch.setattr(independence, "BLOCK_ELEMENTS", 64 * 30)  # several key blocks
+    keep = torch.sort(_perm(LLAMA.intermediate, 4)[:150]).values
+    pruned = dict(finetune(base, 0.3, seed=2))
+    for i in range(LLAMA.layers):
+        p = f"model.layers.{i}.mlp."
+        pruned[p + "gate_proj.weight"] = pruned[p + "gate_proj.weight"][keep]
+        pruned[p + "up_proj.weight"] = pruned[p + "up_proj.weight"][keep]
+        pruned[p + "down_proj.weight"] = pruned[p + "down_proj.weight"][:, keep]
+    other = permute_llama(pruned, ModelSpec(**{**LLAMA.__dict__, "intermediate": 150}), seed=1)
+    wa, wb = (base, other) if narrow == "b" else (other, base)
+    with open_model(_save(tmp_path, "a", wa)) as a, open_model(_save(tmp_path, "b", wb)) as b:
+        test = independence_test(a, b)
+        _, aligner = independence.align_residual(a, b, "model.embed_tokens.weight",
+                                                 "model.embed_tokens.weight")
+        pick = independence._spread(150, 40)
+        blocks_a, blocks_b = (mlp_blocks({i.name: i.shape for i in s.matrices()}) for s in (a, b))
+        for blk, blk_a, blk_b in zip(test.blocks, (blocks_a[i] for i in (0, 2, 3, 5)),
+                                     (blocks_b[i] for i in (0, 2, 3, 5)), strict=True):
+            assert blk.matched == len(pick) == 40
+            matchings = []
+            for ma, mb in ((blk_a.first, blk_b.first), (blk_a.second, blk_b.second)):
+                xa = independence.read_neuron_major(a, ma).double().numpy()
+                xb = aligner.apply(independence.read_neuron_major(b, mb)).double().numpy()
+                query, key = (xb, xa) if narrow == "b" else (xa, xb)
+                matchings.append(_slow_matches(query, key)[pick])
+            assert blk.rho == pytest.approx(stats.spearmanr(*matchings).statistic, abs=1e-12)
+            assert blk.rho > 0.9
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_matched_subset_keeps_verdicts_and_a_valid_null(tmp_path, base, monkeypatch, seed):
+    derived = permute_llama(finetune(base, 0.5, seed=seed), LLAMA, seed=seed)
+    unrelated = finetune(make_weights(LLAMA, 10 + seed), 0.05, seed=7)
+    a = _save(tmp_path, "a", base)
+    for label, other in (("derived", derived), ("independent", unrelated)):
+        b = _save(tmp_path, label, other)
+        full = compare(a, b)
+        monkeypatch.setattr(independence, "MATCH_NEURONS", 48)
+        sub = compare(a, b)
+        monkeypatch.undo()
+        assert full.independence.blocks[0].matched == LLAMA.intermediate
+        assert sub.independence.blocks[0].matched == 48
+        assert sub.verdict.label == full.verdict.label == label
+        if label == "independent":
+            assert sub.independence.p_value > 1e-2
+
+
+def test_column_correlations_streamed_in_float32_equal_float64(tmp_path, monkeypatch):
+    monkeypatch.setattr(independence, "BLOCK_ELEMENTS", 64 * 50)  # several row blocks
+    gen = torch.Generator().manual_seed(3)
+    xa = torch.randn(300, 64, generator=gen) * 0.02 + 40.0  # a large common offset
+    xb = torch.cat([xa[:, :32] + 0.01 * torch.randn(300, 32, generator=gen),
+                    torch.randn(300, 24, generator=gen) * 0.02 - 7.0], dim=1)
+    a = open_model(save_model({"emb.weight": xa}, tmp_path / "a.safetensors"))
+    b = open_model(save_model({"emb.weight": xb}, tmp_path / "b.safetensors"))
+    got = independence._column_correlations(a, b, "emb.weight", "emb.weight", 250)
+    want = np.corrcoef(xa[:250].double().numpy().T, xb[:250].double().numpy().T)[:64, 64:]
+    assert got.shape == (64, 56)
+    assert np.allclose(got, want, atol=1e-5)

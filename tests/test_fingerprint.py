@@ -11,10 +11,18 @@ import torch
 from safetensors import safe_open
 from scipy import stats
 
+import tensorguard
 from paper_reference import reference_probe
-from tensorguard import fingerprint as fpmod
-from tensorguard.features import FEATURE_KEYS, default_path, load_fingerprint
-from tensorguard.fingerprint import fingerprint_model, plan_probes, select_tensors, write_fingerprint
+from tensorguard.devices import resolve_device
+from tensorguard.fingerprints import (
+    FEATURE_KEYS,
+    default_path,
+    fingerprint,
+    fingerprint_source,
+    load_fingerprint,
+    plan_probes,
+    select_tensors,
+)
 from tensorguard.loading import open_model
 from tensorguard.reference import bundled_dir
 from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
@@ -91,9 +99,9 @@ def test_fingerprint_matches_the_plain_torch_scipy_protocol(tmp_path: Path) -> N
     path = tiny(tmp_path, layers=3)  # 23 matrices: the random fill-up and both FGSM widths are used
     want = paper_fingerprint(path, num_samples=8)
     with open_model(path) as source:
-        fp = fingerprint_model(source, num_samples=8, device="cpu")
-        plan = plan_probes(source, num_samples=8)
-        widths = {source.info(t).shape[1] for t, kinds in zip(plan.tensors, plan.kinds)
+        fp = fingerprint_source(source, samples=8, device="cpu")
+        plan = plan_probes(source, 8)
+        widths = {source.info(t).shape[1] for t, kinds in zip(plan.tensors, plan.kinds, strict=True)
                   if "adversarial" in kinds}
     assert widths == {64, 128}  # FGSM against lm_head (first in string order) and down_proj
     assert fp.probe is not None
@@ -132,8 +140,8 @@ def test_llama_selection_follows_the_paper_rule(tmp_path: Path) -> None:
 def test_gpt2_selection_uses_the_role_module_and_stored_shapes(tmp_path: Path) -> None:
     path = tiny(tmp_path, "gpt2", scheme="gpt2", layers=4)
     with open_model(path) as source:
-        plan = plan_probes(source, num_samples=3)
-        fp = fingerprint_model(source, num_samples=3, device="cpu")
+        plan = plan_probes(source, 3)
+        fp = fingerprint_source(source, samples=3, device="cpu")
     emb = ["transformer.wpe.weight", "transformer.wte.weight"]  # embeddings by role, not substring
     attn = ["transformer.h.0.attn.c_attn.weight", "transformer.h.1.attn.c_proj.weight",
             "transformer.h.3.attn.c_proj.weight"]
@@ -165,7 +173,7 @@ def test_bert_selection(tmp_path: Path) -> None:
 def test_small_pool_is_probed_whole_and_kinds_come_from_the_same_state(tmp_path: Path) -> None:
     path = tiny(tmp_path, layers=1)  # 9 matrices: no selection, no draw before the kinds
     with open_model(path) as source:
-        plan = plan_probes(source, num_samples=4)
+        plan = plan_probes(source, 4)
         assert list(plan.tensors) == [i.name for i in source.matrices()]
     state = np.random.RandomState(0)
     assert plan.kinds == tuple(tuple(str(state.choice(KINDS)) for _ in range(4)) for _ in range(9))
@@ -179,15 +187,15 @@ def test_two_runs_write_byte_identical_files(tmp_path: Path) -> None:
     written = []
     for out in ("a", "b"):
         with open_model(path) as source:
-            written.append(write_fingerprint(fingerprint_model(source, device="cpu"), tmp_path / out))
+            written.append(fingerprint_source(source, device="cpu").save(tmp_path / out))
     assert written[0].read_bytes() == written[1].read_bytes()
     assert written[0] == default_path(tmp_path / "a", "m")
 
 
 def test_written_file_has_exactly_the_published_numeric_keys(tmp_path: Path) -> None:
     with open_model(tiny(tmp_path)) as source:
-        fp = fingerprint_model(source, num_samples=2, device="cpu")
-    path = write_fingerprint(fp, tmp_path / "out")
+        fp = fingerprint_source(source, samples=2, device="cpu")
+    path = fp.save(tmp_path / "out")
     data = json.loads(path.read_text())
     published = json.loads(next(bundled_dir().glob("*_features.json")).read_text())
 
@@ -199,20 +207,21 @@ def test_written_file_has_exactly_the_published_numeric_keys(tmp_path: Path) -> 
     assert loaded == fp and loaded.vector().shape == (14,)
     assert data["probe"]["seed"] == 0 and data["probe"]["num_samples"] == 2
     assert all(float(f"{v:.10g}") == v for k, v in data.items() if k in FEATURE_KEYS)
-    with pytest.raises(Exception, match="already exists"):
-        write_fingerprint(fp, tmp_path / "out")
+    with pytest.raises(tensorguard.TensorguardError, match="already exists"):
+        fp.save(tmp_path / "out")
+    assert fp.save(tmp_path / "out", force=True) == path
 
 
 def test_bad_device_and_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert fpmod.resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
     with open_model(tiny(tmp_path)) as source:
         with pytest.raises(Exception, match="CUDA is not available"):
-            fingerprint_model(source, device="cuda")
+            fingerprint_source(source, device="cuda")
         with pytest.raises(Exception, match="not a device"):
-            fingerprint_model(source, device="tpu")
-        with pytest.raises(Exception, match="at least 1"):
-            fingerprint_model(source, num_samples=0)
+            fingerprint_source(source, device="tpu")
+        with pytest.raises(tensorguard.OptionError, match="samples=0: must be at least 1"):
+            fingerprint_source(source, samples=0)
 
 
 @pytest.mark.cuda
@@ -221,8 +230,8 @@ def test_cuda_and_cpu_fingerprints_are_byte_identical(tmp_path: Path) -> None:
     path = save_model(make_weights(ModelSpec(layers=4, hidden=256, intermediate=512, vocab=4096), 2),
                       tmp_path / "m.safetensors", dtype=torch.bfloat16)
     with open_model(path) as source:
-        on_cpu = fingerprint_model(source, device="cpu").dumps()
-        on_cuda = fingerprint_model(source, device="cuda").dumps()
+        on_cpu = fingerprint_source(source, device="cpu").dumps()
+        on_cuda = fingerprint_source(source, device="cuda").dumps()
     assert on_cpu == on_cuda
 
 
@@ -242,6 +251,28 @@ def test_cli_writes_and_keeps_existing_outputs(tmp_path: Path, run_cli) -> None:
     assert forced.code == 0
     assert json.loads(forced.out) == json.loads(target.read_text())
     assert json.loads(forced.out)["probe"]["num_samples"] == 3
+
+
+def test_cli_json_without_output_writes_no_file(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """--json asks for the fingerprint on stdout: no file appears unless -o names a directory."""
+    model = tiny(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("fingerprint", model, "--samples", "2", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["model_name"] == "tiny"
+    assert not (tmp_path / "features").exists()
+    plain = run_cli("fingerprint", model, "--samples", "2")
+    assert plain.code == 0 and (tmp_path / "features" / "tiny_features.json").is_file()
+
+
+def test_the_public_verb_takes_a_path_or_an_open_source(tmp_path: Path) -> None:
+    path = tiny(tmp_path)
+    by_path = tensorguard.fingerprint(path, samples=2, device="cpu")
+    with open_model(path) as source:
+        assert fingerprint(source, samples=2, device="cpu") == by_path
+        with pytest.raises(tensorguard.TensorguardError, match="apply to a model given by path"):
+            fingerprint(source, name="other")
+    assert fingerprint(path, samples=2, device="cpu", name="renamed").model_name == "renamed"
 
 
 def test_cli_bad_single_model_exits_2_on_one_line(tmp_path: Path, run_cli) -> None:
@@ -290,9 +321,9 @@ def test_cli_lora_adapter_is_fingerprinted_as_its_merged_model(tmp_path: Path, r
     lora = run_cli("fingerprint", adapter, "--base", base, "-o", out, "--samples", "4", "--json")
     assert lora.code == 0, lora.err
     with open_model(save_model(merged, tmp_path / "merged.safetensors")) as source:
-        want = fingerprint_model(source, num_samples=4, device="cpu")
+        want = fingerprint_source(source, samples=4, device="cpu")
     got = json.loads(lora.out)
     assert got["model_name"] == "my-lora" and (out / "my-lora_features.json").is_file()
     assert {k: got[k] for k in FEATURE_KEYS} == want.features
     with open_model(base) as source:
-        assert fingerprint_model(source, num_samples=4, device="cpu").features != want.features
+        assert fingerprint_source(source, samples=4, device="cpu").features != want.features

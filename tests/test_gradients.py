@@ -7,16 +7,15 @@ import pytest
 import torch
 from scipy import stats
 
-from tensorguard import perturbations
-from tensorguard.gradients import (
+from tensorguard.loading import open_model
+from tensorguard.probes import NOISE_KINDS, make_probe
+from tensorguard.probes.gradients import (
     GradientStats,
     autograd_statistics,
     closed_form_statistics,
     gradient_matrix,
     responses,
 )
-from tensorguard.loading import open_model
-from tensorguard.perturbations import NOISE_KINDS, make_probe
 from tensorguard.synthetic import ModelSpec, make_weights, save_model
 
 STATS = ("mean", "std", "norm", "skewness", "kurtosis")
@@ -99,15 +98,14 @@ def test_subsampled_reference_keeps_exact_moments_and_estimates_shape() -> None:
     assert sub.kurtosis == pytest.approx(full.kurtosis, rel=0.3)
 
 
-def test_responses_streams_row_blocks_on_any_block_size(tmp_path, monkeypatch) -> None:
+def test_responses_streams_row_blocks_on_any_block_size(tmp_path) -> None:
     weights = make_weights(ModelSpec(layers=1, vocab=100), seed=0)
     path = save_model(weights, tmp_path / "m.safetensors", dtype=torch.bfloat16)
     xs = torch.stack([make_probe(k, 64, weights["lm_head.weight"]).x for k in NOISE_KINDS], dim=1)
     want = weights["lm_head.weight"].to(torch.bfloat16).to(torch.float64) @ xs.to(torch.float64)
     with open_model(path) as source:
-        whole = responses(source, "lm_head.weight", xs)
-        monkeypatch.setattr(perturbations, "BLOCK_ELEMENTS", 64 * 7)  # 7 rows per block, ragged end
-        blocks = responses(source, "lm_head.weight", xs)
+        whole = responses(source, "lm_head.weight", probes=xs)
+        blocks = responses(source, "lm_head.weight", probes=xs, max_elements=64 * 7)  # ragged end
     assert whole.dtype == torch.float64 and whole.shape == (100, 5)
     torch.testing.assert_close(whole, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(blocks, want, rtol=1e-12, atol=1e-12)

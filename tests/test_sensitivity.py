@@ -11,9 +11,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import tensorguard
 from tensorguard import sensitivity as sens
-from tensorguard.loading import open_model
-from tensorguard.perturbations import ALL_KINDS, make_probe
+from tensorguard.app.sensitivity import analyze_models
+from tensorguard.errors import TensorguardError
+from tensorguard.loading import ModelSource, open_model
+from tensorguard.plots.sensitivity import depth_profile
+from tensorguard.probes import ALL_KINDS, make_probe
 from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=2, intermediate=128, vocab=80, heads=4, kv_heads=2)
@@ -27,7 +31,7 @@ def _weights_f64(path: Path) -> dict[str, torch.Tensor]:
 
 def _probes(weights: dict[str, torch.Tensor], kind: str, dim: int, seeds: range) -> list:
     fgsm = next(w for w in weights.values() if w.ndim == 2 and w.shape[1] == dim)
-    return [make_probe(kind, dim, fgsm_matrix=fgsm.float() if kind == "adversarial" else None, seed=s)
+    return [make_probe(kind, dim, fgsm.float() if kind == "adversarial" else None, seed=s)
             for s in seeds]
 
 
@@ -52,21 +56,8 @@ def low_pass_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ALL_KINDS)
-def test_gradient_norm_is_the_probe_norm(kind: str) -> None:
-    gen = torch.Generator().manual_seed(3)
-    for out_dim, dim in [(7, 64), (96, 64), (64, 96)]:
-        weight = torch.randn(out_dim, dim, generator=gen, requires_grad=True)
-        fgsm = torch.randn(11, dim, generator=gen)
-        for seed in range(3):
-            x = make_probe(kind, dim, fgsm_matrix=fgsm, seed=seed).x
-            (x[None] @ weight.T).norm().backward()
-            assert weight.grad is not None
-            assert sens.gradient_norm(x) == pytest.approx(float(weight.grad.norm()), rel=1e-5)
-            weight.grad = None
-
-
 def test_gradient_norm_scores_match_autograd(model: Path) -> None:
+    """The production path of the paper's metric (``analyze``), against autograd's gradient norm."""
     options = sens.Options(metric="gradient-norm", samples=3)
     with open_model(model) as source:
         result = sens.analyze(source, options)
@@ -94,7 +85,9 @@ def test_response_matches_direct_computation(tmp_path: Path, dtype: torch.dtype,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.safetensors"
     save_model(make_weights(SPEC, 2), path, dtype=dtype)
-    monkeypatch.setattr(sens, "_CHUNK_ELEMENTS", 1000)  # several row chunks per tensor
+    row_blocks = ModelSource.row_blocks  # several row chunks per tensor:
+    monkeypatch.setattr(ModelSource, "row_blocks",
+                        lambda self, name, **kw: row_blocks(self, name, **{**kw, "max_elements": 1000}))
     with open_model(path) as source:
         result = sens.analyze(source, sens.Options(samples=4))
     weights = _weights_f64(path)
@@ -143,8 +136,19 @@ def test_repeat_seeds_equal_one_sample(model: Path) -> None:
 def test_parse_kinds() -> None:
     assert sens.parse_kinds("all") == ALL_KINDS
     assert sens.parse_kinds("low_frequency, adversarial") == ("adversarial", "low_frequency")
-    with pytest.raises(sens.TensorguardError, match="bogus"):
+    with pytest.raises(TensorguardError, match="bogus"):
         sens.parse_kinds("bogus")
+    assert sens.parse_kinds(["low_frequency", "gaussian"]) == ("gaussian", "low_frequency")
+
+
+def test_public_verb_and_option_errors(model: Path) -> None:
+    result = tensorguard.analyze_sensitivity(model, kinds="gaussian", samples=2)
+    with open_model(model) as source:
+        assert result == sens.analyze(source, sens.Options(kinds=("gaussian",), samples=2))
+    for bad, message in ((dict(metric="loudness"), "metric='loudness'"), (dict(samples=0), "samples=0"),
+                         (dict(threshold=float("nan")), "threshold=nan")):
+        with pytest.raises(TensorguardError, match=message):
+            tensorguard.analyze_sensitivity(model, **bad)
 
 
 def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, run_cli) -> None:
@@ -202,7 +206,7 @@ def test_cli_several_models_one_failing(model: Path, low_pass_model: Path, tmp_p
     with open_model(model) as a, open_model(low_pass_model) as b:
         options = sens.Options(kinds=("low_frequency",), samples=2)
         results = [sens.analyze(a, options), sens.analyze(b, options)]
-    blocks, rows = sens.depth_profile(results, "ffn")
+    blocks, rows = depth_profile(results, "ffn")
     assert blocks == [0, 1]
     assert rows[1][1] > 1.5 > rows[0][1]  # the low-pass layer lifts block 1 of the second model
 
@@ -218,7 +222,7 @@ def test_lora_adapter_scores_as_its_merged_model(tmp_path: Path) -> None:
     merged = dict(weights)
     merged["model.layers.0.mlp.up_proj.weight"] = weights["model.layers.0.mlp.up_proj.weight"] + b @ a
     options = sens.Options(samples=2)
-    lora = sens.run([str(adapter)], options, tmp_path / "a", base=str(base)).results[0]
+    lora = analyze_models([str(adapter)], options, out_dir=tmp_path / "a", base=str(base)).results[0]
     with open_model(save_model(merged, tmp_path / "tuned.safetensors")) as source:
         want = sens.analyze(source, options)
     assert lora.model_name == "tuned"

@@ -1,3 +1,3 @@
-from tensorguard.cli import main
+from tensorguard.cli import run
 
-main()
+run()

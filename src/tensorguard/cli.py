@@ -1,16 +1,19 @@
-"""The ``tensorguard`` command: one thin click command per verb over the library.
+"""The ``tensorguard`` command: one thin click command per verb over the public API and the
+application layer (``tensorguard.app``).
 
-Heavy modules (torch, scikit-learn, matplotlib) are imported inside each command so that
-``tensorguard --help`` and ``tensorguard inspect`` start in a fraction of a second.
+Each command imports only what it needs, inside its body, so that ``tensorguard --help`` starts
+in a fraction of a second and ``fingerprint`` never loads scikit-learn, SciPy or matplotlib.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
+import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,6 +21,10 @@ from tensorguard import __version__, progress
 from tensorguard.errors import TensorguardError
 
 log = logging.getLogger("tensorguard")
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command."""
 
 
 def _configure(quiet: bool, verbose: int) -> None:
@@ -37,7 +44,10 @@ def standard_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, quiet: bool, verbose: int, **kwargs: Any) -> Any:
         _configure(quiet, verbose)
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:  # past click, which would print a bare newline first
+            raise Interrupted from None
 
     return wrapper
 
@@ -61,7 +71,8 @@ def cli() -> None:
       tensorguard cluster features/ --centers llama-3.2-1b,Qwen2.5-3B
       tensorguard predict unknown_features.json --clusters clusters.json
 
-    Exit codes: 0 success, 1 the work failed (for some models), 2 bad usage or bad input.
+    Exit codes: 0 success, 1 the work failed (for some models), 2 bad usage or bad input,
+    70 an internal error (a bug: please report it), 130 interrupted.
     """
 
 
@@ -71,7 +82,7 @@ def cli() -> None:
 @click.option("--name", help="Model name to report (default: from the path).")
 @standard_options
 def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> None:
-    """Summarise a model from its safetensors headers alone (reads no tensor data).
+    """Summarise a model from its headers alone (reads no tensor data).
 
     \b
     Examples:
@@ -79,17 +90,17 @@ def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> No
       tensorguard inspect ./Qwen2.5-7B-Instruct --json
       tensorguard inspect ./my-lora-adapter --base ./Llama-3.1-8B
     """
-    from tensorguard import summary
-    from tensorguard.loading import open_model
+    import tensorguard
+    from tensorguard.app.inspect import render_text
 
-    with open_model(model, base=base, name=name) as source:
-        emit(summary.summarize(source), as_json, summary.render_text)
+    emit(tensorguard.inspect(model, base=base, name=name), as_json, render_text)
 
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("-o", "--output", "out_dir", default="features", show_default=True,
-              type=click.Path(file_okay=False, path_type=str), help="Directory for the JSON files.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=str),
+              help="Directory for the JSON files [default: features; with --json: none, the "
+                   "fingerprint goes to stdout only].")
 @click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
               help="Probe samples per tensor (the paper uses 15).")
 @click.option("--device", default="auto", show_default=True,
@@ -98,12 +109,13 @@ def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> No
 @click.option("--base", type=click.Path(path_type=str), help="Base model of LoRA adapter(s).")
 @click.option("--force", is_flag=True, help="Overwrite existing fingerprint files.")
 @standard_options
-def fingerprint(models: tuple[str, ...], out_dir: str, samples: int, device: str,
+def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, device: str,
                 name: str | None, base: str | None, force: bool, as_json: bool) -> None:
     """Compute the paper's gradient fingerprint of each MODEL into DIR/<name>_features.json.
 
     Existing files are kept unless --force. A model that fails is reported on stderr and the
-    others go on (exit 1); a single bad model exits 2.
+    others go on (exit 1); a single bad model exits 2. With --json the fingerprint is printed
+    (a list for several models) and no file is written unless -o is given.
 
     \b
     Examples:
@@ -111,23 +123,25 @@ def fingerprint(models: tuple[str, ...], out_dir: str, samples: int, device: str
       tensorguard fingerprint a.safetensors b/ c/ -o features/ --device cpu
       tensorguard fingerprint ./my-adapter --base ./Llama-3.1-8B --name my-finetune --json
     """
-    from tensorguard import fingerprint as fpmod
+    from tensorguard.app.batch import Status
+    from tensorguard.app.fingerprint import fingerprint_models, render_text
 
-    def report(outcome: fpmod.Outcome) -> None:
-        if outcome.status == "failed":
+    def report(outcome: Any) -> None:
+        if outcome.status is Status.FAILED:
             click.echo(f"tensorguard: error: {outcome.error}", err=True)
-        elif outcome.status == "skipped" and as_json:
-            click.echo(f"tensorguard: {outcome.path} exists, skipped (use --force)", err=True)
+        elif outcome.status is Status.SKIPPED and as_json:
+            click.echo(f"tensorguard: {outcome.paths[0]} exists, skipped (use --force)", err=True)
 
-    outcomes = fpmod.fingerprint_paths(list(models), out_dir, samples, device, name, base, force,
-                                       on_outcome=report)
-    done = [o.fingerprint.to_dict() for o in outcomes if o.fingerprint is not None]
+    directory = out_dir if out_dir is not None or as_json else "features"
+    outcomes = fingerprint_models(list(models), out_dir=directory, samples=samples, device=device,
+                                  name=name, base=base, force=force, on_outcome=report)
+    done = [o.result.to_dict() for o in outcomes if o.result is not None]
     if as_json:
         if len(models) > 1 or done:
             emit(done if len(models) > 1 else done[0], True, str)
-    elif any(o.status != "failed" for o in outcomes):
-        click.echo(fpmod.render_text(outcomes))
-    if any(o.status == "failed" for o in outcomes):
+    elif any(o.status is not Status.FAILED for o in outcomes):
+        click.echo(render_text(outcomes))
+    if any(o.status is Status.FAILED for o in outcomes):
         raise SystemExit(1)
 
 
@@ -162,13 +176,14 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
       tensorguard sensitivity a.safetensors b.safetensors -o sensitivity/ --force
       tensorguard sensitivity ./model --metric gradient-norm --seeds repeat   # the paper's score
     """
-    from tensorguard import sensitivity as sens
+    from tensorguard.app.sensitivity import analyze_models, render_text
+    from tensorguard.sensitivity import Options
 
-    options = sens.Options(kinds=sens.parse_kinds(noise), metric=metric, samples=samples,
-                           seeds=seeds, threshold=threshold, top=top, attention_test=attention_test)
-    done = sens.run(models, options, output, force,
-                    on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True), base=base)
-    emit(done, as_json, sens.render_text)
+    options = Options(kinds=noise, metric=metric, samples=samples, seeds=seeds,  # type: ignore[arg-type]
+                      threshold=threshold, top=top, attention_test=attention_test)
+    done = analyze_models(models, options, out_dir=output, force=force, base=base,
+                          on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True))
+    emit(done, as_json, render_text)
     if done.failures:
         raise SystemExit(1)
 
@@ -183,7 +198,7 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
               help="K-Means, or a Gaussian mixture started from it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the extra k-means++ centroids.")
 @click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model[,family]: "
-              "score the clusters against it.")
+              "the known models' bases and families (saved for predict), and the clusters' score.")
 @click.option("--save", "save_to", type=click.Path(path_type=str), help="Write clusters.json for predict.")
 @click.option("--plot", default="imgs/cluster_result.png", show_default=True,
               type=click.Path(path_type=str), help="PCA scatter of the clusters (PNG).")
@@ -204,48 +219,60 @@ def cluster(features: tuple[str, ...], centers: str, k: int | None, method: str,
           Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --labels features/labels.csv
       tensorguard cluster my_features/ --centers base-a,base-b --save clusters.json --force
     """
-    from tensorguard import clustermodel
+    from tensorguard.app.families import cluster_files, parse_centers, render_cluster_text
 
-    report = clustermodel.cluster_files(features, clustermodel.parse_centers(centers), k, method, seed,
-                                        labels, save_to, None if no_plot else plot, force)
-    emit(report, as_json, clustermodel.render_cluster_text)
+    report = cluster_files(features, centers=parse_centers(centers), k=k, method=method,
+                           random_state=seed, labels=labels, save_to=save_to,
+                           plot=None if no_plot else plot, force=force)
+    emit(report, as_json, render_cluster_text)
 
 
 @cli.command()
-@click.argument("unknowns", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("unknowns", nargs=-1, type=click.Path(path_type=str))
 @click.option("--clusters", type=click.Path(path_type=str), help="clusters.json from cluster --save.")
 @click.option("--centers", metavar="NAME,NAME,...", help="Instead of --clusters: fit here around "
               "these models of --features.")
 @click.option("--features", "features", multiple=True, type=click.Path(path_type=str),
-              help="With --centers: the clustering set (repeatable; default: the bundled set).")
+              help="With --centers: the known set (repeatable; default: the bundled set).")
 @click.option("--k", "k", type=click.IntRange(min=1), help="With --centers: number of clusters.")
 @click.option("--method", type=click.Choice(["kmeans", "gmm"]), default="kmeans", show_default=True,
               help="With --centers: clustering method.")
+@click.option("--rule", type=click.Choice(["neighbors", "paper", "centroid"]), default="neighbors",
+              show_default=True, help="neighbors: distance-weighted vote of the 3 nearest known models; "
+              "paper: the nearest center model (the paper's code); centroid: the nearest K-Means centroid.")
 @click.option("--threshold", type=float, help="Distance beyond which a model is 'unknown' "
-              "(default: derived from the clustering set, see the report).")
-@click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model: score the "
-              "predictions (a base not in the clustering set means 'unknown' is right).")
-@click.option("--plot-dir", default="imgs", show_default=True, type=click.Path(path_type=str),
-              help="Where unknown_model_prediction_<name>.png go.")
-@click.option("--no-plot", is_flag=True, help="Draw no figure.")
+              "(default: the rule's own, see the report).")
+@click.option("--labels", type=click.Path(path_type=str), help="CSV model_name,base_model[,family]: "
+              "with --centers, the known models' bases and families; always, the truth that scores the "
+              "predictions (a base no known model carries means 'unknown' is right).")
+@click.option("--evaluate", is_flag=True, help="Also print each rule's leave-one-out accuracy on the "
+              "known set, and what it answers for each family held out.")
+@click.option("--plot", "plot", type=click.Path(file_okay=False, path_type=str),
+              help="Folder for unknown_model_prediction_<name>.png [default: no figure].")
 @click.option("--force", is_flag=True, help="Overwrite existing figures.")
 @standard_options
 def predict(unknowns: tuple[str, ...], clusters: str | None, centers: str | None,
-            features: tuple[str, ...], k: int | None, method: str, threshold: float | None,
-            labels: str | None, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
-    """Predict the family of unknown fingerprints, or call them 'unknown'.
+            features: tuple[str, ...], k: int | None, method: str, rule: str, threshold: float | None,
+            labels: str | None, evaluate: bool, plot: str | None, force: bool, as_json: bool) -> None:
+    """Predict the base model of unknown fingerprints, or call them 'unknown'.
+
+    UNKNOWNS are fingerprint files and/or directories of *_features.json. Nothing is written
+    unless --plot is given, so the same command can run again and again.
 
     \b
     Examples:
       tensorguard predict my_model_features.json --clusters clusters.json
-      tensorguard predict my_model_features.json --centers phi-4,Qwen2.5-3B,llama-3.2-1b
+      tensorguard predict my_model_features.json --clusters clusters.json --rule paper --json
+      tensorguard predict --evaluate --centers gemma-3-4b-it,Llama-3.1-8B,llama-3.2-1b,\\
+          Llama-3.2-3B,Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --labels features/labels.csv
     """
-    from tensorguard import clustermodel
+    from tensorguard.app.families import parse_centers, predict_files, render_predict_text
 
-    report = clustermodel.predict_files(
-        unknowns, clusters, features, clustermodel.parse_centers(centers or ""), k, method,
-        threshold=threshold, labels=labels, plot_dir=None if no_plot else plot_dir, force=force)
-    emit(report, as_json, clustermodel.render_predict_text)
+    report = predict_files(unknowns, clusters=clusters, features=features,
+                           centers=parse_centers(centers or ""), k=k, method=method, rule=rule,
+                           threshold=threshold, labels=labels, evaluate=evaluate, plot=plot,
+                           force=force)
+    emit(report, as_json, render_predict_text)
 
 
 @cli.command()
@@ -261,10 +288,10 @@ def demo(imgs_dir: str, samples: int, as_json: bool) -> None:
     Example:
       make demo
     """
-    from tensorguard import demo as demo_lib
+    from tensorguard.app.demo import render_text, run_demo
 
-    emit(demo_lib.run_demo(imgs_dir, num_samples=samples, log=None if as_json else click.echo),
-         as_json, demo_lib.render_text)
+    emit(run_demo(imgs_dir, num_samples=samples, log=None if as_json else click.echo),
+         as_json, render_text)
 
 
 @cli.command()
@@ -287,7 +314,7 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
             seed: int, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
     """Is one model derived from another? Fingerprint distance, weight evidence, independence test.
 
-    Each INPUT is a model (any safetensors layout) or a fingerprint JSON. Two inputs: a verdict
+    Each INPUT is a model (any supported layout) or a fingerprint JSON. Two inputs: a verdict
     (same weights, derived, independent, inconclusive) with its evidence. More: every signal as
     a matrix, heatmaps and a dendrogram.
 
@@ -297,36 +324,60 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
       tensorguard compare a/ b/ c/ --plot-dir imgs --json
       tensorguard compare features/phi-4_features.json features/unsloth-phi-4_features.json
     """
-    from tensorguard import compare as cmp
+    from tensorguard.app.compare import compare_inputs, render_text
 
-    options = cmp.Options(reference=reference, blocks=blocks, num_samples=samples, device=device,
-                          seed=seed)
-    emit(cmp.compare_inputs(inputs, options, None if no_plot else plot_dir, force), as_json,
-         cmp.render_text)
+    emit(compare_inputs(inputs, plot_dir=None if no_plot else plot_dir, force=force,
+                        reference=reference, blocks=blocks, samples=samples, device=device,
+                        seed=seed), as_json, render_text)
+
+
+#: How the library's parameter names are spelled on the command line, where they differ.
+FLAGS = {"kinds": "--noise", "out_dir": "--output", "save_to": "--save", "random_state": "--seed"}
+
+
+#: Exit codes (documented in ``tensorguard --help`` and the README).
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 70, 130
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: control characters (a newline in a file name) shown escaped."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"tensorguard: {one_line(message)}", err=True)
+    sys.exit(code)
 
 
 def main() -> None:
-    """Console entry point: one-line errors, documented exit codes, no tracebacks for bad input."""
+    """Run the command line: one-line errors, documented exit codes, no tracebacks for bad input."""
     try:
         code = cli.main(standalone_mode=False)
     except TensorguardError as exc:
-        click.echo(f"tensorguard: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc.for_cli(FLAGS)}", exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("tensorguard: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("tensorguard: interrupted", err=True)
-        sys.exit(130)
+    except click.ClickException as exc:  # a usage error: one line, the way to the help
+        command = " ".join(sys.argv[1:2])
+        _fail(f"error: {exc.format_message()} (see tensorguard {command} --help)".replace("  ", " "),
+              EXIT_BAD_INPUT)
+    except (click.Abort, KeyboardInterrupt, Interrupted):
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except MemoryError:
+        _fail("error: out of memory", EXIT_FAILED)
     except Exception as exc:  # a bug, not bad input: say so in one line, traceback with -v
         if log.isEnabledFor(logging.INFO):
             raise
-        click.echo(f"tensorguard: internal error: {type(exc).__name__}: {exc} "
-                   "(rerun with -v for the traceback)", err=True)
-        sys.exit(1)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
+              EXIT_INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def run() -> None:
+    """The console script. Once the command has finished (or failed), a late Ctrl-C is ignored,
+    so interpreter shutdown can never print a traceback from an exit handler."""
+    try:
+        main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,4 +1,4 @@
-"""Text and JSON rendering shared by every command: results are dataclasses, shown here."""
+"""JSON values and plain-text tables: how results (dataclasses) are shown, shared by every command."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import numpy as np
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Turn dataclasses, numpy values, paths and enums into plain JSON values (NaN becomes null)."""
+    """Turn dataclasses, numpy values, paths and enums into plain JSON values (NaN becomes null);
+    an object with a ``to_dict`` method is shown as what it returns."""
+    if callable(getattr(obj, "to_dict", None)) and not isinstance(obj, type):
+        return to_jsonable(obj.to_dict())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
@@ -32,12 +35,6 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Enum):
         return obj.value
     return obj
-
-
-def round_significant(value: float, digits: int) -> float:
-    """``value`` rounded to ``digits`` significant digits (and -0.0 to 0.0), so that results stored
-    as JSON do not change with last-bit differences between BLAS builds or devices."""
-    return float(f"{value:.{digits}g}") + 0.0
 
 
 def dumps(obj: Any) -> str:
@@ -59,14 +56,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[c if isinstance(c, str) else fmt(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     numeric = [
         all(not isinstance(row[i], str) for row in rows) if rows else False
         for i in range(len(headers))
     ]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]

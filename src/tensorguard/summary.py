@@ -1,13 +1,12 @@
-"""``tensorguard inspect``: a header-only summary of a model (no tensor data is read)."""
+"""``inspect``: a header-only summary of a model (no tensor data is read)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tensorguard import report
-from tensorguard.architecture import Role, block_index, role
-from tensorguard.loading import ModelSource
+from tensorguard.architectures import Role, Space, block_index, lookup, role, vocab_matrix
+from tensorguard.loading import ModelInput, ModelSource, opened
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,18 @@ class ModelSummary:
     roles: list[RoleCount] = field(default_factory=list)
 
 
+def _hidden_size(source: ModelSource) -> int | None:
+    """The residual width, read off the first registered matrix; else the most common dimension."""
+    for info in source.matrices():
+        located = lookup(info.name)
+        if located is not None and Space.RESIDUAL in located.weight.axes:
+            return info.shape[located.weight.axes.index(Space.RESIDUAL)]
+    dims = Counter(d for i in source.matrices() for d in i.shape)
+    return dims.most_common(1)[0][0] if dims else None
+
+
 def summarize(source: ModelSource) -> ModelSummary:
-    """Summarise ``source`` from its tensor headers."""
+    """Summarise an opened ``source`` from its tensor headers."""
     dtypes: Counter[str] = Counter()
     tensors: Counter[Role] = Counter()
     params: Counter[Role] = Counter()
@@ -47,13 +56,7 @@ def summarize(source: ModelSource) -> ModelSummary:
         params[r] += info.numel
         if (b := block_index(info.name)) is not None:
             blocks.add(b)
-    embeddings = [i for i in source.matrices() if role(i.name) is Role.EMBEDDING]
-    if embeddings:
-        token_embedding = max(embeddings, key=lambda i: i.shape[0])
-        vocab, hidden = token_embedding.shape
-    else:
-        vocab = None
-        hidden = Counter(d for i in source.matrices() for d in i.shape).most_common(1)[0][0]
+    vocab = vocab_matrix({i.name: i.shape for i in source.matrices()})
     return ModelSummary(
         name=source.name,
         layout=source.layout.value,
@@ -63,25 +66,21 @@ def summarize(source: ModelSource) -> ModelSummary:
         total_params=source.total_params,
         num_tensors=len(source.tensors),
         num_blocks=len(blocks),
-        hidden_size=hidden,
-        vocab_size=vocab,
+        hidden_size=_hidden_size(source),
+        vocab_size=source.info(vocab).shape[0] if vocab is not None else None,
         roles=[RoleCount(r.value, tensors[r], params[r]) for r in Role if tensors[r]],
     )
 
 
-def render_text(s: ModelSummary) -> str:
-    shards = s.shards[0] if len(s.shards) == 1 else f"{len(s.shards)} files ({s.shards[0]} ...)"
-    lines = [
-        f"model        {s.name}",
-        f"layout       {s.layout}  ({s.path})",
-        f"files        {shards}",
-        "dtypes       " + ", ".join(f"{d} ({report.fmt(n)} params)" for d, n in s.dtypes.items()),
-        f"parameters   {report.fmt(s.total_params)} in {s.num_tensors} tensors",
-        f"blocks       {s.num_blocks}",
-        f"hidden size  {report.fmt(s.hidden_size)}",
-        f"vocabulary   {report.fmt(s.vocab_size)}",
-        "",
-        report.table(["role", "tensors", "params"],
-                     [[r.role, r.tensors, r.params] for r in s.roles]),
-    ]
-    return "\n".join(lines)
+def inspect(model: ModelInput, *, base: ModelInput | None = None,
+            name: str | None = None) -> ModelSummary:
+    """What a model's headers say about it: layout, files, dtypes, parameters, blocks, sizes and
+    tensors per role. Reads no tensor data.
+
+    Example::
+
+        summary = tensorguard.inspect("./Qwen2.5-7B-Instruct")
+        print(summary.total_params, summary.hidden_size)
+    """
+    with opened(model, base=base, name=name) as source:
+        return summarize(source)

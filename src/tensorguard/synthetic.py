@@ -1,6 +1,7 @@
 """Tiny, real safetensors models with real tensor names, for the demo, the tests and benchmarks.
 
-Each naming scheme is a list of (name, shape) built from a ``ModelSpec``; weights come from a
+A ``ModelSpec`` names a scheme of the architecture registry and its sizes; the registry's records
+give every tensor's name and shape (``tensor_shapes``). Weights come from a
 seeded generator, so the same spec and seed always give the same model. Derivatives
 (fine-tune-like noise, low-rank updates) are functions of a weight dict.
 """
@@ -8,12 +9,13 @@ seeded generator, so the same spec and seed always give the same model. Derivati
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from tensorguard.architectures import REGISTRY, Slot, Space, Weight
 
 Shapes = list[tuple[str, tuple[int, ...]]]
 
@@ -22,7 +24,7 @@ Shapes = list[tuple[str, tuple[int, ...]]]
 class ModelSpec:
     """Architecture of a tiny model; ``scheme`` picks the tensor naming convention."""
 
-    scheme: str = "llama"  # llama | gpt2 | neox | bert | t5
+    scheme: str = "llama"  # a scheme of the architecture registry: llama, gpt2, neox, bert, t5, ...
     hidden: int = 64
     layers: int = 2
     intermediate: int = 128
@@ -30,97 +32,37 @@ class ModelSpec:
     heads: int = 4
     kv_heads: int | None = None
     positions: int = 64
-    tied: bool = False  # llama only: no lm_head (the output reuses the embedding)
+    tied: bool = False  # no separate output head (the output reuses the embedding)
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
 
 
-def _llama(s: ModelSpec) -> Shapes:
+def _sizes(s: ModelSpec) -> dict[Space, int]:
+    """The length of every space for this spec."""
     kv = (s.kv_heads or s.heads) * s.head_dim
-    out: Shapes = [("model.embed_tokens.weight", (s.vocab, s.hidden))]
-    for i in range(s.layers):
-        p = f"model.layers.{i}."
-        out += [(p + "input_layernorm.weight", (s.hidden,)),
-                (p + "self_attn.q_proj.weight", (s.hidden, s.hidden)),
-                (p + "self_attn.k_proj.weight", (kv, s.hidden)),
-                (p + "self_attn.v_proj.weight", (kv, s.hidden)),
-                (p + "self_attn.o_proj.weight", (s.hidden, s.hidden)),
-                (p + "post_attention_layernorm.weight", (s.hidden,)),
-                (p + "mlp.gate_proj.weight", (s.intermediate, s.hidden)),
-                (p + "mlp.up_proj.weight", (s.intermediate, s.hidden)),
-                (p + "mlp.down_proj.weight", (s.hidden, s.intermediate))]
-    out.append(("model.norm.weight", (s.hidden,)))
-    return out if s.tied else [*out, ("lm_head.weight", (s.vocab, s.hidden))]
-
-
-def _gpt2(s: ModelSpec) -> Shapes:  # Conv1D: weights stored (in, out)
-    out: Shapes = [("transformer.wte.weight", (s.vocab, s.hidden)),
-                   ("transformer.wpe.weight", (s.positions, s.hidden))]
-    for i in range(s.layers):
-        p = f"transformer.h.{i}."
-        out += [(p + "ln_1.weight", (s.hidden,)), (p + "ln_1.bias", (s.hidden,)),
-                (p + "attn.c_attn.weight", (s.hidden, 3 * s.hidden)),
-                (p + "attn.c_attn.bias", (3 * s.hidden,)),
-                (p + "attn.c_proj.weight", (s.hidden, s.hidden)),
-                (p + "ln_2.weight", (s.hidden,)), (p + "ln_2.bias", (s.hidden,)),
-                (p + "mlp.c_fc.weight", (s.hidden, s.intermediate)),
-                (p + "mlp.c_proj.weight", (s.intermediate, s.hidden))]
-    return out + [("transformer.ln_f.weight", (s.hidden,))]
-
-
-def _neox(s: ModelSpec) -> Shapes:
-    out: Shapes = [("gpt_neox.embed_in.weight", (s.vocab, s.hidden))]
-    for i in range(s.layers):
-        p = f"gpt_neox.layers.{i}."
-        out += [(p + "input_layernorm.weight", (s.hidden,)),
-                (p + "attention.query_key_value.weight", (3 * s.hidden, s.hidden)),
-                (p + "attention.dense.weight", (s.hidden, s.hidden)),
-                (p + "post_attention_layernorm.weight", (s.hidden,)),
-                (p + "mlp.dense_h_to_4h.weight", (s.intermediate, s.hidden)),
-                (p + "mlp.dense_4h_to_h.weight", (s.hidden, s.intermediate))]
-    return out + [("gpt_neox.final_layer_norm.weight", (s.hidden,)),
-                  ("embed_out.weight", (s.vocab, s.hidden))]
-
-
-def _bert(s: ModelSpec) -> Shapes:
-    out: Shapes = [("embeddings.word_embeddings.weight", (s.vocab, s.hidden)),
-                   ("embeddings.position_embeddings.weight", (s.positions, s.hidden)),
-                   ("embeddings.token_type_embeddings.weight", (2, s.hidden)),
-                   ("embeddings.LayerNorm.weight", (s.hidden,))]
-    for i in range(s.layers):
-        p = f"encoder.layer.{i}."
-        out += [(p + f"attention.self.{x}.weight", (s.hidden, s.hidden))
-                for x in ("query", "key", "value")]
-        out += [(p + "attention.output.dense.weight", (s.hidden, s.hidden)),
-                (p + "attention.output.LayerNorm.weight", (s.hidden,)),
-                (p + "intermediate.dense.weight", (s.intermediate, s.hidden)),
-                (p + "output.dense.weight", (s.hidden, s.intermediate)),
-                (p + "output.LayerNorm.weight", (s.hidden,))]
-    return out
-
-
-def _t5(s: ModelSpec) -> Shapes:
-    out: Shapes = [("shared.weight", (s.vocab, s.hidden))]
-    for i in range(s.layers):
-        p = f"encoder.block.{i}.layer."
-        out += [(p + f"0.SelfAttention.{x}.weight", (s.hidden, s.hidden)) for x in "qkvo"]
-        out += [(p + "0.layer_norm.weight", (s.hidden,)),
-                (p + "1.DenseReluDense.wi.weight", (s.intermediate, s.hidden)),
-                (p + "1.DenseReluDense.wo.weight", (s.hidden, s.intermediate)),
-                (p + "1.layer_norm.weight", (s.hidden,))]
-    return out + [("encoder.final_layer_norm.weight", (s.hidden,))]
-
-
-SCHEMES: dict[str, Callable[[ModelSpec], Shapes]] = {
-    "llama": _llama, "gpt2": _gpt2, "neox": _neox, "bert": _bert, "t5": _t5,
-}
+    return {Space.RESIDUAL: s.hidden, Space.VOCAB: s.vocab, Space.POSITION: s.positions,
+            Space.TOKEN_TYPE: 2, Space.NEURON: s.intermediate, Space.GATE_UP: 2 * s.intermediate,
+            Space.Q: s.heads * s.head_dim, Space.KV: kv, Space.QKV: s.heads * s.head_dim + 2 * kv,
+            Space.HEAD_DIM: s.head_dim, Space.HEADS: s.heads, Space.BUCKET: 32}
 
 
 def tensor_shapes(spec: ModelSpec) -> Shapes:
-    """The (name, shape) list of a model of this spec, in definition order."""
-    return SCHEMES[spec.scheme](spec)
+    """The (name, shape) list of a model of this spec, in the registry's order: the scheme's
+    required weights (optional ones and, when ``tied``, the output head left out)."""
+    scheme = REGISTRY.schemes[spec.scheme]
+    sizes = _sizes(spec)
+
+    def entries(weights: tuple[Weight, ...], block: int | None = None) -> Shapes:
+        return [(w.name.replace("{block}", str(block)), tuple(sizes[a] for a in w.axes))
+                for w in weights
+                if not w.optional and not (spec.tied and w.slot is Slot.LM_HEAD)]
+
+    out = entries(scheme.before)
+    for i in range(spec.layers):
+        out += entries(scheme.blocks, i)
+    return out + entries(scheme.after)
 
 
 def make_weights(spec: ModelSpec, seed: int) -> dict[str, torch.Tensor]:

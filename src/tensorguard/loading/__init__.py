@@ -1,29 +1,58 @@
-"""Model loading: every safetensors layout behind one lazy, header-first interface."""
+"""Model loading: safetensors (plain or packed-quantized), GGUF and LoRA adapters behind one lazy,
+header-first interface."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike
 from pathlib import Path
+from typing import Union
 
-from tensorguard.errors import TensorguardError
+from tensorguard.errors import UsageError
+from tensorguard.loading.claims import BaseModelClaim, GgufClaims
+from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.layouts import Layout, resolve
 from tensorguard.loading.lora import LoraSource
 from tensorguard.loading.source import ModelSource
 
-__all__ = ["FLOAT_DTYPES", "Layout", "LoraSource", "ModelSource", "TensorInfo", "open_model"]
+__all__ = ["FLOAT_DTYPES", "BaseModelClaim", "GgufClaims", "Layout", "LoraSource", "ModelInput",
+           "ModelSource", "Quantization", "TensorInfo", "WeightFormat", "open_model", "opened"]
+
+#: What every verb takes as a model: a path, or a source the caller opened (and closes).
+ModelInput = Union[str, "PathLike[str]", ModelSource]
 
 
-def open_model(path: str | Path, base: str | Path | None = None,
+def open_model(path: str | PathLike[str], *, base: str | PathLike[str] | ModelSource | None = None,
                name: str | None = None) -> ModelSource:
-    """Open the model at ``path`` (file, directory, index, shard, or LoRA adapter with ``base``).
+    """Open the model at ``path`` (safetensors file, directory, index or shard; GGUF file or split
+    set; packed-quantized checkpoint folder; or LoRA adapter with ``base``).
 
     Only headers are read here; tensors are read one at a time by ``ModelSource.read``.
     """
     resolved = resolve(path)
     if resolved.layout is Layout.LORA:
         if base is None:
-            raise TensorguardError(f"{path}: is a LoRA adapter; pass --base with its base model")
-        return LoraSource(resolved, open_model(base), name=name)
+            raise UsageError(f"{path}: is a LoRA adapter; pass its base model with {{base}}", "base")
+        base_source = base if isinstance(base, ModelSource) else open_model(base)
+        return LoraSource(resolved, base_source, name=name)
     if base is not None:
-        raise TensorguardError(f"{path}: --base is only for LoRA adapter directories")
+        raise UsageError(f"{path}: {{base}} is only for LoRA adapter directories", "base")
     return ModelSource(resolved, name=name)
+
+
+@contextmanager
+def opened(model: ModelInput, *, base: ModelInput | None = None,
+           name: str | None = None) -> Iterator[ModelSource]:
+    """``model`` as an open source: a path is opened here and closed after; a ``ModelSource``
+    given by the caller is used as it is (``base`` and ``name`` then do not apply)."""
+    if isinstance(model, ModelSource):
+        if base is not None or name is not None:
+            raise UsageError("{base} and {name} apply to a model given by path, not to an open "
+                             "ModelSource", "base", "name")
+        yield model
+        return
+    base_source = base if isinstance(base, ModelSource) or base is None else Path(base)
+    with open_model(Path(model), base=base_source, name=name) as source:
+        yield source

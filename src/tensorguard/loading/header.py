@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.formats import Quantization
 
 #: Bytes per element of every safetensors dtype tensorguard accepts.
 ITEMSIZE: dict[str, int] = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
 }
 #: Floating dtypes whose tensors are weights that can be read as float32.
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
@@ -30,12 +31,17 @@ _FOREIGN_MAGIC = {
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One tensor as its header describes it."""
+    """One tensor as its header describes it.
+
+    A quantized weight is one logical float tensor: ``dtype`` names its scheme (``Q4_K``,
+    ``gptq-int4`` ...), ``quant`` describes it, and reads return it dequantized to float32.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     shard: Path
+    quant: Quantization | None = None
 
     @property
     def numel(self) -> int:
@@ -47,7 +53,7 @@ class TensorInfo:
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in FLOAT_DTYPES
+        return self.dtype in FLOAT_DTYPES or self.quant is not None
 
 
 def _foreign(prefix: bytes) -> str | None:

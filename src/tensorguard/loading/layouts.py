@@ -1,4 +1,5 @@
-"""Find the safetensors files behind a path: one file, a directory, an index, a shard set, a LoRA."""
+"""Find the weight files behind a path: a safetensors file, directory, index, shard set or LoRA
+adapter, or a GGUF file or split GGUF set."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from tensorguard.errors import TensorguardError
 
 SHARD_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.safetensors$")
+GGUF_SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.gguf$")
+GGUF_MAGIC = b"GGUF"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -24,6 +27,22 @@ class Layout(str, Enum):
     INDEXED_SHARDS = "indexed-shards"
     SHARDS = "shards"
     LORA = "lora-adapter"
+    GGUF = "gguf"
+    GGUF_SPLIT = "gguf-split"
+
+
+@dataclass(frozen=True)
+class _PartSet:
+    """A family of numbered part files: ``BASE-0000i-of-0000n.SUFFIX``."""
+
+    pattern: re.Pattern[str]
+    suffix: str
+    layout: Layout
+    what: str
+
+
+_SHARD_SET = _PartSet(SHARD_RE, ".safetensors", Layout.SHARDS, "shard set")
+_GGUF_SET = _PartSet(GGUF_SPLIT_RE, ".gguf", Layout.GGUF_SPLIT, "split GGUF set")
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,10 @@ def resolve(path: str | Path) -> Resolved:
         return _resolve_dir(path)
     if path.name.endswith(".safetensors.index.json"):
         return _from_index(path, name=path.parent.resolve().name)
+    if split := GGUF_SPLIT_RE.match(path.name):
+        return _shard_set(path.parent, split["base"], int(split["count"]), _GGUF_SET)
+    if path.suffix == ".gguf" or _starts_with(path, GGUF_MAGIC):
+        return Resolved(Layout.GGUF, path.parent, (path,), path.name.removesuffix(".gguf"))
     match = SHARD_RE.match(path.name)
     if match:
         indexes = sorted(path.parent.glob("*.safetensors.index.json"))
@@ -82,32 +105,55 @@ def _resolve_dir(directory: Path) -> Resolved:
     if len(files) == 1:
         return Resolved(Layout.DIRECTORY, directory, (files[0],), name)
     if not files:
-        raise TensorguardError(f"{directory}: no .safetensors files in this directory")
+        return _gguf_dir(directory, name)
     listing = ", ".join(f.name for f in files[:6]) + (" ..." if len(files) > 6 else "")
     raise TensorguardError(
         f"{directory}: several unrelated .safetensors files ({listing}); pass one file, "
         "or add a model.safetensors.index.json")
 
 
-def _shard_set(directory: Path, base: str, count: int) -> Resolved:
+def _gguf_dir(directory: Path, name: str) -> Resolved:
+    """A directory without safetensors: one GGUF file or one split GGUF set."""
+    files = sorted(directory.glob("*.gguf"))
+    if not files:
+        raise TensorguardError(f"{directory}: no .safetensors files (nor .gguf) in this directory")
+    if len(files) == 1 and not GGUF_SPLIT_RE.match(files[0].name):
+        return Resolved(Layout.GGUF, directory, (files[0],), name)
+    sets = {(m["base"], int(m["count"])) for f in files if (m := GGUF_SPLIT_RE.match(f.name))}
+    if len(sets) == 1 and all(GGUF_SPLIT_RE.match(f.name) for f in files):
+        (base, count), = sets
+        return _shard_set(directory, base, count, _GGUF_SET)
+    listing = ", ".join(f.name for f in files[:6]) + (" ..." if len(files) > 6 else "")
+    raise TensorguardError(f"{directory}: several .gguf files ({listing}); pass one file")
+
+
+def _shard_set(directory: Path, base: str, count: int, kind: _PartSet = _SHARD_SET) -> Resolved:
     found: dict[int, Path] = {}
-    for f in directory.glob(f"{glob_escape(base)}-*-of-*.safetensors"):
-        m = SHARD_RE.match(f.name)
+    for f in directory.glob(f"{glob_escape(base)}-*-of-*{kind.suffix}"):
+        m = kind.pattern.match(f.name)
         if m and m["base"] == base and int(m["count"]) == count:
             found[int(m["part"])] = f
     missing = [p for p in range(1, count + 1) if p not in found]
     if missing:
         width = len(next(iter(found.values())).name.split("-of-")[1].split(".")[0]) if found else 5
-        example = f"{base}-{missing[0]:0{width}d}-of-{count:0{width}d}.safetensors"
+        example = f"{base}-{missing[0]:0{width}d}-of-{count:0{width}d}{kind.suffix}"
         raise TensorguardError(
-            f"{directory}: shard set {base!r} is incomplete: part(s) "
+            f"{directory}: {kind.what} {base!r} is incomplete: part(s) "
             f"{', '.join(map(str, missing[:10]))} of {count} missing (e.g. {example})")
     extra = sorted(p for p in found if p > count or p < 1)
     if extra:
-        raise TensorguardError(f"{directory}: shard set {base!r} has part {extra[0]} beyond {count}")
+        raise TensorguardError(f"{directory}: {kind.what} {base!r} has part {extra[0]} beyond {count}")
     name = directory.resolve().name if base == "model" else base
     shards = tuple(found[p] for p in range(1, count + 1))
-    return Resolved(Layout.SHARDS, directory, shards, name)
+    return Resolved(kind.layout, directory, shards, name)
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _from_index(index: Path, name: str) -> Resolved:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.header import TensorInfo, read_header
-from tensorguard.loading.layouts import ADAPTER_CONFIG, Layout, Resolved
+from tensorguard.loading.layouts import ADAPTER_CONFIG, Resolved
 from tensorguard.loading.source import ModelSource
 
 if TYPE_CHECKING:
@@ -31,39 +31,38 @@ class LoraDelta:
     transposed: bool  # the base stores (in, out): GPT-2 Conv1D with fan_in_fan_out, or embeddings
 
 
-class LoraSource(ModelSource):
+class LoraStore:
     """The base model's tensors, each adapted tensor merged as W + scale * B @ A on read."""
 
-    def __init__(self, adapter: Resolved, base: ModelSource, name: str | None = None) -> None:
-        self.layout = Layout.LORA
-        self.root = adapter.root
-        self.shards = base.shards + adapter.shards
-        self.name = name or adapter.name
-        self.tensors = base.tensors
+    def __init__(self, adapter: Resolved, base: ModelSource) -> None:
         self.base = base
+        self.format = base.format
+        self.claims = base.claims
+        self.tensors = base.tensors
         self._handles: dict[Any, Any] = {}
         config = _read_config(adapter.root / ADAPTER_CONFIG)
-        adapter_infos = read_header(adapter.shards[0])
-        self.deltas, self.replacements = _plan(adapter, config, adapter_infos, base)
+        self.deltas, self.replacements = _plan(adapter, config, read_header(adapter.shards[0]), base)
 
-    def read(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return self._merged(name, None, dtype)
+    def _handle(self, shard: Any) -> Any:
+        if shard not in self._handles:
+            from safetensors import safe_open
 
-    def read_rows(self, name: str, start: int, stop: int,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
-        return self._merged(name, slice(start, stop), dtype)
+            self._handles[shard] = safe_open(str(shard), framework="pt", device="cpu")
+        return self._handles[shard]
 
-    def _merged(self, name: str, rows: slice | None, dtype: torch.dtype | None) -> torch.Tensor:
+    def release(self) -> None:
+        self._handles.clear()
+        self.base.close()
+
+    def read(self, name: str, rows: slice | None, dtype: torch.dtype | None) -> torch.Tensor:
         import torch
 
-        info = self.info(name)
         if name in self.replacements:
             handle = self._handle(self.replacements[name].shard)
             src = self.replacements[name].name
             w = handle.get_tensor(src) if rows is None else handle.get_slice(src)[rows]
             return w if dtype is None else w.to(dtype)
-        w = (self.base.read(name) if rows is None
-             else self.base.read_rows(name, rows.start, rows.stop))
+        w = self.base.read(name) if rows is None else self.base.read_rows(name, rows.start, rows.stop)
         out_dtype = dtype or w.dtype
         delta = self.deltas.get(name)
         if delta is None:
@@ -72,13 +71,21 @@ class LoraSource(ModelSource):
         a = handle.get_tensor(delta.a.name).to(torch.float32)
         b = handle.get_tensor(delta.b.name).to(torch.float32)
         if delta.transposed:  # rows of (B @ A)^T are columns of A
-            a_rows = a if rows is None else a[:, rows]
-            update = a_rows.T @ b.T
+            update = (a if rows is None else a[:, rows]).T @ b.T
         else:
             update = (b if rows is None else b[rows]) @ a
-        merged = w.to(torch.float32) + delta.scale * update
-        assert merged.shape[1:] == info.shape[1:]
-        return merged.to(out_dtype)
+        return (w.to(torch.float32) + delta.scale * update).to(out_dtype)
+
+
+class LoraSource(ModelSource):
+    """A LoRA adapter served as its base model with the adapter merged into each tensor read."""
+
+    def __init__(self, adapter: Resolved, base: ModelSource, name: str | None = None) -> None:
+        store = LoraStore(adapter, base)
+        super().__init__(adapter, name=name, store=store)
+        self.shards = base.shards + adapter.shards
+        self.base = base
+        self.deltas, self.replacements = store.deltas, store.replacements
 
 
 def _read_config(path: Any) -> dict[str, Any]:
@@ -95,7 +102,7 @@ def _read_config(path: Any) -> dict[str, Any]:
     return config
 
 
-def _pattern_value(pattern: dict[str, Any], module: str, default: Any) -> Any:
+def _pattern_value(pattern: dict[str, Any] | None, module: str, default: Any) -> Any:
     for key, value in (pattern or {}).items():
         if module == key or re.fullmatch(rf"(?:.*\.)?{key}", module):
             return value

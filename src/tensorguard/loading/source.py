@@ -1,17 +1,23 @@
-"""A model source: the tensors of a model across its files, listed from headers, read on demand."""
+"""A model source: the tensors of a model across its files, listed from headers, read on demand.
+
+Where the tensors come from is a ``TensorStore``: safetensors (plain or packed-quantized), GGUF,
+or a LoRA adapter over a base model. ``ModelSource`` is the one interface every command uses.
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.header import TensorInfo, read_header
+from tensorguard.loading.claims import GgufClaims
+from tensorguard.loading.formats import WeightFormat
+from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.layouts import Layout, Resolved
-from tensorguard.loading.quantized import packed_format
 
 if TYPE_CHECKING:
     import torch
@@ -21,48 +27,75 @@ if TYPE_CHECKING:
 BLOCK_ELEMENTS = 1 << 22
 
 
-class ModelSource:
-    """Tensors of one model in plain name order; data is memory-mapped and read one at a time."""
+class TensorStore(Protocol):
+    """The tensors of one model as its files hold them (Hugging Face names, plain name order)."""
 
-    def __init__(self, resolved: Resolved, name: str | None = None) -> None:
+    @property
+    def format(self) -> WeightFormat: ...
+
+    @property
+    def tensors(self) -> dict[str, TensorInfo]: ...
+
+    @property
+    def claims(self) -> GgufClaims | None: ...
+
+    def read(self, name: str, rows: slice | None, dtype: torch.dtype | None) -> torch.Tensor:
+        """A tensor (``rows``: ``start:stop`` of its first dimension only) cast to ``dtype``, or
+        when ``None`` floats as stored and quantized weights dequantized to float32."""
+        ...
+
+    def release(self) -> None:
+        """Unmap or close the files (reads reopen them) and drop anything kept."""
+        ...
+
+
+#: The store class for each layout, as ``module:class`` under ``tensorguard.loading``, imported on
+#: first use so that reading safetensors never imports gguf (a LoRA adapter also needs its base
+#: model: see ``LoraSource``).
+STORES: dict[Layout, str] = {
+    Layout.FILE: "safetensors_store:SafetensorsStore", Layout.DIRECTORY: "safetensors_store:SafetensorsStore",
+    Layout.INDEXED_SHARDS: "safetensors_store:SafetensorsStore",
+    Layout.SHARDS: "safetensors_store:SafetensorsStore",
+    Layout.GGUF: "gguf:GgufStore", Layout.GGUF_SPLIT: "gguf:GgufStore",
+}
+
+
+def open_store(resolved: Resolved) -> TensorStore:
+    """The store reading ``resolved``'s files."""
+    module, cls = STORES[resolved.layout].split(":")
+    store: Callable[[Resolved], TensorStore] = getattr(
+        importlib.import_module(f"tensorguard.loading.{module}"), cls)
+    return store(resolved)
+
+
+class ModelSource:
+    """Tensors of one model in plain name order, read one at a time (or by rows).
+
+    ``format`` says how the weights are stored; ``info(name).quant`` how each quantized weight
+    is; ``claims`` what a GGUF file's metadata says (``None`` otherwise).
+    """
+
+    def __init__(self, resolved: Resolved, name: str | None = None,
+                 store: TensorStore | None = None) -> None:
         self.layout: Layout = resolved.layout
         self.root: Path = resolved.root
         self.shards: tuple[Path, ...] = resolved.shards
         self.name: str = name or resolved.name
-        infos: dict[str, TensorInfo] = {}
-        for shard in resolved.shards:
-            for tname, info in read_header(shard).items():
-                if tname in infos:
-                    raise TensorguardError(
-                        f"{shard}: tensor {tname!r} also appears in {infos[tname].shard.name}")
-                infos[tname] = info
-        if resolved.weight_map:
-            for tname, shard in resolved.weight_map.items():
-                if tname not in infos or infos[tname].shard != shard:
-                    raise TensorguardError(
-                        f"{shard}: the index lists tensor {tname!r} in this shard, "
-                        "but its header has no such tensor")
-        self.tensors: dict[str, TensorInfo] = dict(sorted(infos.items()))
-        self._handles: dict[Path, Any] = {}
+        self._store = store if store is not None else open_store(resolved)
+        self.format: WeightFormat = self._store.format
+        self.claims: GgufClaims | None = self._store.claims
+        self.tensors: dict[str, TensorInfo] = self._store.tensors
         self._current: str | None = None
-        self._check_readable()
-
-    def _check_readable(self) -> None:
-        fmt = packed_format(self.tensors)
-        if fmt:
-            raise TensorguardError(
-                f"{self.root}: {fmt} packed-integer quantized checkpoint; tensorguard reads "
-                "F32/F16/BF16/F8 weights only (dequantize it first)")
         if not self.matrices():
             raise TensorguardError(f"{self.root}: no 2-D floating-point weight tensors in this model")
 
     @property
     def total_params(self) -> int:
-        """Number of elements over every tensor of every shard."""
+        """Number of elements over every (logical) tensor of every file."""
         return sum(info.numel for info in self.tensors.values())
 
     def matrices(self) -> list[TensorInfo]:
-        """The 2-D floating-point tensors, in plain name order."""
+        """The 2-D floating-point (or dequantizable) tensors, in plain name order."""
         return [i for i in self.tensors.values() if i.ndim == 2 and i.is_float]
 
     def info(self, name: str) -> TensorInfo:
@@ -71,31 +104,26 @@ class ModelSource:
         except KeyError:
             raise TensorguardError(f"{self.name}: no tensor named {name!r}") from None
 
-    def _handle(self, shard: Path) -> Any:
-        if shard not in self._handles:
-            from safetensors import safe_open
-
-            self._handles[shard] = safe_open(str(shard), framework="pt", device="cpu")
-        return self._handles[shard]
-
-    def _reader(self, name: str) -> Any:
-        """The open shard holding ``name``. Moving on to another tensor unmaps the shards, so the
-        pages of tensors already read stop counting as resident memory (reopening is cheap)."""
+    def _select(self, name: str) -> None:
+        """Check ``name``. Moving on to another tensor releases the files, so the pages of tensors
+        already read stop counting as resident memory (reopening is cheap)."""
+        self.info(name)
         if name != self._current:
-            self._handles.clear()
+            self._store.release()
             self._current = name
-        return self._handle(self.info(name).shard)
 
     def read(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Read one tensor (CPU); cast to ``dtype`` when given, e.g. ``torch.float32``."""
-        tensor = self._reader(name).get_tensor(name)
-        return tensor if dtype is None else tensor.to(dtype)
+        """Read one tensor (CPU); cast to ``dtype`` when given, e.g. ``torch.float32``. Quantized
+        weights come dequantized to float32."""
+        self._select(name)
+        return self._store.read(name, None, dtype)
 
     def read_rows(self, name: str, start: int, stop: int,
                   dtype: torch.dtype | None = None) -> torch.Tensor:
         """Read rows ``start:stop`` of a tensor without reading the rest."""
-        tensor = self._reader(name).get_slice(name)[start:stop]
-        return tensor if dtype is None else tensor.to(dtype)
+        self._select(name)
+        rows = self.info(name).shape[0]
+        return self._store.read(name, slice(*slice(start, stop).indices(rows)[:2]), dtype)
 
     def row_blocks(self, name: str, *, max_elements: int = BLOCK_ELEMENTS, start: int = 0,
                    stop: int | None = None,
@@ -112,7 +140,8 @@ class ModelSource:
         return iter(self.tensors.values())
 
     def close(self) -> None:
-        self._handles.clear()
+        self._store.release()
+        self._current = None
 
     def __enter__(self) -> ModelSource:
         return self
@@ -123,4 +152,5 @@ class ModelSource:
 
     def __repr__(self) -> str:
         return (f"ModelSource(name={self.name!r}, layout={self.layout.value!r}, "
-                f"shards={len(self.shards)}, tensors={len(self.tensors)})")
+                f"format={self.format.value!r}, shards={len(self.shards)}, "
+                f"tensors={len(self.tensors)})")

@@ -1,4 +1,6 @@
-"""Every figure tensorguard draws, one module per command; this module holds the shared pieces."""
+"""Every figure tensorguard draws, one module per command; this module holds the shared pieces.
+
+Plot functions take results and return matplotlib figures; the application layer saves them."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tensorguard.outputs import write_atomic
+from tensorguard.outputs import write_bytes_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,11 +28,16 @@ def new_figure(width: float = 10, height: float = 7) -> Figure:
     return Figure(figsize=(width, height), dpi=120, layout="constrained")
 
 
-def save_png(fig: Figure, path: str | Path, force: bool = False) -> Path:
-    """Write ``fig`` as a PNG atomically; refuses to replace an existing file unless ``force``."""
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` rendered as PNG."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()), force)
+    return buffer.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path, *, force: bool = False) -> Path:
+    """Write ``fig`` as a PNG atomically; refuses to replace an existing file unless ``force``."""
+    return write_bytes_atomic(path, png_bytes(fig), force=force)
 
 
 def short_name(tensor: str) -> str:

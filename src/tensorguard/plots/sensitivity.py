@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tensorguard.architecture import Role
-from tensorguard.plots import ROLE_COLOURS, new_figure, save_png, short_name
-from tensorguard.sensitivity import SensitivityResult, depth_profile
+from tensorguard.architectures import Role
+from tensorguard.plots import ROLE_COLOURS, new_figure, short_name
+from tensorguard.rounding import round_significant
+from tensorguard.sensitivity import DIGITS, SensitivityResult
 
 if TYPE_CHECKING:
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def depth_profile(results: Sequence[SensitivityResult],
+                  layer_role: str) -> tuple[list[int], list[list[float | None]]]:
+    """Blocks and, per model, the mean ``mean`` score of its ``layer_role`` tensors in each block."""
+    blocks = sorted({la.block for r in results for la in r.layers
+                     if la.role == layer_role and la.block is not None})
+    rows = []
+    for r in results:
+        by_block: dict[int, list[float]] = {}
+        for la in r.layers:
+            if la.role == layer_role and la.block is not None:
+                by_block.setdefault(la.block, []).append(la.mean)
+        rows.append([round_significant(math.fsum(by_block[b]) / len(by_block[b]), DIGITS)
+                     if b in by_block else None for b in blocks])
+    return blocks, rows
 
 
 def _metric_label(result: SensitivityResult) -> str:
@@ -30,8 +49,8 @@ def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     ax.set_yticks(y, [short_name(la.name) for la in layers], fontsize=8)
     ax.set_ylim(len(layers) - 0.5, -0.5)  # rank 1 on top, rows aligned with the kind grid
     span = max(values + [result.options.threshold])
-    for yi, v in zip(y, values):
-        ax.text(v + span * 0.01, yi, f"{v:.3g}", va="center", fontsize=7)
+    for yi, v in zip(y, values, strict=True):
+        ax.text(v + span * 0.01, float(yi), f"{v:.3g}", va="center", fontsize=7)
     ax.axvline(result.options.threshold, color="#444444", linestyle="--", linewidth=1)
     ax.set_xlim(0, span * 1.12)
     ax.set_xlabel(_metric_label(result))
@@ -40,7 +59,7 @@ def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     from matplotlib.patches import Patch
 
     present = [r.value for r in Role if any(la.role == r.value for la in layers)]
-    handles = [Patch(facecolor=ROLE_COLOURS[r], label=f"{r} layers") for r in present]
+    handles: list[Artist] = [Patch(facecolor=ROLE_COLOURS[r], label=f"{r} layers") for r in present]
     handles.append(Line2D([], [], color="#444444", linestyle="--",
                           label=f"threshold {result.options.threshold:g}"))
     ax.legend(handles=handles, loc="lower right", fontsize=8)
@@ -60,7 +79,7 @@ def _kind_grid(ax: Axes, result: SensitivityResult, count: int) -> None:
     ax.figure.colorbar(image, ax=ax, shrink=0.6, label="score")
 
 
-def layer_chart(result: SensitivityResult, path: str | Path, force: bool = False) -> Path:
+def layer_figure(result: SensitivityResult) -> Figure:
     """Horizontal bars of the top layers by mean score, coloured by role; per-kind grid beside."""
     count = min(result.options.top, len(result.layers))
     several = len(result.options.kinds) > 1
@@ -72,11 +91,10 @@ def layer_chart(result: SensitivityResult, path: str | Path, force: bool = False
     else:
         _bars(fig.subplots(), result, count)
     fig.suptitle(f"{result.model_name}: the {count} most sensitive of {len(result.layers)} layers")
-    return save_png(fig, path, force)
+    return fig
 
 
-def comparison_heatmap(results: Sequence[SensitivityResult], path: str | Path,
-                       force: bool = False) -> Path:
+def depth_figure(results: Sequence[SensitivityResult]) -> Figure:
     """Per role, a heatmap of block depth x model of the mean score (blank where a model has none)."""
     roles = [r.value for r in Role
              if any(la.role == r.value and la.block is not None for res in results for la in res.layers)]
@@ -85,8 +103,9 @@ def comparison_heatmap(results: Sequence[SensitivityResult], path: str | Path,
         ax = fig.subplots()
         ax.text(0.5, 0.5, "no layer of these models belongs to a numbered block", ha="center")
         ax.set_axis_off()
+        return fig
     axes = np.atleast_1d(fig.subplots(len(roles), 1, squeeze=False)[:, 0])
-    for ax, layer_role in zip(axes, roles):
+    for ax, layer_role in zip(axes, roles, strict=True):
         blocks, rows = depth_profile(results, layer_role)
         grid = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in rows],
                                              dtype=float).reshape(len(results), len(blocks)))
@@ -105,4 +124,4 @@ def comparison_heatmap(results: Sequence[SensitivityResult], path: str | Path,
         ax.set_title(f"{layer_role} layers: score per block (mean over tensors and noise kinds)")
         fig.colorbar(image, ax=ax, label=results[0].options.metric)
     fig.suptitle("Layer sensitivity by depth across models")
-    return save_png(fig, path, force)
+    return fig

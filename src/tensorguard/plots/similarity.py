@@ -1,39 +1,23 @@
-"""Figures of ``tensorguard compare`` with several models: a heatmap per signal and a dendrogram."""
+"""Figures of ``compare`` with several models: a heatmap per signal and a dendrogram."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tensorguard.outputs import check_writable
-from tensorguard.plots import new_figure, save_png
+from tensorguard.lineage import ComparisonMatrix, SignalMatrix
+from tensorguard.plots import new_figure
 
 if TYPE_CHECKING:
-    from tensorguard.compare import ComparisonMatrix, SignalMatrix
-
-SIGNALS = ("fingerprint", "cosine", "independence")
-DENDROGRAM = "similarity_dendrogram.png"
-
-
-def planned_paths(directory: str | Path) -> list[Path]:
-    """Every file ``write_plots`` may write into ``directory``."""
-    directory = Path(directory)
-    return [directory / f"similarity_{s}.png" for s in SIGNALS] + [directory / DENDROGRAM]
-
-
-def check_plots_writable(directory: str | Path, force: bool) -> None:
-    """Fail before any slow work if a figure would replace an existing file without ``force``."""
-    for path in planned_paths(directory):
-        check_writable(path, force)
+    from matplotlib.figure import Figure
 
 
 def _values(signal: SignalMatrix) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in signal.values], dtype=float)
 
 
-def heatmap(signal: SignalMatrix, names: list[str], path: Path, force: bool) -> Path:
+def heatmap(signal: SignalMatrix, names: list[str]) -> Figure:
     """One signal as an annotated heatmap; closer pairs get the darker colour in every signal."""
     values = _values(signal)
     n = len(names)
@@ -56,10 +40,10 @@ def heatmap(signal: SignalMatrix, names: list[str], path: Path, force: bool) -> 
     ax.set_xlabel("model")
     ax.set_ylabel("model")
     ax.set_title(f"Pairwise {signal.signal} signal: {signal.description}")
-    return save_png(fig, path, force)
+    return fig
 
 
-def dendrogram(distances: SignalMatrix, names: list[str], path: Path, force: bool) -> Path:
+def dendrogram(distances: SignalMatrix, names: list[str]) -> Figure:
     """Average-linkage hierarchical clustering of the models on a distance signal."""
     from scipy.cluster.hierarchy import dendrogram as draw
     from scipy.cluster.hierarchy import linkage
@@ -73,18 +57,11 @@ def dendrogram(distances: SignalMatrix, names: list[str], path: Path, force: boo
          above_threshold_color="#0072B2")
     ax.set_xlabel(distances.description)
     ax.set_title("Models clustered by fingerprint distance (average linkage)")
-    return save_png(fig, path, force)
+    return fig
 
 
-def write_plots(result: ComparisonMatrix, directory: str | Path, force: bool = False) -> list[Path]:
-    """Heatmaps of the signals measured for at least one pair, and the dendrogram."""
-    directory = Path(directory)
-    written = []
-    for signal in result.signals:
-        n = len(result.models)
-        if any(signal.values[i][j] is not None for i in range(n) for j in range(n) if i != j):
-            written.append(heatmap(signal, result.models, directory / f"similarity_{signal.signal}.png",
-                                   force))
-    fingerprint = next(s for s in result.signals if s.signal == "fingerprint")
-    written.append(dendrogram(fingerprint, result.models, directory / DENDROGRAM, force))
-    return written
+def measured(result: ComparisonMatrix) -> list[SignalMatrix]:
+    """The signals measured for at least one pair (those worth a heatmap)."""
+    n = len(result.models)
+    return [s for s in result.signals
+            if any(s.values[i][j] is not None for i in range(n) for j in range(n) if i != j)]

@@ -1,0 +1,66 @@
+"""Running a command over several models: one model's failure is recorded, the others go on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from tensorguard.enums import TextEnum
+from tensorguard.errors import TensorguardError
+
+T = TypeVar("T")
+
+#: What fails one model of a batch rather than the whole run: bad input, unreadable files,
+#: torch refusing a tensor, or a model too large for memory.
+MODEL_ERRORS = (TensorguardError, OSError, RuntimeError, MemoryError)
+
+
+class Status(TextEnum):
+    WRITTEN = "written"
+    SKIPPED = "skipped"  # its output exists and force was not given
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What happened to one model of a batch."""
+
+    model: str
+    status: Status
+    paths: tuple[str, ...] = ()
+    error: str | None = None
+    result: T | None = None
+
+
+def failure_message(model: str, exc: BaseException) -> str:
+    """One line naming the model: a library error as it is, anything else with its type."""
+    detail = str(exc) if isinstance(exc, TensorguardError) else f"{type(exc).__name__}: {exc}"
+    return detail if detail.startswith(model) else f"{model}: {detail}"
+
+
+def run_batch(models: Sequence[str], work: Callable[[str], Outcome[T]], *,
+              on_outcome: Callable[[Outcome[T]], None] | None = None) -> list[Outcome[T]]:
+    """``work(model)`` for each model. With several models, a model that fails is recorded as
+    ``failed`` with its reason; with one, its error propagates (the CLI exits 2 on bad input)."""
+    outcomes: list[Outcome[T]] = []
+    for model in models:
+        try:
+            outcome = work(model)
+        except MODEL_ERRORS as exc:
+            if len(models) == 1:
+                raise
+            outcome = Outcome(model, Status.FAILED, error=failure_message(model, exc))
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
+
+def name_collision(seen: dict[str, str], model: str, name: str) -> None:
+    """Refuse a second model of the run whose outputs would take the same file names."""
+    if name in seen:
+        raise TensorguardError(f"{model}: model name {name!r} is also the name of {seen[name]} in "
+                               "this run (their outputs would collide); rename one")
+    seen[name] = model

@@ -1,0 +1,33 @@
+"""Architectures as data: one registry record per naming scheme, and everything derived from it.
+
+``schemes.py`` holds the records; ``registry.py`` their types and the name lookup; ``roles``
+(the paper's layer types), ``anatomy`` (vocabulary matrices, MLP blocks) and ``renaming``
+(function-preserving permutations) are read off the records, as are the header summary and the
+synthetic generators. Adding an architecture is one ``Scheme`` in ``schemes.py`` plus a test.
+"""
+
+from tensorguard.architectures import schemes as _schemes  # noqa: F401  (registers the records)
+from tensorguard.architectures.anatomy import (
+    MlpBlock,
+    NeuronMatrix,
+    is_vocab_matrix,
+    mlp_blocks,
+    vocab_matrices,
+    vocab_matrix,
+)
+from tensorguard.architectures.registry import (
+    REGISTRY,
+    SLOT_ROLES,
+    Located,
+    Role,
+    Scheme,
+    Slot,
+    Space,
+    Weight,
+    lookup,
+)
+from tensorguard.architectures.roles import KEYWORD_ROLES, block_index, role
+
+__all__ = ["KEYWORD_ROLES", "REGISTRY", "SLOT_ROLES", "Located", "MlpBlock", "NeuronMatrix", "Role",
+           "Scheme", "Slot", "Space", "Weight", "block_index", "is_vocab_matrix", "lookup",
+           "mlp_blocks", "role", "vocab_matrices", "vocab_matrix"]

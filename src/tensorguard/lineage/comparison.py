@@ -1,0 +1,174 @@
+"""``compare``: every registered signal for a pair of models, the verdict, and the matrices for
+several models. Inputs are models (paths or open sources) or fingerprints (files or objects)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from itertools import combinations
+from os import PathLike
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from tensorguard.errors import OptionError, TensorguardError
+from tensorguard.fingerprints import Fingerprint, fingerprint_source, load_fingerprint
+from tensorguard.lineage.distance import FingerprintDistance, load_reference
+from tensorguard.lineage.independence import IndependenceTest
+from tensorguard.lineage.signals import SIGNALS, Context, Subject
+from tensorguard.lineage.verdict import Verdict, decide
+from tensorguard.lineage.weights import WeightEvidence
+from tensorguard.loading import ModelSource, open_model
+
+#: A compare input: a model path, an open source, a fingerprint file (``.json``) or a fingerprint.
+CompareInput = Union[str, "PathLike[str]", ModelSource, Fingerprint]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Everything ``compare`` found about one pair; ``evidence`` maps each registered signal's
+    name to what it measured (``None`` where it could not apply)."""
+
+    model_a: str
+    model_b: str
+    inputs: tuple[str, str]  # model | fingerprint
+    verdict: Verdict
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> FingerprintDistance:
+        return self.evidence["fingerprint"]  # type: ignore[no-any-return]
+
+    @property
+    def weights(self) -> WeightEvidence | None:
+        return self.evidence.get("weights")
+
+    @property
+    def independence(self) -> IndependenceTest | None:
+        return self.evidence.get("independence")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The pair, the verdict, then each signal under its name (the ``--json`` layout)."""
+        return {"model_a": self.model_a, "model_b": self.model_b, "inputs": list(self.inputs),
+                "verdict": self.verdict, **self.evidence}
+
+
+@dataclass(frozen=True)
+class SignalMatrix:
+    """One signal for every pair; ``None`` where it does not apply."""
+
+    signal: str
+    description: str
+    higher_is_closer: bool
+    values: list[list[float | None]]
+
+
+@dataclass(frozen=True)
+class ComparisonMatrix:
+    """``compare`` over several inputs: per-signal matrices and each pair's comparison
+    (``comparisons`` in ``itertools.combinations`` order)."""
+
+    models: list[str]
+    signals: list[SignalMatrix]
+    comparisons: list[Comparison]
+    plots: list[str] = field(default_factory=list)
+
+
+def is_fingerprint_file(path: Path) -> bool:
+    """A ``.json`` file that is not a safetensors index is read as a fingerprint."""
+    return path.is_file() and path.suffix == ".json" and not path.name.endswith(".index.json")
+
+
+def _open(item: CompareInput, stack: ExitStack) -> Fingerprint | ModelSource:
+    """A fingerprint, or a model source (opened here when given by path, closed with ``stack``)."""
+    if isinstance(item, (Fingerprint, ModelSource)):
+        return item
+    path = Path(item)
+    if is_fingerprint_file(path):
+        return load_fingerprint(path)
+    return stack.enter_context(open_model(path))
+
+
+def _subject(opened: Fingerprint | ModelSource, item: CompareInput, *, samples: int, seed: int,
+             device: str | torch.device) -> Subject:
+    """A subject from an opened input; a model is fingerprinted here (the slow part)."""
+    path = None if isinstance(item, (Fingerprint, ModelSource)) else Path(item)
+    if isinstance(opened, Fingerprint):
+        return Subject(opened.model_name, path or opened.path, opened, None)
+    fp = fingerprint_source(opened, samples=samples, seed=seed, device=device)
+    return Subject(opened.name, path or opened.root, fp, opened)
+
+
+def compare_subjects(a: Subject, b: Subject, context: Context) -> Comparison:
+    """Every registered signal for an opened pair, and the verdict."""
+    evidence = {name: signal.measure(a, b, context) for name, signal in SIGNALS.items()}
+    distance = evidence["fingerprint"]
+    assert isinstance(distance, FingerprintDistance)  # the fingerprint signal always applies
+    verdict = decide(distance, evidence["weights"], evidence["independence"])
+    return Comparison(a.name, b.name, (a.kind, b.kind), verdict, evidence)
+
+
+def _matrices(n: int, pairs: dict[tuple[int, int], Comparison]) -> list[SignalMatrix]:
+    out = []
+    for signal in SIGNALS.values():
+        rows: list[list[float | None]] = [[signal.diagonal if i == j else None for j in range(n)]
+                                          for i in range(n)]
+        for (i, j), c in pairs.items():
+            evidence = c.evidence[signal.name]
+            v = None if evidence is None else signal.value(evidence)
+            rows[i][j] = rows[j][i] = None if v is None or not math.isfinite(v) else float(v)
+        out.append(SignalMatrix(signal.matrix, signal.description, signal.higher_is_closer, rows))
+    return out
+
+
+@contextmanager
+def _subjects(inputs: Sequence[CompareInput], *, samples: int, seed: int,
+              device: str | torch.device) -> Iterator[list[Subject]]:
+    with ExitStack() as stack:
+        opened = [_open(item, stack) for item in inputs]  # every bad argument fails before slow work
+        yield [_subject(o, item, samples=samples, seed=seed, device=device)
+               for o, item in zip(opened, inputs, strict=True)]
+
+
+def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None = None,
+                blocks: int = 4, samples: int = 15, seed: int = 0,
+                device: str | torch.device = "auto") -> ComparisonMatrix:
+    """Compare every pair of several models or fingerprints; each input is opened once.
+    Options as for ``compare``."""
+    if len(inputs) < 2:
+        raise TensorguardError("compare needs at least two models or fingerprints")
+    if blocks < 1:
+        raise OptionError("blocks", blocks, "must be at least 1")
+    context = Context(load_reference(reference), blocks)
+    with _subjects(inputs, samples=samples, seed=seed, device=device) as subjects:
+        pairs = {(i, j): compare_subjects(subjects[i], subjects[j], context)
+                 for i, j in combinations(range(len(subjects)), 2)}
+    return ComparisonMatrix([s.name for s in subjects], _matrices(len(subjects), pairs),
+                            list(pairs.values()))
+
+
+def compare(a: CompareInput, b: CompareInput, *, reference: str | Path | None = None,
+            blocks: int = 4, samples: int = 15, seed: int = 0,
+            device: str | torch.device = "auto") -> Comparison:
+    """Is ``b`` derived from ``a``? Fingerprint distance, weight evidence and the
+    permutation-robust independence test, and a verdict (``same weights``, ``derived``,
+    ``independent`` or ``inconclusive``).
+
+    Args:
+        a, b: models (paths or open ``ModelSource``s) or fingerprints (``.json`` files or
+            ``Fingerprint`` objects: fingerprint distance only).
+        reference: a directory of reference fingerprints (+ ``labels.csv``) that standardises
+            distances (default: the bundled ``features/``).
+        blocks: evenly spaced MLP blocks the independence test probes.
+        samples, seed, device: how models are fingerprinted.
+
+    Example::
+
+        result = tensorguard.compare("./Llama-3.2-1B", "./suspect")
+        print(result.verdict.label, result.verdict.p_value)
+    """
+    return compare_all([a, b], reference=reference, blocks=blocks, samples=samples, seed=seed,
+                       device=device).comparisons[0]

@@ -1,0 +1,106 @@
+"""MLX quantized checkpoints (mlx-lm): affine group quantization.
+
+Per weight ``P.weight`` of logical shape (N, K), with b bits and groups of g inputs (from
+``config.json``'s ``quantization``: ``{"bits": 4, "group_size": 64}``, optionally overridden per
+module path):
+
+- ``P.weight`` uint32 (N, K*b/32): each row's codes as one little-endian bit stream;
+- ``P.scales`` and ``P.biases`` (N, K/g), in the model's float dtype.
+
+``W[n, k] = scales[n, k // g] * q[n, k] + biases[n, k // g]``. Rows are read directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tensorguard.errors import TensorguardError
+from tensorguard.loading.formats import WeightFormat
+from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.quant.base import (
+    PackedFormat,
+    PackedTensor,
+    StoredTensors,
+    inconsistent,
+    quantization,
+    require,
+    to_numpy,
+    unpack,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+BITS = (2, 3, 4, 5, 6, 8)
+
+
+class MlxTensor(PackedTensor):
+    def __init__(self, info: TensorInfo, prefix: str, parts: tuple[str, ...], bits: int,
+                 group: int) -> None:
+        super().__init__(info, parts)
+        self.prefix, self.bits, self.group = prefix, bits, group
+
+    def read(self, stored: StoredTensors, rows: slice) -> torch.Tensor:
+        import torch
+
+        k = self.info.shape[1]
+        codes = unpack(to_numpy(stored.get(self.prefix + ".weight", rows=rows)), self.bits, axis=1)
+        groups = torch.arange(k) // self.group
+        scales = stored.get(self.prefix + ".scales", rows=rows).float()[:, groups]
+        biases = stored.get(self.prefix + ".biases", rows=rows).float()[:, groups]
+        return scales * torch.from_numpy(codes[:, :k]).float() + biases
+
+
+class Mlx(PackedFormat):
+    format = WeightFormat.MLX
+    markers = (".biases",)
+
+    def recognises(self, infos: Mapping[str, TensorInfo], qconfig: Mapping[str, Any]) -> bool:
+        return "quant_method" not in qconfig and any(
+            n.endswith(".biases") and infos.get(n.removesuffix(".biases") + ".weight") is not None
+            and infos[n.removesuffix(".biases") + ".weight"].dtype == "U32" for n in infos)
+
+    def plan(self, infos: Mapping[str, TensorInfo], config: Mapping[str, Any], where: Path,
+             stored: StoredTensors) -> dict[str, PackedTensor]:
+        settings = config.get("quantization")
+        if not isinstance(settings, dict):
+            raise TensorguardError(f"{where}: MLX quantized weights but no 'quantization' settings "
+                                   "(bits, group_size) in config.json")
+        out: dict[str, PackedTensor] = {}
+        for name in infos:
+            prefix = name.removesuffix(".biases")
+            if name.endswith(".biases") and infos.get(prefix + ".weight", None) is not None \
+                    and infos[prefix + ".weight"].dtype == "U32":
+                own = settings.get(prefix)
+                tensor = self._weight(infos, prefix, own if isinstance(own, dict) else settings, where)
+                out[tensor.info.name] = tensor
+        return out
+
+    def _weight(self, infos: Mapping[str, TensorInfo], prefix: str, settings: Mapping[str, Any],
+                where: Path) -> MlxTensor:
+        weight = prefix + ".weight"
+        codes, biases = infos[weight], infos[prefix + ".biases"]
+        scales = require(infos, prefix + ".scales", weight, "scales", where)
+        mode = settings.get("mode", "affine")
+        bits, group = int(settings.get("bits", 0)), int(settings.get("group_size", 0))
+        if mode != "affine" or bits not in BITS or group <= 0:
+            raise TensorguardError(f"{where}: packed weight {weight!r}: MLX {mode} quantization with "
+                                   f"{bits} bits in groups of {group} is not read (affine, "
+                                   f"{', '.join(map(str, BITS))} bits)")
+        if codes.ndim != 2 or scales.ndim != 2 or biases.shape != scales.shape:
+            raise inconsistent(where, weight, f"codes {list(codes.shape)}, scales "
+                               f"{list(scales.shape)} and biases {list(biases.shape)} do not match")
+        n, k = codes.shape[0], scales.shape[1] * group
+        if scales.shape[0] != n or codes.shape[1] * 32 != k * bits:
+            raise inconsistent(where, weight, f"{codes.shape[1]} words of {bits}-bit codes per row "
+                               f"and {scales.shape[1]} scales per row do not fit groups of {group}")
+        parts = [codes, scales, biases]
+        scheme = f"mlx-int{bits}"
+        info = TensorInfo(weight, (n, k), scheme, codes.shard,
+                          quantization(scheme, bits, parts, n * k, (1, group)))
+        return MlxTensor(info, prefix, tuple(p.name for p in parts), bits, group)
+
+
+FORMAT = Mlx()
