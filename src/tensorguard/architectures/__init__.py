@@ -16,11 +16,14 @@ from tensorguard.architectures.anatomy import (
     vocab_matrix,
 )
 from tensorguard.architectures.registry import (
+    NORM_PLUS_ONE,
     REGISTRY,
     SLOT_ROLES,
     Located,
+    QkvOrder,
     Role,
     Scheme,
+    Site,
     Slot,
     Space,
     Weight,
@@ -28,6 +31,7 @@ from tensorguard.architectures.registry import (
 )
 from tensorguard.architectures.roles import KEYWORD_ROLES, block_index, role
 
-__all__ = ["KEYWORD_ROLES", "REGISTRY", "SLOT_ROLES", "Located", "MlpBlock", "NeuronMatrix", "Role",
-           "Scheme", "Slot", "Space", "Weight", "block_index", "is_vocab_matrix", "lookup",
-           "mlp_blocks", "role", "vocab_matrices", "vocab_matrix"]
+__all__ = ["KEYWORD_ROLES", "NORM_PLUS_ONE", "REGISTRY", "SLOT_ROLES", "Located", "MlpBlock",
+           "NeuronMatrix", "QkvOrder", "Role", "Scheme", "Site", "Slot", "Space", "Weight",
+           "block_index", "is_vocab_matrix", "lookup", "mlp_blocks", "role", "vocab_matrices",
+           "vocab_matrix"]

@@ -44,6 +44,23 @@ class Space(str, Enum):
     BUCKET = "bucket"  # T5 relative position buckets
 
 
+class Site(str, Enum):
+    """Where a norm weight acts in its block: which matrices read what it scales."""
+
+    ATTENTION_IN = "attention_in"  # the input of q, k and v
+    MLP_IN = "mlp_in"  # the input of gate and up (a block without one: its MLP reads the attention's)
+    ATTENTION_OUT = "attention_out"  # the attention's output, before it joins the residual stream
+    MLP_OUT = "mlp_out"  # the MLP's output, likewise
+
+
+class QkvOrder(str, Enum):
+    """How the query, key and value parts of a fused ``qkv`` axis are ordered."""
+
+    CONCAT = "concat"  # every query head, then every key head, then every value head (Phi-3, GPT-2)
+    GROUPED = "grouped"  # (kv_heads, heads / kv_heads + 2, head_dim): each KV group's query heads,
+    # its key, its value (Falcon; GPT-NeoX is the case kv_heads = heads: (heads, 3, head_dim))
+
+
 class Slot(str, Enum):
     """What a weight is for."""
 
@@ -84,13 +101,26 @@ class Weight:
     for the block index inside a block layout; ``axes`` say what each stored axis indexes (a GPT-2
     ``Conv1D`` stores ``(in, out)``, every ``nn.Linear`` ``(out, in)``). ``optional``: not every
     checkpoint of the scheme has it (biases, extra norms of later versions); the synthetic
-    generators leave it out. ``role`` overrides the slot's role where the paper's rules differ."""
+    generators leave it out. ``role`` overrides the slot's role where the paper's rules differ.
+
+    A norm's ``feeds`` says where it acts (``Site``); ``feeds_instead`` is ``(weight, sites)``:
+    where it acts when its block also holds that weight (Gemma 2/3's ``post_attention_layernorm``
+    scales the attention output, because their ``pre_feedforward_layernorm`` feeds the MLP; in
+    Llama the same name feeds the MLP). A fused query/key/value weight's ``qkv_order`` says how
+    its fused axis is laid out."""
 
     name: str
     slot: Slot
     axes: tuple[Space, ...]
     optional: bool = False
     role: Role | None = None
+    feeds: tuple[Site, ...] = ()
+    feeds_instead: tuple[str, tuple[Site, ...]] | None = None
+    qkv_order: QkvOrder | None = None
+
+    def meaning(self) -> tuple[object, ...]:
+        """What two schemes listing this name must agree on."""
+        return self.slot, self.axes, self.feeds, self.feeds_instead, self.qkv_order
 
     @property
     def paper_role(self) -> Role:
@@ -139,7 +169,7 @@ class Registry:
     _index: dict[str, tuple[Scheme, Weight]] = field(default_factory=dict)
 
     def register(self, scheme: Scheme) -> Scheme:
-        """Add ``scheme``; a name already claimed must mean the same slot and axes."""
+        """Add ``scheme``; a name already claimed must mean the same (``Weight.meaning``)."""
         if scheme.name in self.schemes:
             raise ValueError(f"scheme {scheme.name!r} is registered twice")
         self.schemes[scheme.name] = scheme
@@ -149,7 +179,7 @@ class Registry:
                 keys.append(weight.name.removeprefix(scheme.bare_root))
             for key in keys:
                 claimed = self._index.setdefault(key, (scheme, weight))[1]
-                if (claimed.slot, claimed.axes) != (weight.slot, weight.axes):
+                if claimed.meaning() != weight.meaning():
                     raise ValueError(f"{key}: {scheme.name} and another scheme disagree on it")
         lookup.cache_clear()
         return scheme
@@ -170,6 +200,11 @@ class Registry:
                 return Located(scheme, weight, block, key)
         return None
 
+
+#: Model types (``config.json``'s ``model_type``, GGUF's ``general.architecture``) whose norm
+#: layers scale by ``1 + weight`` rather than ``weight`` (GGUF stores Gemma's norms plus 1; the
+#: GGUF reader subtracts it, so both file kinds hold the Hugging Face value).
+NORM_PLUS_ONE = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
 
 _BLOCK_NUMBER = re.compile(r"(?:^|\.)(\d+)\.")
 REGISTRY = Registry()

@@ -7,17 +7,37 @@ never generated). Names are the full Hugging Face names; ``{block}`` is the bloc
 
 from __future__ import annotations
 
-from tensorguard.architectures.registry import REGISTRY, Role, Scheme, Slot, Space, Weight
+from tensorguard.architectures.registry import (
+    REGISTRY,
+    QkvOrder,
+    Role,
+    Scheme,
+    Site,
+    Slot,
+    Space,
+    Weight,
+)
 
 R, V, N, Q, KV = Space.RESIDUAL, Space.VOCAB, Space.NEURON, Space.Q, Space.KV
+ATTN_IN, MLP_IN = (Site.ATTENTION_IN,), (Site.MLP_IN,)
 
 
-def _w(name: str, slot: Slot, *axes: Space, optional: bool = False, role: Role | None = None) -> Weight:
-    return Weight(name, slot, axes, optional, role)
+def _w(name: str, slot: Slot, *axes: Space, optional: bool = False, role: Role | None = None,
+       qkv_order: QkvOrder | None = None) -> Weight:
+    return Weight(name, slot, axes, optional, role, qkv_order=qkv_order)
 
 
-def _norm(name: str, optional: bool = False, axis: Space = R) -> Weight:
-    return Weight(name, Slot.NORM, (axis,), optional)
+def _norm(name: str, optional: bool = False, axis: Space = R, feeds: tuple[Site, ...] = (),
+          feeds_instead: tuple[str, tuple[Site, ...]] | None = None) -> Weight:
+    return Weight(name, Slot.NORM, (axis,), optional, feeds=feeds, feeds_instead=feeds_instead)
+
+
+_LLAMA_INPUT_NORM = _norm("model.layers.{block}.input_layernorm.weight", feeds=ATTN_IN)
+# Llama's feeds the MLP; Gemma 2/3 add pre_feedforward_layernorm for that and use this one on the
+# attention output
+_LLAMA_POST_ATTENTION_NORM = _norm(
+    "model.layers.{block}.post_attention_layernorm.weight", feeds=MLP_IN,
+    feeds_instead=("model.layers.{block}.pre_feedforward_layernorm.weight", (Site.ATTENTION_OUT,)))
 
 
 LLAMA = REGISTRY.register(Scheme(
@@ -26,12 +46,12 @@ LLAMA = REGISTRY.register(Scheme(
            "saved as model.layers.N",
     before=(_w("model.embed_tokens.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("model.layers.{block}.input_layernorm.weight"),
+        _LLAMA_INPUT_NORM,
         _w("model.layers.{block}.self_attn.q_proj.weight", Slot.Q, Q, R),
         _w("model.layers.{block}.self_attn.k_proj.weight", Slot.K, KV, R),
         _w("model.layers.{block}.self_attn.v_proj.weight", Slot.V, KV, R),
         _w("model.layers.{block}.self_attn.o_proj.weight", Slot.O, R, Q),
-        _norm("model.layers.{block}.post_attention_layernorm.weight"),
+        _LLAMA_POST_ATTENTION_NORM,
         _w("model.layers.{block}.mlp.gate_proj.weight", Slot.GATE, N, R),
         _w("model.layers.{block}.mlp.up_proj.weight", Slot.UP, N, R),
         _w("model.layers.{block}.mlp.down_proj.weight", Slot.DOWN, R, N),
@@ -41,8 +61,9 @@ LLAMA = REGISTRY.register(Scheme(
         _w("model.layers.{block}.self_attn.v_proj.bias", Slot.V, KV, optional=True),
         _norm("model.layers.{block}.self_attn.q_norm.weight", True, Space.HEAD_DIM),
         _norm("model.layers.{block}.self_attn.k_norm.weight", True, Space.HEAD_DIM),
-        _norm("model.layers.{block}.pre_feedforward_layernorm.weight", True),
-        _norm("model.layers.{block}.post_feedforward_layernorm.weight", True),
+        _norm("model.layers.{block}.pre_feedforward_layernorm.weight", True, feeds=MLP_IN),
+        _norm("model.layers.{block}.post_feedforward_layernorm.weight", True,
+              feeds=(Site.MLP_OUT,)),
     ),
     after=(_norm("model.norm.weight"), _w("lm_head.weight", Slot.LM_HEAD, V, R)),
 ))
@@ -52,10 +73,11 @@ PHI3 = REGISTRY.register(Scheme(
     models="Phi-3, Phi-3.5 and Phi-4 (fused qkv_proj and gate_up_proj)",
     before=(_w("model.embed_tokens.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("model.layers.{block}.input_layernorm.weight"),
-        _w("model.layers.{block}.self_attn.qkv_proj.weight", Slot.QKV, Space.QKV, R),
+        _LLAMA_INPUT_NORM,
+        _w("model.layers.{block}.self_attn.qkv_proj.weight", Slot.QKV, Space.QKV, R,
+           qkv_order=QkvOrder.CONCAT),
         _w("model.layers.{block}.self_attn.o_proj.weight", Slot.O, R, Q),
-        _norm("model.layers.{block}.post_attention_layernorm.weight"),
+        _LLAMA_POST_ATTENTION_NORM,
         _w("model.layers.{block}.mlp.gate_up_proj.weight", Slot.GATE_UP, Space.GATE_UP, R),
         _w("model.layers.{block}.mlp.down_proj.weight", Slot.DOWN, R, N),
     ),
@@ -67,7 +89,7 @@ PHI = REGISTRY.register(Scheme(
     models="Phi-1, Phi-1.5 and Phi-2 (parallel attention and MLP, fc1/fc2)",
     before=(_w("model.embed_tokens.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("model.layers.{block}.input_layernorm.weight"),
+        _LLAMA_INPUT_NORM,  # the one norm of a parallel block: the MLP reads it too
         _norm("model.layers.{block}.input_layernorm.bias"),
         _w("model.layers.{block}.self_attn.q_proj.weight", Slot.Q, Q, R),
         _w("model.layers.{block}.self_attn.k_proj.weight", Slot.K, KV, R),
@@ -84,12 +106,12 @@ STARCODER2 = REGISTRY.register(Scheme(
     models="StarCoder2 (model.layers.N with c_fc/c_proj MLPs)",
     before=(_w("model.embed_tokens.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("model.layers.{block}.input_layernorm.weight"),
+        _LLAMA_INPUT_NORM,
         _w("model.layers.{block}.self_attn.q_proj.weight", Slot.Q, Q, R),
         _w("model.layers.{block}.self_attn.k_proj.weight", Slot.K, KV, R),
         _w("model.layers.{block}.self_attn.v_proj.weight", Slot.V, KV, R),
         _w("model.layers.{block}.self_attn.o_proj.weight", Slot.O, R, Q),
-        _norm("model.layers.{block}.post_attention_layernorm.weight"),
+        _LLAMA_POST_ATTENTION_NORM,
         _w("model.layers.{block}.mlp.c_fc.weight", Slot.UP, N, R),
         _w("model.layers.{block}.mlp.c_proj.weight", Slot.DOWN, R, N),
     ),
@@ -101,12 +123,12 @@ META_LLAMA = REGISTRY.register(Scheme(
     models="Llama in Meta's original consolidated layout, InternLM-style feed_forward.w1/w2/w3",
     before=(_w("tok_embeddings.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("layers.{block}.attention_norm.weight"),
+        _norm("layers.{block}.attention_norm.weight", feeds=ATTN_IN),
         _w("layers.{block}.attention.wq.weight", Slot.Q, Q, R),
         _w("layers.{block}.attention.wk.weight", Slot.K, KV, R),
         _w("layers.{block}.attention.wv.weight", Slot.V, KV, R),
         _w("layers.{block}.attention.wo.weight", Slot.O, R, Q),
-        _norm("layers.{block}.ffn_norm.weight"),
+        _norm("layers.{block}.ffn_norm.weight", feeds=MLP_IN),
         _w("layers.{block}.feed_forward.w1.weight", Slot.GATE, N, R),
         _w("layers.{block}.feed_forward.w3.weight", Slot.UP, N, R),
         _w("layers.{block}.feed_forward.w2.weight", Slot.DOWN, R, N),
@@ -121,12 +143,12 @@ GPT2 = REGISTRY.register(Scheme(
     before=(_w("transformer.wte.weight", Slot.EMBED, V, R),
             _w("transformer.wpe.weight", Slot.POSITION_EMBED, Space.POSITION, R)),
     blocks=(
-        _norm("transformer.h.{block}.ln_1.weight"),
+        _norm("transformer.h.{block}.ln_1.weight", feeds=ATTN_IN),
         _norm("transformer.h.{block}.ln_1.bias"),
-        _w("transformer.h.{block}.attn.c_attn.weight", Slot.QKV, R, Space.QKV),
+        _w("transformer.h.{block}.attn.c_attn.weight", Slot.QKV, R, Space.QKV, qkv_order=QkvOrder.CONCAT),
         _w("transformer.h.{block}.attn.c_attn.bias", Slot.QKV, Space.QKV),
         _w("transformer.h.{block}.attn.c_proj.weight", Slot.O, Q, R),
-        _norm("transformer.h.{block}.ln_2.weight"),
+        _norm("transformer.h.{block}.ln_2.weight", feeds=MLP_IN),
         _norm("transformer.h.{block}.ln_2.bias"),
         _w("transformer.h.{block}.mlp.c_fc.weight", Slot.UP, R, N),
         _w("transformer.h.{block}.mlp.c_proj.weight", Slot.DOWN, N, R),
@@ -142,7 +164,7 @@ GPTJ = REGISTRY.register(Scheme(
     models="GPT-J (transformer.h.N with q/k/v/out_proj and fc_in/fc_out)",
     before=(_w("transformer.wte.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("transformer.h.{block}.ln_1.weight"),
+        _norm("transformer.h.{block}.ln_1.weight", feeds=ATTN_IN),  # parallel: the MLP reads it too
         _w("transformer.h.{block}.attn.q_proj.weight", Slot.Q, Q, R),
         _w("transformer.h.{block}.attn.k_proj.weight", Slot.K, KV, R),
         _w("transformer.h.{block}.attn.v_proj.weight", Slot.V, KV, R),
@@ -158,11 +180,15 @@ FALCON = REGISTRY.register(Scheme(
     models="Falcon (fused query_key_value, dense_h_to_4h/dense_4h_to_h)",
     before=(_w("transformer.word_embeddings.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("transformer.h.{block}.input_layernorm.weight"),
-        _w("transformer.h.{block}.self_attention.query_key_value.weight", Slot.QKV, Space.QKV, R),
+        _norm("transformer.h.{block}.input_layernorm.weight", feeds=ATTN_IN),  # parallel (Falcon-7B)
+        _w("transformer.h.{block}.self_attention.query_key_value.weight", Slot.QKV, Space.QKV, R,
+           qkv_order=QkvOrder.GROUPED),
         _w("transformer.h.{block}.self_attention.dense.weight", Slot.O, R, Q),
         _w("transformer.h.{block}.mlp.dense_h_to_4h.weight", Slot.UP, N, R),
         _w("transformer.h.{block}.mlp.dense_4h_to_h.weight", Slot.DOWN, R, N),
+        # Falcon-40B and -180B: a norm for each of the parallel attention and MLP
+        _norm("transformer.h.{block}.ln_attn.weight", True, feeds=ATTN_IN),
+        _norm("transformer.h.{block}.ln_mlp.weight", True, feeds=MLP_IN),
     ),
     after=(_norm("transformer.ln_f.weight"), _w("lm_head.weight", Slot.LM_HEAD, V, R)),
 ))
@@ -172,10 +198,11 @@ NEOX = REGISTRY.register(Scheme(
     models="GPT-NeoX and Pythia",
     before=(_w("gpt_neox.embed_in.weight", Slot.EMBED, V, R),),
     blocks=(
-        _norm("gpt_neox.layers.{block}.input_layernorm.weight"),
-        _w("gpt_neox.layers.{block}.attention.query_key_value.weight", Slot.QKV, Space.QKV, R),
+        _norm("gpt_neox.layers.{block}.input_layernorm.weight", feeds=ATTN_IN),
+        _w("gpt_neox.layers.{block}.attention.query_key_value.weight", Slot.QKV, Space.QKV, R,
+           qkv_order=QkvOrder.GROUPED),
         _w("gpt_neox.layers.{block}.attention.dense.weight", Slot.O, R, Q),
-        _norm("gpt_neox.layers.{block}.post_attention_layernorm.weight"),
+        _norm("gpt_neox.layers.{block}.post_attention_layernorm.weight", feeds=MLP_IN),
         _w("gpt_neox.layers.{block}.mlp.dense_h_to_4h.weight", Slot.UP, N, R),
         _w("gpt_neox.layers.{block}.mlp.dense_4h_to_h.weight", Slot.DOWN, R, N),
     ),

@@ -1,20 +1,33 @@
-"""The model catalogue: known models with labels, fingerprints and weight signatures (SQLite)."""
+"""The model catalogue and ``scan``: known models (labels, fingerprints, weight signatures) in an
+SQLite file plus the built-in published fingerprints, and the look-up of a new model in them.
 
-from tensorguard.catalogue.index import (
+``store`` is the file, ``entries`` what a row holds (and how one is measured), ``catalogue`` the
+``Catalogue`` handle, ``retrieval`` the vectorised ranking of every row, ``scanning`` the
+``scan`` verb (retrieve, confirm with ``compare``, answer).
+"""
+
+from tensorguard.catalogue.catalogue import Catalogue
+from tensorguard.catalogue.entries import (
     KNOWN_LABELS,
     Entry,
     Origin,
-    add_models,
     builtin_entries,
     header_hash,
-    import_fingerprints,
-    list_entries,
+    normalise_labels,
     parse_labels,
-    remove_entry,
-    show_entry,
 )
-from tensorguard.catalogue.store import SCHEMA_VERSION, Row, Store, default_db_path
+from tensorguard.catalogue.retrieval import (
+    FINGERPRINT_QUANTILE,
+    SHORTLIST,
+    SIGNATURE_THRESHOLD,
+    Candidate,
+    Confirmation,
+    Evidence,
+)
+from tensorguard.catalogue.scanning import Answer, ScanResult, Thresholds, scan
+from tensorguard.catalogue.store import ENVIRONMENT, SCHEMA_VERSION, Row, Store, default_db_path
 
-__all__ = ["KNOWN_LABELS", "SCHEMA_VERSION", "Entry", "Origin", "Row", "Store", "add_models",
-           "builtin_entries", "default_db_path", "header_hash", "import_fingerprints", "list_entries",
-           "parse_labels", "remove_entry", "show_entry"]
+__all__ = ["ENVIRONMENT", "FINGERPRINT_QUANTILE", "KNOWN_LABELS", "SCHEMA_VERSION", "SHORTLIST",
+           "SIGNATURE_THRESHOLD", "Answer", "Candidate", "Catalogue", "Confirmation", "Entry",
+           "Evidence", "Origin", "Row", "ScanResult", "Store", "Thresholds", "builtin_entries",
+           "default_db_path", "header_hash", "normalise_labels", "parse_labels", "scan"]

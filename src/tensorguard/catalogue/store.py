@@ -1,11 +1,14 @@
-"""The catalogue file: one SQLite table of known models, versioned, written in transactions.
+"""The catalogue file: SQLite tables of known models, versioned, written in transactions.
 
 * **Schema** ``SCHEMA_VERSION`` is kept in ``PRAGMA user_version``; a file from a newer
-  tensorguard is refused, an empty file is initialised.
+  tensorguard is refused, a new file is initialised.
 * **Concurrency**: write-ahead logging, so any number of readers (``scan``) proceed while one
   writer (``index add``) commits; writers wait up to ``BUSY_TIMEOUT_S`` for each other.
-* **Atomicity**: every change is one transaction (``with connection``), committed only when the
-  whole row is written; an interrupt or a crash before that leaves the file as it was.
+* **Atomicity**: every change is one transaction, committed only when all its rows are written;
+  an interrupt or a crash before that leaves the file as it was.
+* **Fast reads**: what ``scan`` reads for every row (name, path, hash, features, retrieval
+  vector, a token-list id) sits apart from the signatures and the JSON documents; token lists are
+  stored once, shared by the rows of one tokenizer.
 """
 
 from __future__ import annotations
@@ -13,43 +16,48 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tensorguard.errors import TensorguardError
+from tensorguard.errors import TensorguardError, UsageError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 DB_NAME = "catalogue.sqlite"
+ENVIRONMENT = "TENSORGUARD_CATALOGUE"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
+CREATE TABLE token_lists (
+    id INTEGER PRIMARY KEY,
+    tokens TEXT NOT NULL UNIQUE      -- JSON list: the tokens of a retrieval vector
+);
+CREATE TABLE models (
     name TEXT PRIMARY KEY,
     labels TEXT NOT NULL,            -- JSON object: base, family, licence, any free-form tag
     path TEXT,                       -- where the weights were read from (NULL: fingerprint only)
-    header_hash TEXT,                -- sha256 of the headers (and sampled bytes) of its files
+    header_hash TEXT,                -- see entries.header_hash
     architecture TEXT,               -- JSON: the inspect summary
     fingerprint TEXT,                -- JSON: the paper's fingerprint (published file format)
-    features BLOB,                   -- its 14 features as little-endian float64 (for scan)
-    retrieval_tokens TEXT,           -- JSON list: tokens of the compact retrieval vector
+    features BLOB,                   -- its 14 features as little-endian float64
+    tokens INTEGER REFERENCES token_lists(id),
     retrieval BLOB,                  -- float16 unit vector: embedding Gram over those tokens
     added_at TEXT NOT NULL
 );
--- apart, so that reading every row's light columns never walks the large signature blobs
-CREATE TABLE IF NOT EXISTS signatures (
+CREATE TABLE signatures (
     name TEXT PRIMARY KEY REFERENCES models(name) ON DELETE CASCADE,
-    signature BLOB NOT NULL          -- tensorguard.signature bytes
+    signature BLOB NOT NULL          -- tensorguard.signatures bytes
 );
 """
-COLUMNS = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "features",
-           "retrieval_tokens", "retrieval", "added_at")
+_DOCUMENT = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "features",
+             "retrieval", "added_at")
 
 
 def default_db_path() -> Path:
     """``$TENSORGUARD_CATALOGUE``, else ``$XDG_CACHE_HOME/tensorguard/catalogue.sqlite`` (``~/.cache``)."""
-    if env := os.environ.get("TENSORGUARD_CATALOGUE"):
+    if env := os.environ.get(ENVIRONMENT):
         return Path(env)
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "tensorguard" / DB_NAME
@@ -57,14 +65,14 @@ def default_db_path() -> Path:
 
 @dataclass(frozen=True)
 class Row:
-    """One stored row, decoded only as far as JSON (arrays stay bytes until needed)."""
+    """One stored model, decoded only as far as JSON (arrays stay bytes until needed)."""
 
     name: str
     labels: dict[str, str]
     path: str | None
     header_hash: str | None
-    architecture: dict | None
-    fingerprint: dict | None
+    architecture: dict[str, Any] | None
+    fingerprint: dict[str, Any] | None
     features: bytes | None
     signature: bytes | None
     retrieval_tokens: tuple[str, ...] | None
@@ -72,28 +80,25 @@ class Row:
     added_at: str
 
 
-def _decode(values: tuple, signature: bytes | None) -> Row:
-    d = dict(zip(COLUMNS, values))
-    return Row(d["name"], json.loads(d["labels"]), d["path"], d["header_hash"],
-               json.loads(d["architecture"]) if d["architecture"] else None,
-               json.loads(d["fingerprint"]) if d["fingerprint"] else None, d["features"],
-               signature, tuple(json.loads(d["retrieval_tokens"])) if d["retrieval_tokens"] else None,
-               d["retrieval"], d["added_at"])
+@dataclass(frozen=True)
+class Light:
+    """What ``scan`` reads of every row: ``tokens`` indexes ``Store.token_lists()``."""
+
+    names: list[str]
+    paths: list[str | None]
+    hashes: list[str | None]
+    features: list[bytes | None]
+    tokens: list[int | None]
+    retrieval: list[bytes | None]
 
 
-def _encode(row: Row) -> tuple:
-    def js(x: object) -> str | None:
-        return None if x is None else json.dumps(x, sort_keys=True, ensure_ascii=False)
-
-    return (row.name, js(row.labels), row.path, row.header_hash, js(row.architecture),
-            js(row.fingerprint), row.features,
-            js(list(row.retrieval_tokens)) if row.retrieval_tokens is not None else None,
-            row.retrieval, row.added_at)
+def _json(value: object) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 class Store:
-    """An open catalogue file. ``Store.open(path, writable=False)`` on a missing file is an empty,
-    read-only catalogue (nothing is created until the first write)."""
+    """An open catalogue file. ``Store.open(path)`` on a missing file is an empty, read-only
+    catalogue (nothing is created until the first write)."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection | None) -> None:
         self.path = path
@@ -103,7 +108,7 @@ class Store:
     def open(cls, path: str | Path | None = None, *, writable: bool = False) -> Store:
         path = Path(path) if path is not None else default_db_path()
         if path.is_dir():
-            raise TensorguardError(f"{path}: is a directory; --db takes a catalogue file")
+            raise UsageError(f"{path}: is a directory; {{catalogue}} names a catalogue file", "catalogue")
         if not path.exists() and not writable:
             return cls(path, None)
         try:
@@ -122,39 +127,66 @@ class Store:
         return store
 
     def _check_schema(self, writable: bool) -> None:
-        assert self._db is not None
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        db = self._connection()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version > SCHEMA_VERSION:
             raise TensorguardError(f"{self.path}: catalogue schema {version} is newer than this "
                                    f"tensorguard's ({SCHEMA_VERSION}); upgrade tensorguard")
         if version == 0 and tables:
             raise TensorguardError(f"{self.path}: an SQLite file that is not a tensorguard catalogue")
         if writable and version == 0:
-            self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
-            with self.transaction() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
+            with self.transaction() as tx:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise TensorguardError(f"{self.path}: the catalogue is not open")
+        return self._db
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception (KeyboardInterrupt too) rolls back."""
-        if self._db is None:
-            raise TensorguardError(f"{self.path}: the catalogue is not open for writing")
-        self._db.execute("BEGIN IMMEDIATE")
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        db.execute("COMMIT")
 
-    def rows(self, columns: tuple[str, ...] = COLUMNS) -> Iterator[tuple]:
-        """Raw column values of every row, in name order (nothing when the file does not exist)."""
+    # ---- reading
+
+    def light(self) -> Light:
+        """The columns ``scan`` reads of every row, in name order."""
+        out = Light([], [], [], [], [], [])
+        if self._db is not None:
+            for name, path, digest, features, tokens, retrieval in self._db.execute(
+                    "SELECT name, path, header_hash, features, tokens, retrieval FROM models ORDER BY name"):
+                out.names.append(name)
+                out.paths.append(path)
+                out.hashes.append(digest)
+                out.features.append(features)
+                out.tokens.append(tokens)
+                out.retrieval.append(retrieval)
+        return out
+
+    def token_lists(self) -> dict[int, tuple[str, ...]]:
         if self._db is None:
-            return iter(())
-        return iter(self._db.execute(f"SELECT {', '.join(columns)} FROM models ORDER BY name"))
+            return {}
+        return {i: tuple(json.loads(t)) for i, t in self._db.execute("SELECT id, tokens FROM token_lists")}
+
+    def labels(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The labels of the rows ``names`` (those that exist)."""
+        if self._db is None or not names:
+            return {}
+        marks = ", ".join("?" * len(names))
+        return {n: json.loads(lab) for n, lab in
+                self._db.execute(f"SELECT name, labels FROM models WHERE name IN ({marks})", list(names))}
 
     def signature(self, name: str) -> bytes | None:
         if self._db is None:
@@ -162,35 +194,66 @@ class Store:
         found = self._db.execute("SELECT signature FROM signatures WHERE name = ?", (name,)).fetchone()
         return found[0] if found else None
 
-    def get(self, name: str) -> Row | None:
+    def _rows(self, where: str = "", args: tuple[object, ...] = ()) -> list[Row]:
         if self._db is None:
-            return None
-        found = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM models WHERE name = ?",
-                                 (name,)).fetchone()
-        return _decode(found, self.signature(name)) if found else None
+            return []
+        lists = self.token_lists()
+        query = (f"SELECT {', '.join('m.' + c for c in _DOCUMENT)}, m.tokens, s.signature FROM models m "
+                 f"LEFT JOIN signatures s ON s.name = m.name {where} ORDER BY m.name")
+        rows = []
+        for values in self._db.execute(query, args):
+            d = dict(zip(_DOCUMENT, values[:len(_DOCUMENT)], strict=True))
+            tokens, signature = values[len(_DOCUMENT):]
+            rows.append(Row(d["name"], json.loads(d["labels"]), d["path"], d["header_hash"],
+                            json.loads(d["architecture"]) if d["architecture"] else None,
+                            json.loads(d["fingerprint"]) if d["fingerprint"] else None, d["features"],
+                            signature, lists.get(tokens), d["retrieval"], d["added_at"]))
+        return rows
+
+    def get(self, name: str) -> Row | None:
+        found = self._rows("WHERE m.name = ?", (name,))
+        return found[0] if found else None
 
     def all(self) -> list[Row]:
-        return [_decode(r, self.signature(r[0])) for r in self.rows()]
+        return self._rows()
 
-    def put(self, rows: list[Row], *, replace: bool) -> None:
+    # ---- writing
+
+    def put(self, rows: Sequence[Row], *, replace: bool) -> None:
         """Insert ``rows`` in one transaction; an existing name is an error unless ``replace``."""
         with self.transaction() as db:
             for row in rows:
                 if not replace and db.execute("SELECT 1 FROM models WHERE name = ?",
                                               (row.name,)).fetchone():
-                    raise TensorguardError(f"{self.path}: {row.name!r} is already in the catalogue "
-                                           "(remove it first, or replace it)")
+                    raise UsageError(f"{self.path}: {row.name!r} is already in the catalogue (remove it "
+                                     "first, or add it with {replace})", "replace")
+                tokens = None
+                if row.retrieval_tokens is not None:
+                    text = _json(list(row.retrieval_tokens))
+                    db.execute("INSERT OR IGNORE INTO token_lists (tokens) VALUES (?)", (text,))
+                    tokens = db.execute("SELECT id FROM token_lists WHERE tokens = ?", (text,)).fetchone()[0]
                 db.execute("DELETE FROM signatures WHERE name = ?", (row.name,))
-                db.execute(f"INSERT OR REPLACE INTO models ({', '.join(COLUMNS)}) "
-                           f"VALUES ({', '.join('?' * len(COLUMNS))})", _encode(row))
+                db.execute(f"INSERT OR REPLACE INTO models ({', '.join(_DOCUMENT)}, tokens) "
+                           f"VALUES ({', '.join('?' * (len(_DOCUMENT) + 1))})",
+                           (row.name, _json(row.labels), row.path, row.header_hash,
+                            _json(row.architecture), _json(row.fingerprint), row.features,
+                            row.retrieval, row.added_at, tokens))
                 if row.signature is not None:
                     db.execute("INSERT INTO signatures (name, signature) VALUES (?, ?)",
                                (row.name, row.signature))
+            self._drop_unused_token_lists(db)
 
     def delete(self, name: str) -> bool:
         with self.transaction() as db:
             db.execute("DELETE FROM signatures WHERE name = ?", (name,))
-            return db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
+            deleted = db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
+            self._drop_unused_token_lists(db)
+        return deleted
+
+    @staticmethod
+    def _drop_unused_token_lists(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM token_lists WHERE id NOT IN "
+                   "(SELECT tokens FROM models WHERE tokens IS NOT NULL)")
 
     def close(self) -> None:
         if self._db is not None:

@@ -1,0 +1,146 @@
+"""``Catalogue``: the known models ``scan`` looks a model up in.
+
+A handle on a catalogue file (SQLite; ``store``) plus, unless ``builtin=False``, the 43 bundled
+published fingerprints as read-only entries; a file row of the same name wins over a built-in
+one. Each call opens the file, does its work in one transaction and closes it, so several
+processes may use one catalogue (readers never wait for a writer).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tensorguard.catalogue.entries import (
+    Entry,
+    builtin_entries,
+    entry_of,
+    fingerprint_row,
+    label_of,
+    measure_model,
+    normalise_labels,
+    now,
+)
+from tensorguard.catalogue.store import Row, Store, default_db_path
+from tensorguard.errors import TensorguardError, UsageError
+from tensorguard.fingerprints import load_fingerprints
+from tensorguard.loading import ModelInput
+from tensorguard.reference import LABELS_FILE, Label, load_labels
+
+
+class Catalogue:
+    """Known models: a catalogue file and the built-in published fingerprints.
+
+    Args:
+        path: the SQLite file (default: ``$TENSORGUARD_CATALOGUE``, else
+            ``~/.cache/tensorguard/catalogue.sqlite``); created on the first write.
+        builtin: list and scan the 43 bundled published fingerprints too.
+
+    Example::
+
+        catalogue = tensorguard.Catalogue("catalogue.sqlite")
+        catalogue.add(["./Llama-3.2-1B"], labels={"base": "Llama-3.2-1B", "licence": "restricted"})
+        print([e.name for e in catalogue.entries()])
+    """
+
+    def __init__(self, path: str | Path | None = None, *, builtin: bool = True) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.builtin = builtin
+
+    def __repr__(self) -> str:
+        return f"Catalogue({str(self.path)!r}, builtin={self.builtin})"
+
+    def open(self, *, writable: bool = False) -> Store:
+        """The file, opened (a missing file reads as empty)."""
+        return Store.open(self.path, writable=writable)
+
+    # ---- adding
+
+    def measure(self, model: ModelInput, *, name: str | None = None, base: ModelInput | None = None,
+                labels: Mapping[str, str] | None = None, samples: int = 15,
+                device: str = "auto") -> Row:
+        """Read one model (fingerprint, signature, summary, header hash): its row, not yet written."""
+        return measure_model(model, name=name, base=base, labels=labels, samples=samples, device=device)
+
+    def insert(self, rows: Sequence[Row], *, replace: bool = False) -> list[Entry]:
+        """Write measured rows in one transaction: all of them, or (an error, an interrupt) none."""
+        names = [r.name for r in rows]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise UsageError(f"model name {twice[0]!r} is given twice; rename one with {{name}}", "name")
+        with self.open(writable=True) as store:
+            store.put(rows, replace=replace)
+        return [entry_of(r) for r in rows]
+
+    def add(self, models: Sequence[ModelInput], *, labels: Mapping[str, str] | None = None,
+            name: str | None = None, base: ModelInput | None = None, replace: bool = False,
+            samples: int = 15, device: str = "auto") -> list[Entry]:
+        """Measure each model, then write them all in one transaction (all or nothing)."""
+        if not models:
+            raise UsageError("name at least one model to add", "models")
+        if name is not None and len(models) != 1:
+            raise UsageError("{name} applies to a single model only", "name")
+        return self.insert([self.measure(m, name=name, base=base, labels=labels, samples=samples,
+                                         device=device) for m in models], replace=replace)
+
+    def import_fingerprints(self, paths: Sequence[str | Path], *, labels_file: str | Path | None = None,
+                            labels: Mapping[str, str] | None = None,
+                            replace: bool = False) -> list[Entry]:
+        """Add fingerprint-only rows from ``*_features.json`` files or folders. Each row's base and
+        family come from ``labels_file`` (else a folder's own ``labels.csv``); ``labels`` are added
+        to every row."""
+        fps = load_fingerprints(paths)
+        table = _labels_for(paths, labels_file)
+        extra, added_at = normalise_labels(labels), now()
+        return self.insert([fingerprint_row(fp, {**label_of(table.get(fp.model_name)), **extra}, added_at)
+                            for fp in fps], replace=replace)
+
+    # ---- reading and removing
+
+    def entries(self) -> list[Entry]:
+        """Every entry of the file, then the built-in ones it does not shadow, by name."""
+        with self.open() as store:
+            found = [entry_of(r) for r in store.all()]
+        if self.builtin:
+            names = {e.name for e in found}
+            found += [e for e in builtin_entries() if e.name not in names]
+        return sorted(found, key=lambda e: (e.name.lower(), e.name))
+
+    def entry(self, name: str) -> Entry:
+        """One entry by exact name; an error naming close matches when there is none."""
+        with self.open() as store:
+            row = store.get(name)
+        if row is not None:
+            return entry_of(row)
+        known = self.entries()
+        for entry in known:
+            if entry.name == name:
+                return entry
+        raise self._unknown(name, [e.name for e in known])
+
+    def remove(self, name: str) -> Entry:
+        """Remove one row of the file (built-in entries cannot be removed)."""
+        with self.open(writable=True) as store:
+            row = store.get(name)
+            if row is None:
+                if any(e.name == name for e in builtin_entries()):
+                    raise TensorguardError(f"{name!r} is a built-in entry (read-only); it cannot be removed")
+                raise self._unknown(name, [r.name for r in store.all()])
+            store.delete(name)
+        return entry_of(row)
+
+    def _unknown(self, name: str, names: list[str]) -> TensorguardError:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        return TensorguardError(f"{name!r} is not in the catalogue {self.path}{hint}")
+
+
+def _labels_for(paths: Sequence[str | Path], labels_file: str | Path | None) -> dict[str, Label]:
+    if labels_file is not None:
+        return load_labels(labels_file)
+    table: dict[str, Label] = {}
+    for p in map(Path, paths):
+        if p.is_dir() and (p / LABELS_FILE).is_file():
+            table.update(load_labels(p / LABELS_FILE))
+    return table

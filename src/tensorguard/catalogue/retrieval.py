@@ -1,0 +1,210 @@
+"""The retrieve step of ``scan``: every catalogue row scored at once, then the best few in full.
+
+Every row's light columns are read into arrays once (``Known``): the retrieval vectors of the rows
+that share a token list are one contiguous float32 matrix, so their scores are one matrix-vector
+product; rows of another token list are compared over the shared tokens by a gather of the pair
+positions (no matrix is rebuilt). Fingerprint distances are one vectorised norm over a
+``(rows, 14)`` array. Only the ``SHORTLIST`` best signature rows are read and compared in full
+(``signatures.similarity``, every block), and only the rows that can be shown or answer become
+``Candidate`` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tensorguard.catalogue.entries import Origin, builtin_entries
+from tensorguard.catalogue.store import Store
+from tensorguard.enums import TextEnum
+from tensorguard.errors import TensorguardError
+from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint
+from tensorguard.lineage.distance import Reference
+from tensorguard.signatures import Signature, SignatureSimilarity, retrieval_vector, similarity, unit
+
+#: Signature rows compared in full after the retrieval pass.
+SHORTLIST = 32
+#: A signature similarity at least this high is a match (calibration: ``scanning``'s docstring).
+SIGNATURE_THRESHOLD = 0.3
+#: Fingerprint-only rows within this quantile of the reference's different-family distances match.
+FINGERPRINT_QUANTILE = 0.05
+
+
+class Evidence(TextEnum):
+    """What a candidate was ranked on."""
+
+    SIGNATURE = "signature"
+    FINGERPRINT = "fingerprint"
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What the confirm step did for one candidate; ``verdict`` is ``compare``'s when it ran."""
+
+    ran: bool
+    verdict: str | None
+    p_value: float | None
+    reason: str
+
+    @property
+    def confirmed(self) -> bool:
+        return self.verdict in ("derived", "same weights")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One catalogue entry ranked against the scanned model."""
+
+    name: str
+    origin: Origin
+    labels: dict[str, str]
+    evidence: Evidence
+    score: float | None  # full signature similarity (shortlisted signature rows)
+    retrieval: float | None  # retrieval-vector correlation (every signature row)
+    parts: SignatureSimilarity | None
+    fingerprint_distance: float | None
+    match: bool
+    confirmation: Confirmation | None = None
+
+
+@dataclass(frozen=True)
+class Known:
+    """Every row's light columns as arrays (file rows first, then the built-in ones)."""
+
+    names: list[str]
+    origins: list[Origin]
+    paths: list[str | None]
+    hashes: list[str | None]
+    features: np.ndarray  # (rows, 14) float64, NaN where a row has no complete fingerprint
+    groups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # tokens -> (row ids, vectors)
+    builtin_labels: dict[str, dict[str, str]]
+    builtin_fingerprints: dict[str, Fingerprint]
+
+    @property
+    def signed(self) -> np.ndarray:
+        return np.array([o is Origin.MODEL for o in self.origins], dtype=bool)
+
+
+_NO_FEATURES = np.full(len(FEATURE_KEYS), np.nan).astype("<f8").tobytes()
+
+
+def load_known(store: Store, *, builtin: bool) -> Known:
+    """Read every row's light columns (one query) into arrays."""
+    light = store.light()
+    names = list(light.names)
+    origins = [Origin.MODEL if r is not None else Origin.FINGERPRINT for r in light.retrieval]
+    paths, hashes = list(light.paths), list(light.hashes)
+    features = [f or _NO_FEATURES for f in light.features]
+    lists = store.token_lists()
+    token_ids = np.array([-1 if t is None or r is None else t
+                          for t, r in zip(light.tokens, light.retrieval, strict=True)], dtype=np.int64)
+    groups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+    for list_id in np.unique(token_ids[token_ids >= 0]):
+        ids = np.flatnonzero(token_ids == list_id)
+        blob = b"".join(light.retrieval[i] or b"" for i in ids)
+        vectors = np.frombuffer(blob, dtype="<f2").reshape(len(ids), -1).astype(np.float32)
+        groups[lists[int(list_id)]] = (ids, vectors)
+    labels: dict[str, dict[str, str]] = {}
+    fps: dict[str, Fingerprint] = {}
+    if builtin:
+        seen = set(names)
+        for e in builtin_entries():
+            if e.name not in seen and e.fingerprint is not None:
+                names.append(e.name)
+                origins.append(Origin.BUILTIN)
+                paths.append(None)
+                hashes.append(None)
+                features.append(e.fingerprint.vector().astype("<f8").tobytes())
+                labels[e.name], fps[e.name] = e.labels, e.fingerprint
+    matrix = np.frombuffer(b"".join(features), dtype="<f8").reshape(len(names), len(FEATURE_KEYS))
+    return Known(names, origins, paths, hashes, matrix, groups, labels, fps)
+
+
+def _pair_index(order: np.ndarray, n: int) -> np.ndarray:
+    """Positions in an n x n upper triangle (row-major) of the pairs of ``order`` (a < b)."""
+    a, b = np.triu_indices(len(order), 1)
+    i, j = order[a], order[b]
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    out: np.ndarray = lo * n - lo * (lo + 1) // 2 + (hi - lo - 1)
+    return out
+
+
+def retrieval_scores(sig: Signature, groups: Mapping[tuple[str, ...], tuple[np.ndarray, np.ndarray]],
+                     rows: int) -> np.ndarray:
+    """Correlation of the query's retrieval vector with every row's (NaN: no vector, or fewer than
+    8 shared tokens)."""
+    tokens, vector = retrieval_vector(sig)
+    query = vector.astype(np.float32)
+    out = np.full(rows, np.nan)
+    for row_tokens, (ids, vectors) in groups.items():
+        if row_tokens == tokens:
+            out[ids] = vectors @ query
+            continue
+        where = {t: i for i, t in enumerate(row_tokens)}
+        qa = [i for i, t in enumerate(tokens) if t in where]
+        if len(qa) < 8:
+            continue
+        ra = [where[tokens[i]] for i in qa]
+        q_idx = _pair_index(np.asarray(qa), len(tokens))
+        r_idx = _pair_index(np.asarray(ra), len(row_tokens))
+        out[ids] = unit(vectors[:, r_idx]) @ unit(query[q_idx])
+    return out
+
+
+def fingerprint_threshold(reference: Reference) -> float | None:
+    """``FINGERPRINT_QUANTILE`` of the reference's different-family pair distances."""
+    if not reference.different_family.size:
+        return None
+    return float(np.quantile(reference.different_family, FINGERPRINT_QUANTILE))
+
+
+def _rank_key(c: Candidate) -> tuple[int, float, str]:
+    """Signature matches, fingerprint matches, then the rest; best first within each."""
+    signature = c.evidence is Evidence.SIGNATURE
+    tier = (0 if signature else 1) if c.match else (2 if signature else 3)
+    if signature:
+        value = -(c.score if c.score is not None else c.retrieval if c.retrieval is not None else -2.0)
+    else:
+        value = c.fingerprint_distance if c.fingerprint_distance is not None else np.inf
+    return tier, value, c.name
+
+
+def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store, reference: Reference,
+                    fingerprint_limit: float | None, keep: int = SHORTLIST) -> list[Candidate]:
+    """Retrieval over every row, the full signature comparison for the ``SHORTLIST`` best, and
+    fingerprint distances (standardised by ``reference``) for every row with a fingerprint.
+    Returned, best first: the shortlist, every fingerprint row within ``fingerprint_limit``, and
+    the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer)."""
+    rows = len(known.names)
+    retrieval = retrieval_scores(sig, known.groups, rows)
+    try:
+        query = fp.vector()
+    except TensorguardError:  # a model without every feature: fingerprint rows cannot be ranked
+        query = np.full(len(FEATURE_KEYS), np.nan)
+    distances = np.linalg.norm((known.features - query) / reference.scale, axis=1)
+    signed = known.signed
+    order = np.argsort(np.where(np.isfinite(retrieval), -retrieval, np.inf), kind="stable")
+    shortlist = [int(i) for i in order[:SHORTLIST] if np.isfinite(retrieval[i])]
+    fp_rows = np.flatnonzero(~signed & np.isfinite(distances))
+    nearest = fp_rows[np.argsort(distances[fp_rows], kind="stable")]
+    limit = fingerprint_limit if fingerprint_limit is not None else -1.0
+    within = nearest[distances[nearest] <= limit]
+    chosen = list(dict.fromkeys([*shortlist, *map(int, within), *map(int, nearest[:keep])]))
+    labels = {**store.labels([known.names[i] for i in chosen]), **known.builtin_labels}
+    candidates = []
+    for i in chosen:
+        name = known.names[i]
+        parts = None
+        if signed[i] and (blob := store.signature(name)) is not None:
+            parts = similarity(sig, Signature.from_bytes(blob, name))
+        score = parts.score if parts is not None else None
+        distance = float(distances[i]) if np.isfinite(distances[i]) else None
+        match = (score is not None and score >= SIGNATURE_THRESHOLD) if signed[i] else (
+            distance is not None and distance <= limit)
+        candidates.append(Candidate(
+            name, known.origins[i], labels.get(name, {}),
+            Evidence.SIGNATURE if signed[i] else Evidence.FINGERPRINT, score,
+            float(retrieval[i]) if np.isfinite(retrieval[i]) else None, parts, distance, match))
+    return sorted(candidates, key=_rank_key)

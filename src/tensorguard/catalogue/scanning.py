@@ -1,0 +1,197 @@
+"""``scan``: which known model is this one derived from, if any?
+
+1. **Retrieve** (``retrieval``). The model's weight signature and paper fingerprint are computed
+   once. Every catalogue row with a signature is scored on the compact retrieval vector; the
+   best ``SHORTLIST`` are compared on the full signature (every block, aligned). Fingerprint-only
+   rows (imported files, the built-in published set) get the standardised fingerprint distance.
+2. **Confirm.** For the best ``confirm`` signature matches whose weights are still at their
+   recorded path with the recorded header hash, ``compare``'s weight signals run (the weight
+   evidence and the permutation-robust independence test, with its p-value) against the stored
+   fingerprints, and its verdict is kept.
+3. **Answer**, the first that applies:
+
+   * ``derived``: a signature match that ``compare`` confirms (``derived`` or ``same weights``);
+   * ``closest known``: a signature match that was not confirmed (weights gone or changed, or
+     ``compare`` not convinced: the reason is given), else a fingerprint-only row closer than the
+     fingerprint threshold (the fingerprint alone never says derived);
+   * ``no known base``.
+
+A *signature match* is a similarity of at least ``SIGNATURE_THRESHOLD`` (0.3), calibrated on the
+lineage corpus (``python benchmarks/lineage.py``; the README has the figures): every derivative
+scored well above it against its base and every independently trained pair well below; the
+threshold sits in that gap, nearer the independent side, because a false match only costs a
+``compare`` run while a missed one is lost. The fingerprint threshold is the 5th percentile of
+the distances between different-family pairs of the reference set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tensorguard.catalogue.catalogue import Catalogue
+from tensorguard.catalogue.entries import Origin, header_hash
+from tensorguard.catalogue.retrieval import (
+    SIGNATURE_THRESHOLD,
+    Candidate,
+    Confirmation,
+    Evidence,
+    Known,
+    fingerprint_threshold,
+    load_known,
+    rank_candidates,
+)
+from tensorguard.enums import TextEnum
+from tensorguard.errors import OptionError, TensorguardError
+from tensorguard.fingerprints import Fingerprint, fingerprint_source, parse_fingerprint
+from tensorguard.lineage import Context, Subject, compare_subjects
+from tensorguard.lineage.distance import load_reference
+from tensorguard.loading import ModelInput, ModelSource, open_model, opened
+
+
+class Answer(TextEnum):
+    DERIVED = "derived"
+    CLOSEST = "closest known"
+    NONE = "no known base"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    signature: float
+    fingerprint: float | None
+    rule: str
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The answer for one model, with the candidates it rests on (best first)."""
+
+    model: str
+    path: str
+    answer: Answer
+    base: str | None  # the entry named by the answer (None: no known base)
+    base_labels: dict[str, str]
+    summary: str  # the answer in one line, with its evidence
+    candidates: tuple[Candidate, ...]
+    catalogue: str
+    rows: int  # entries scanned (file rows and built-in ones)
+    thresholds: Thresholds
+
+    def matches(self, policy: Mapping[str, str], *, unconfirmed: bool = False) -> bool:
+        """Whether the answer names an entry carrying every ``key=value`` of ``policy``: a
+        ``derived`` answer, or with ``unconfirmed`` also a ``closest known`` signature match."""
+        named = self.answer is Answer.DERIVED or (
+            unconfirmed and self.answer is Answer.CLOSEST
+            and any(c.name == self.base and c.evidence is Evidence.SIGNATURE for c in self.candidates))
+        return named and all(self.base_labels.get(k) == v for k, v in policy.items())
+
+
+def _confirm(query: Subject, known: Known, i: int, context: Context,
+             stored: Fingerprint | None) -> Confirmation:
+    """``compare``'s verdict between the catalogued model ``i`` and the query, if its weights are
+    still where they were read, unchanged."""
+    path, recorded = known.paths[i], known.hashes[i]
+    if path is None:
+        return Confirmation(False, None, None, "no weights recorded (fingerprint only)")
+    if not Path(path).exists():
+        return Confirmation(False, None, None, f"weights no longer at {path}")
+    try:
+        with open_model(path) as source:
+            if recorded is not None and header_hash(source) != recorded:
+                return Confirmation(False, None, None, f"{path} has changed since it was catalogued")
+            fp = stored or fingerprint_source(source)
+            c = compare_subjects(Subject(known.names[i], Path(path), fp, source), query, context)
+    except TensorguardError as exc:
+        return Confirmation(False, None, None, f"compare failed: {exc}")
+    return Confirmation(True, c.verdict.label.value, c.verdict.p_value, c.verdict.reason)
+
+
+def _answer(ranked: list[Candidate], thresholds: Thresholds) -> tuple[Answer, Candidate | None, str]:
+    signature = [c for c in ranked if c.match and c.evidence is Evidence.SIGNATURE]
+    for c in signature:
+        if c.confirmation is not None and c.confirmation.confirmed:
+            p = c.confirmation.p_value
+            ptext = f", p = {p:.2g}" if p is not None else ""
+            return (Answer.DERIVED, c, f"derived from {c.name} (signature {c.score:.3f}; compare: "
+                    f"{c.confirmation.verdict}{ptext})")
+    if signature:
+        c = signature[0]
+        why = c.confirmation.reason if c.confirmation else "not checked"
+        if c.confirmation is not None and c.confirmation.ran:
+            why = f"compare says {c.confirmation.verdict}: {c.confirmation.reason}"
+        return (Answer.CLOSEST, c, f"closest known: {c.name}, not confirmed (signature {c.score:.3f} "
+                f">= {thresholds.signature}; {why})")
+    fingerprint = [c for c in ranked if c.match and c.evidence is Evidence.FINGERPRINT]
+    if fingerprint and thresholds.fingerprint is not None:
+        c = fingerprint[0]
+        return (Answer.CLOSEST, c, f"closest known: {c.name}, not confirmed (fingerprint distance "
+                f"{c.fingerprint_distance:.3g} <= {thresholds.fingerprint:.3g}; fingerprint only)")
+    best = ranked[0] if ranked else None
+    detail = ""
+    if best is not None and best.evidence is Evidence.SIGNATURE and best.score is not None:
+        detail = f" (best signature similarity {best.score:.3f} < {thresholds.signature})"
+    return Answer.NONE, None, "no known base" + detail
+
+
+def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, top: int = 5,
+         confirm: int = 2, base: ModelInput | None = None, samples: int = 15, blocks: int = 4,
+         device: str = "auto") -> ScanResult:
+    """Which catalogued model is ``model`` derived from? ``derived from X`` (confirmed by
+    ``compare``), ``closest known: X`` (not confirmed) or ``no known base``.
+
+    Args:
+        model: a path or an open ``ModelSource`` (``base``: the base of a LoRA adapter).
+        catalogue: a ``Catalogue``, or the path of its file (default: the user's catalogue, with
+            the built-in published fingerprints).
+        top: candidates reported (the answer's own is always among them).
+        confirm: signature matches whose weights ``compare`` checks, best first.
+        samples, device: how the model is fingerprinted; blocks: MLP blocks the confirming
+            independence test probes.
+
+    Example::
+
+        found = tensorguard.scan("./suspect", catalogue="catalogue.sqlite")
+        print(found.answer, found.base, found.summary)
+    """
+    for option, value, least in (("top", top, 1), ("confirm", confirm, 0), ("samples", samples, 1),
+                                 ("blocks", blocks, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise OptionError(option, value, f"must be a whole number of at least {least}")
+    from tensorguard.signatures import compute_signature
+
+    cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue(catalogue)
+    reference = load_reference(None)
+    thresholds = Thresholds(SIGNATURE_THRESHOLD, fingerprint_threshold(reference),
+                            "signature similarity >= SIGNATURE_THRESHOLD (calibrated on the lineage "
+                            "corpus); fingerprint distance <= 5th percentile of different-family pairs")
+    with opened(model, base=base) as source, cat.open() as store:
+        fp = fingerprint_source(source, samples=samples, device=device)
+        sig = compute_signature(source)
+        known = load_known(store, builtin=cat.builtin)
+        ranked = rank_candidates(sig, fp, known, store, reference, thresholds.fingerprint)
+        query = Subject(source.name, _where(model, source), fp, source)
+        context = Context(reference, blocks)
+        index = {name: i for i, name in enumerate(known.names)}
+        confirmed: list[Candidate] = []
+        for c in ranked:
+            if confirm > len([x for x in confirmed if x.confirmation]) and c.match \
+                    and c.evidence is Evidence.SIGNATURE:
+                i = index[c.name]
+                row = store.get(c.name) if known.origins[i] is Origin.MODEL else None
+                stored = parse_fingerprint(row.fingerprint, Path(c.name)) if row and row.fingerprint else None
+                c = dataclasses.replace(c, confirmation=_confirm(query, known, i, context, stored))
+            confirmed.append(c)
+        name = source.name
+    answer, chosen, summary = _answer(confirmed, thresholds)
+    shown = confirmed[:top]
+    if chosen is not None and chosen not in shown:
+        shown.append(chosen)
+    return ScanResult(name, str(_where(model, source)), answer, chosen.name if chosen else None,
+                      chosen.labels if chosen else {}, summary, tuple(shown), str(cat.path),
+                      len(known.names), thresholds)
+
+
+def _where(model: ModelInput, source: ModelSource) -> Path:
+    return source.root if isinstance(model, ModelSource) else Path(model)

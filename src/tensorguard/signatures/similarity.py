@@ -1,0 +1,139 @@
+"""Comparing two signatures, and the compact retrieval vector ``scan`` compares first.
+
+Two signatures are compared by Pearson correlation over the tokens they share (a vocabulary
+extension only removes tokens from the comparison), kind by kind; blocks are paired by a
+monotone alignment, so removed blocks do not shift the comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tensorguard.signatures.signature import KINDS, MIN_TOKENS, SYMMETRIC, Signature, off_diagonal
+
+#: Tokens of the retrieval vector: the embedding Gram over the first of the signature's tokens.
+RETRIEVAL_TOKENS = 64
+#: Fewest shared block tokens for the block kinds to be compared.
+MIN_BLOCK_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class BlockPair:
+    block_a: int
+    block_b: int
+    similarity: float
+
+
+@dataclass(frozen=True)
+class SignatureSimilarity:
+    """How alike two signatures are, part by part (Pearson correlations, 1 = identical).
+
+    ``score`` is the mean of the available parts: ``embed`` and, over aligned block pairs, the mean
+    of each kind both models have. ``shared_tokens``: tokens both signatures hold.
+    """
+
+    score: float
+    embed: float | None
+    kinds: dict[str, float]
+    pairs: tuple[BlockPair, ...]
+    shared_tokens: int
+    shared_block_tokens: int
+
+
+def _shared(ta: tuple[str, ...], tb: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    where = {t: i for i, t in enumerate(tb)}
+    ia = [i for i, t in enumerate(ta) if t in where]
+    return np.asarray(ia, dtype=np.int64), np.asarray([where[ta[i]] for i in ia], dtype=np.int64)
+
+
+def _vectors(m: np.ndarray, index: np.ndarray, symmetric: bool) -> np.ndarray:
+    """Off-diagonal entries over ``index`` as centred unit float32 rows (``(..., n)``)."""
+    sub = m[..., index[:, None], index[None, :]].astype(np.float32)
+    return unit(sub[..., off_diagonal(len(index), symmetric)])
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """Centre and scale the last axis to unit norm: dot products become Pearson correlations."""
+    v = v.astype(np.float32) - v.mean(-1, keepdims=True, dtype=np.float32)
+    out: np.ndarray = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    return out
+
+
+def align_blocks(sim: np.ndarray) -> list[tuple[int, int]]:
+    """Monotone pairing of every block of the shallower model with a distinct block of the deeper
+    one, in order, maximising the summed similarity (dynamic programming)."""
+    flip = sim.shape[0] > sim.shape[1]
+    s = sim.T if flip else sim
+    n, m = s.shape
+    best = np.full((n + 1, m + 1), -np.inf)
+    best[0, :] = 0.0
+    take = np.zeros((n + 1, m + 1), dtype=bool)
+    for i in range(1, n + 1):
+        for j in range(i, m + 1):
+            skip, use = best[i, j - 1], best[i - 1, j - 1] + s[i - 1, j - 1]
+            take[i, j] = use >= skip
+            best[i, j] = max(skip, use)
+    pairs, i, j = [], n, m
+    while i > 0:
+        if take[i, j]:
+            pairs.append((i - 1, j - 1))
+            i -= 1
+        j -= 1
+    pairs.reverse()
+    return [(b, a) for a, b in pairs] if flip else pairs
+
+
+def block_similarity(a: Signature, b: Signature) -> tuple[np.ndarray, int]:
+    """(blocks_a, blocks_b, kinds) correlations over the shared block tokens, and their count."""
+    ia, ib = _shared(a.tokens[: a.block_tokens], b.tokens[: b.block_tokens])
+    out = np.zeros((len(a.blocks), len(b.blocks), len(KINDS)))
+    if len(ia) < MIN_BLOCK_TOKENS or not len(a.blocks) or not len(b.blocks):
+        return out, len(ia)
+    for k, kind in enumerate(KINDS):
+        va = _vectors(a.blocks[:, k], ia, kind in SYMMETRIC)
+        vb = _vectors(b.blocks[:, k], ib, kind in SYMMETRIC)
+        out[:, :, k] = va @ vb.T
+    return out, len(ia)
+
+
+def _kinds_present(sig: Signature) -> set[int]:
+    """Kinds with information (``gate`` is all zeros for models without a gated MLP)."""
+    return {k for k in range(len(KINDS)) if np.any(sig.blocks[:, k])} if len(sig.blocks) else set()
+
+
+def similarity(a: Signature, b: Signature) -> SignatureSimilarity:
+    """Compare two signatures over their shared tokens, blocks aligned in order."""
+    ia, ib = _shared(a.tokens, b.tokens)
+    embed = None
+    if len(ia) >= MIN_TOKENS:
+        embed = float(_vectors(a.embed, ia, True) @ _vectors(b.embed, ib, True))
+    sims, shared_block = block_similarity(a, b)
+    kinds: dict[str, float] = {}
+    pairs: tuple[BlockPair, ...] = ()
+    present = sorted(_kinds_present(a) & _kinds_present(b))
+    if sims.size and present and shared_block >= MIN_BLOCK_TOKENS:
+        mean = sims[:, :, present].mean(-1)
+        matched = align_blocks(mean)
+        pairs = tuple(BlockPair(a.block_index[i], b.block_index[j], float(mean[i, j]))
+                      for i, j in matched)
+        rows, cols = np.array([p[0] for p in matched]), np.array([p[1] for p in matched])
+        kinds = {KINDS[k]: float(sims[rows, cols, k].mean()) for k in present}
+    parts = [v for v in (embed, *kinds.values()) if v is not None]
+    score = float(np.mean(parts)) if parts else float("nan")
+    return SignatureSimilarity(score, embed, kinds, pairs, len(ia), shared_block)
+
+
+# ---- the compact retrieval vector (the first, vectorised pass of ``scan``)
+
+def triangle(m: np.ndarray) -> np.ndarray:
+    """The strict upper triangle of the last two axes, row-major."""
+    rows, cols = np.triu_indices(m.shape[-1], 1)
+    return m[..., rows, cols]
+
+
+def retrieval_vector(sig: Signature) -> tuple[tuple[str, ...], np.ndarray]:
+    """Tokens and float16 unit vector of the embedding Gram's upper triangle over them (4 KB)."""
+    n = min(RETRIEVAL_TOKENS, len(sig.tokens))
+    return sig.tokens[:n], unit(triangle(sig.embed[:n, :n].astype(np.float32))).astype(np.float16)
