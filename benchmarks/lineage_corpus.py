@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tensorguard.compare.disguise import Renaming
+from tensorguard.architectures.renaming import Renaming
 from tensorguard.synthetic import ModelSpec, make_weights
 
 Weights = dict[str, torch.Tensor]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tensorguard.compare.disguise import Renaming
+from tensorguard.architectures.renaming import Renaming
 from tensorguard.synthetic import ModelSpec, make_weights, save_model
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=256, heads=4, kv_heads=2)

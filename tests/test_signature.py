@@ -9,14 +9,13 @@ import torch
 from lineage_models import SPEC, base_weights, forward, rename, rescale, rotate, save
 from tensorguard.errors import TensorguardError
 from tensorguard.loading import open_model
-from tensorguard.signature import (
+from tensorguard.signatures import (
     EMBED_TOKENS,
     Signature,
     align_blocks,
     compute_signature,
     retrieval_vector,
     select_tokens,
-    signature_of,
     similarity,
     triangle,
     unit,
@@ -33,11 +32,11 @@ def base() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def base_sig(tmp_path_factory, base) -> Signature:
-    return signature_of(save(tmp_path_factory.mktemp("base") / "m", base, VOCAB))
+    return compute_signature(save(tmp_path_factory.mktemp("base") / "m", base, VOCAB))
 
 
 def _sig(tmp_path, w, vocab=VOCAB) -> Signature:
-    return signature_of(save(tmp_path / "m", w, vocab))
+    return compute_signature(save(tmp_path / "m", w, vocab))
 
 
 @pytest.mark.parametrize("disguise", [rename, rescale, rotate, lambda w, s: rescale(rename(w, s), s + 1)],

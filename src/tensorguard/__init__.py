@@ -9,6 +9,7 @@ The public API, imported lazily so that ``import tensorguard`` stays cheap::
     summary = tensorguard.inspect("./suspect")                   # from the headers alone
     sens = tensorguard.analyze_sensitivity("./suspect")          # per-layer noise sensitivity
     clf = tensorguard.FamilyClassifier(centers=["phi-4"]).fit(tensorguard.load_fingerprints("features"))
+    found = tensorguard.scan("./suspect", catalogue="catalogue.sqlite")  # derived from a known model?
 
 Every verb takes a path or an open ``ModelSource`` and keyword-only options, and returns a typed
 result; bad input raises ``TensorguardError`` with a one-line message.
@@ -43,6 +44,10 @@ _LAZY: dict[str, str] = {
     "SensitivityResult": "tensorguard.sensitivity",
     "FamilyClassifier": "tensorguard.clustering",
     "UnknownPrediction": "tensorguard.clustering",
+    "scan": "tensorguard.catalogue",
+    "Catalogue": "tensorguard.catalogue",
+    "ScanResult": "tensorguard.catalogue",
+    "Answer": "tensorguard.catalogue",
     "open_model": "tensorguard.loading",
     "ModelSource": "tensorguard.loading",
     "TensorguardError": "tensorguard.errors",
@@ -50,13 +55,14 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [  # the same names as _LAZY (a test checks), spelled out for tools that read it statically
-    "Comparison", "ComparisonMatrix", "FamilyClassifier", "Fingerprint", "ModelSource", "ModelSummary",
-    "OptionError", "SensitivityResult", "TensorguardError", "UnknownPrediction", "Verdict",
-    "VerdictLabel", "__version__", "analyze_sensitivity", "compare", "compare_all", "fingerprint",
-    "inspect", "load_fingerprint", "load_fingerprints", "open_model",
+    "Answer", "Catalogue", "Comparison", "ComparisonMatrix", "FamilyClassifier", "Fingerprint",
+    "ModelSource", "ModelSummary", "OptionError", "ScanResult", "SensitivityResult", "TensorguardError",
+    "UnknownPrediction", "Verdict", "VerdictLabel", "__version__", "analyze_sensitivity", "compare",
+    "compare_all", "fingerprint", "inspect", "load_fingerprint", "load_fingerprints", "open_model", "scan",
 ]
 
 if TYPE_CHECKING:
+    from tensorguard.catalogue import Answer, Catalogue, ScanResult, scan
     from tensorguard.clustering import FamilyClassifier, UnknownPrediction
     from tensorguard.errors import OptionError, TensorguardError
     from tensorguard.fingerprints import Fingerprint, fingerprint, load_fingerprint, load_fingerprints

@@ -70,8 +70,11 @@ def cli() -> None:
       tensorguard fingerprint ./Llama-3.2-1B -o features/
       tensorguard cluster features/ --centers llama-3.2-1b,Qwen2.5-3B
       tensorguard predict unknown_features.json --clusters clusters.json
+      tensorguard index add ./Llama-3.2-1B --label licence=restricted
+      tensorguard scan ./suspect-model
 
     Exit codes: 0 success, 1 the work failed (for some models), 2 bad usage or bad input,
+    3 scan found a model derived from a catalogue entry matching --fail-on,
     70 an internal error (a bug: please report it), 130 interrupted.
     """
 
@@ -331,12 +334,190 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
                         seed=seed), as_json, render_text)
 
 
+def catalogue_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db`` and ``--no-builtin``: which catalogue a command reads."""
+    func = click.option("--no-builtin", is_flag=True,
+                        help="Leave out the 43 built-in published fingerprints.")(func)
+    return click.option("--db", type=click.Path(path_type=str), metavar="PATH",
+                        help="Catalogue file [default: $TENSORGUARD_CATALOGUE, else "
+                             "~/.cache/tensorguard/catalogue.sqlite].")(func)
+
+
+def _catalogue(db: str | None, no_builtin: bool) -> Any:
+    from tensorguard.catalogue import Catalogue
+
+    return Catalogue(db, builtin=not no_builtin)
+
+
+@cli.group()
+def index() -> None:
+    """The model catalogue that scan looks models up in (an SQLite file).
+
+    \b
+    Examples:
+      tensorguard index add ./Llama-3.2-1B --label base=Llama-3.2-1B,licence=restricted
+      tensorguard index import features/ --labels features/labels.csv
+      tensorguard index list
+      tensorguard index show Llama-3.2-1B --json
+      tensorguard index remove Llama-3.2-1B
+    """
+
+
+@index.command("add")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--label", "label", metavar="KEY=VALUE,...", help="Labels of every model added: base, "
+              "family, licence, or any tag (e.g. base=Llama-3.2-1B,licence=restricted).")
+@click.option("--name", help="Entry name (one model only; default: from the path).")
+@click.option("--base", type=click.Path(path_type=str), help="Base model of a LoRA adapter.")
+@click.option("--replace", is_flag=True, help="Replace entries of the same name.")
+@click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Probe samples per tensor of the fingerprint.")
+@click.option("--device", default="auto", show_default=True, help="Device for fingerprinting.")
+@catalogue_options
+@standard_options
+def index_add(models: tuple[str, ...], label: str | None, name: str | None, base: str | None,
+              replace: bool, samples: int, device: str, db: str | None, no_builtin: bool,
+              as_json: bool) -> None:
+    """Read each MODEL (fingerprint, weight signature, header summary) into the catalogue.
+
+    The models are written together when all have been read, so an interrupted add changes
+    nothing. A model that fails is reported and the others are added (exit 1).
+    """
+    from tensorguard.app.batch import Status
+    from tensorguard.app.index import add_models, render_added
+    from tensorguard.catalogue import parse_labels
+    from tensorguard.catalogue.entries import entry_of
+
+    catalogue = _catalogue(db, no_builtin)
+    outcomes = add_models(catalogue, models, labels=parse_labels(label), name=name, base=base,
+                          replace=replace, samples=samples, device=device, on_outcome=_report_failure)
+    emit([entry_of(o.result) for o in outcomes if o.result is not None], as_json, render_added)
+    if any(o.status is Status.FAILED for o in outcomes):
+        raise SystemExit(EXIT_FAILED)
+
+
+@index.command("import")
+@click.argument("features", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--labels", "labels_file", type=click.Path(path_type=str),
+              help="CSV model_name,base_model[,family] (default: a folder's own labels.csv).")
+@click.option("--label", "label", metavar="KEY=VALUE,...", help="Labels added to every entry.")
+@click.option("--replace", is_flag=True, help="Replace entries of the same name.")
+@catalogue_options
+@standard_options
+def index_import(features: tuple[str, ...], labels_file: str | None, label: str | None, replace: bool,
+                 db: str | None, no_builtin: bool, as_json: bool) -> None:
+    """Add fingerprint-only entries from FEATURES (*_features.json files or folders).
+
+    Fingerprint-only entries can be named as the closest known model, never as a confirmed base.
+    """
+    from tensorguard.app.index import render_added
+    from tensorguard.catalogue import parse_labels
+
+    added = _catalogue(db, no_builtin).import_fingerprints(
+        list(features), labels_file=labels_file, labels=parse_labels(label), replace=replace)
+    emit(added, as_json, render_added)
+
+
+@index.command("list")
+@catalogue_options
+@standard_options
+def index_list(db: str | None, no_builtin: bool, as_json: bool) -> None:
+    """List the catalogue's entries (and the built-in published fingerprints)."""
+    from tensorguard.app.index import render_entries
+
+    emit(_catalogue(db, no_builtin).entries(), as_json, render_entries)
+
+
+@index.command("show")
+@click.argument("name")
+@catalogue_options
+@standard_options
+def index_show(name: str, db: str | None, no_builtin: bool, as_json: bool) -> None:
+    """Show one entry: labels, where its weights were read, its summary and fingerprint."""
+    from tensorguard.app.index import render_entry
+
+    emit(_catalogue(db, no_builtin).entry(name), as_json, render_entry)
+
+
+@index.command("remove")
+@click.argument("name")
+@catalogue_options
+@standard_options
+def index_remove(name: str, db: str | None, no_builtin: bool, as_json: bool) -> None:
+    """Remove one entry of the catalogue file (built-in entries are read-only)."""
+    emit(_catalogue(db, no_builtin).remove(name), as_json, lambda e: f"{e.name}: removed")
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Candidates shown per model.")
+@click.option("--confirm", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Signature matches checked with compare (while their weights are at hand).")
+@click.option("--base", type=click.Path(path_type=str), help="Base model of LoRA adapter(s).")
+@click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Probe samples per tensor of the fingerprint.")
+@click.option("--blocks", default=4, show_default=True, type=click.IntRange(min=1),
+              help="MLP blocks the confirming independence test probes.")
+@click.option("--device", default="auto", show_default=True, help="Device for fingerprinting.")
+@click.option("--fail-on", "fail_on", default="licence=restricted", show_default=True,
+              metavar="KEY=VALUE,...", help="Exit 3 when a model is derived from an entry with all "
+              "these labels ('' for never).")
+@click.option("--fail-on-unconfirmed", is_flag=True,
+              help="With --fail-on: an unconfirmed signature match counts too.")
+@catalogue_options
+@standard_options
+def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samples: int, blocks: int,
+         device: str, fail_on: str, fail_on_unconfirmed: bool, db: str | None, no_builtin: bool,
+         as_json: bool) -> None:
+    """Which catalogued model is each MODEL derived from?
+
+    Answers "derived from X" (signature match confirmed by compare, with its p-value),
+    "closest known: X, not confirmed" or "no known base". Exit 3 when a model is derived from
+    an entry matching --fail-on (CI), 1 when some models failed, 2 on bad input.
+
+    \b
+    Examples:
+      tensorguard scan ./suspect-model
+      tensorguard scan a/ b/ --db team.sqlite --top 3 --json
+      tensorguard scan ./suspect --fail-on licence=restricted --fail-on-unconfirmed
+    """
+    from tensorguard.app.batch import Status
+    from tensorguard.app.scan import policy_hits, render_text, scan_models
+    from tensorguard.catalogue import parse_labels
+
+    policy = parse_labels(fail_on, option="fail_on")
+    outcomes = scan_models(_catalogue(db, no_builtin), models, top=top, confirm=confirm, base=base,
+                           samples=samples, blocks=blocks, device=device, on_outcome=_report_failure)
+    results = [o.result for o in outcomes if o.result is not None]
+    if as_json:
+        emit(results if len(models) > 1 else results[0], True, str)
+    elif results:
+        click.echo(render_text(outcomes))
+    hits = policy_hits(results, policy, unconfirmed=fail_on_unconfirmed)
+    for r in hits:
+        log.warning("%s: derived from %s, which carries %s (--fail-on): exit %d", r.model, r.base,
+                    fail_on, EXIT_POLICY)
+    if hits:
+        raise SystemExit(EXIT_POLICY)
+    if any(o.status is Status.FAILED for o in outcomes):
+        raise SystemExit(EXIT_FAILED)
+
+
+def _report_failure(outcome: Any) -> None:
+    from tensorguard.app.batch import Status
+
+    if outcome.status is Status.FAILED:
+        click.echo(f"tensorguard: error: {outcome.error}", err=True)
+
+
 #: How the library's parameter names are spelled on the command line, where they differ.
-FLAGS = {"kinds": "--noise", "out_dir": "--output", "save_to": "--save", "random_state": "--seed"}
+FLAGS = {"kinds": "--noise", "out_dir": "--output", "save_to": "--save", "random_state": "--seed",
+         "catalogue": "--db", "labels_file": "--labels"}
 
 
 #: Exit codes (documented in ``tensorguard --help`` and the README).
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 70, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_POLICY, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 70, 130
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

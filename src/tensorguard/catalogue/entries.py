@@ -80,17 +80,18 @@ def normalise_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def parse_labels(text: str | None) -> dict[str, str]:
-    """``base=Llama-3.1-8B,family=Llama,licence=restricted,team=x`` -> a label dict."""
+def parse_labels(text: str | None, *, option: str = "label") -> dict[str, str]:
+    """``base=Llama-3.1-8B,family=Llama,licence=restricted,team=x`` -> a label dict (``option``
+    names the parameter in errors)."""
     pairs: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise OptionError("labels", text, f"{item!r}: expected key=value (e.g. base=Llama-3.1-8B)")
+            raise OptionError(option, text, f"{item!r}: expected key=value (e.g. base=Llama-3.1-8B)")
         pairs.append((key, value))
     keys = [_ALIASES.get(k.strip().lower(), k.strip().lower()) for k, _ in pairs]
     if len(set(keys)) != len(keys):
-        raise OptionError("labels", text, "a key is given twice")
+        raise OptionError(option, text, "a key is given twice")
     return normalise_labels(dict(pairs))
 
 
