@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tensorguard.architectures import (
+    NORM_PLUS_ONE,
     REGISTRY,
+    QkvOrder,
     Role,
     Scheme,
+    Site,
     Slot,
     Space,
     Weight,
@@ -152,3 +155,50 @@ def test_conv1d_storage_is_recorded_as_axes():
     assert lookup("transformer.h.0.mlp.c_fc.weight").weight.axes == (Space.RESIDUAL, Space.NEURON)
     assert lookup("model.layers.0.mlp.down_proj.weight").weight.axes == (Space.RESIDUAL, Space.NEURON)
     assert lookup("model.layers.0.mlp.up_proj.weight").weight.axes == (Space.NEURON, Space.RESIDUAL)
+
+
+def test_where_each_norm_acts_is_data():
+    """Llama's post_attention_layernorm feeds the MLP; in a block that also holds Gemma 2/3's
+    pre_feedforward_layernorm it scales the attention output instead."""
+    def weight(name: str) -> Weight:
+        located = lookup(name)
+        assert located is not None, name
+        return located.weight
+
+    assert weight("model.layers.0.input_layernorm.weight").feeds == (Site.ATTENTION_IN,)
+    post = weight("model.layers.0.post_attention_layernorm.weight")
+    assert post.feeds == (Site.MLP_IN,)
+    assert post.feeds_instead == ("model.layers.{block}.pre_feedforward_layernorm.weight",
+                                  (Site.ATTENTION_OUT,))
+    assert weight("model.layers.0.pre_feedforward_layernorm.weight").feeds == (Site.MLP_IN,)
+    assert weight("model.layers.0.post_feedforward_layernorm.weight").feeds == (Site.MLP_OUT,)
+    assert weight("transformer.h.0.ln_2.weight").feeds == (Site.MLP_IN,)
+    assert weight("transformer.h.0.ln_attn.weight").feeds == (Site.ATTENTION_IN,)  # Falcon-40B
+    assert {"gemma", "gemma2", "gemma3"} <= NORM_PLUS_ONE
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_fused_qkv_weights_say_their_order_and_decoders_their_input_norm(scheme):
+    s = REGISTRY.schemes[scheme]
+    for w in s.weights():
+        if w.slot is Slot.QKV and len(w.axes) == 2:
+            assert w.qkv_order is not None, w.name
+    if scheme not in ("bert", "t5"):  # the encoders, which the weight signature refuses
+        assert any(Site.ATTENTION_IN in w.feeds for w in s.blocks), scheme
+
+
+def test_fused_orders():
+    orders = {name: lookup(name).weight.qkv_order for name in (  # type: ignore[union-attr]
+        "model.layers.0.self_attn.qkv_proj.weight", "transformer.h.0.attn.c_attn.weight",
+        "transformer.h.0.self_attention.query_key_value.weight",
+        "gpt_neox.layers.0.attention.query_key_value.weight")}
+    assert list(orders.values()) == [QkvOrder.CONCAT, QkvOrder.CONCAT, QkvOrder.GROUPED, QkvOrder.GROUPED]
+
+
+def test_schemes_sharing_a_name_must_agree_on_where_a_norm_acts():
+    registry = Registry()
+    norm = Weight("n.weight", Slot.NORM, (Space.RESIDUAL,), feeds=(Site.ATTENTION_IN,))
+    registry.register(Scheme("a", "", before=(norm,), blocks=()))
+    with pytest.raises(ValueError, match="disagree"):
+        registry.register(Scheme("b", "", before=(Weight("n.weight", Slot.NORM, (Space.RESIDUAL,),
+                                                         feeds=(Site.MLP_IN,)),), blocks=()))
