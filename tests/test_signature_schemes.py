@@ -116,7 +116,8 @@ def test_neox_rows_are_per_head(llama, tmp_path):
         neox[name.replace("transformer.h.", "gpt_neox.layers.").replace("self_attention.", "attention.")
              .replace("transformer.ln_f", "gpt_neox.final_layer_norm")] = t
     for i in range(SPEC.layers):
-        neox[f"gpt_neox.layers.{i}.post_attention_layernorm.weight"] = _block(llama, i, "input_layernorm").clone()
+        norm = _block(llama, i, "input_layernorm").clone()
+        neox[f"gpt_neox.layers.{i}.post_attention_layernorm.weight"] = norm
     _same(reference, compute_signature(_save(tmp_path / "neox", neox, _heads())), ("qk", "ov", "mlp"))
 
 
@@ -132,8 +133,8 @@ def test_gpt2_conv1d_orientation(tmp_path):
         gpt2[p + "attn.c_proj.weight"] = _block(llama, i, "self_attn.o_proj").T
         gpt2[p + "mlp.c_fc.weight"] = _block(llama, i, "mlp.up_proj").T
         gpt2[p + "mlp.c_proj.weight"] = _block(llama, i, "mlp.down_proj").T
-    _same(compute_signature(_save(tmp_path / "llama", llama)), compute_signature(_save(tmp_path / "gpt2", gpt2)),
-          ("qk", "ov", "mlp"))
+    reference = compute_signature(_save(tmp_path / "llama", llama))
+    _same(reference, compute_signature(_save(tmp_path / "gpt2", gpt2)), ("qk", "ov", "mlp"))
 
 
 def test_gemma_norms_scale_by_one_plus_weight(llama, tmp_path):
@@ -143,7 +144,8 @@ def test_gemma_norms_scale_by_one_plus_weight(llama, tmp_path):
     s = torch.exp(torch.randn(SPEC.hidden, generator=torch.Generator().manual_seed(3)))
     rescaled = dict(gemma)
     for i in range(SPEC.layers):
-        rescaled[f"model.layers.{i}.input_layernorm.weight"] = (_block(gemma, i, "input_layernorm") + 1) * s - 1
+        norm = _block(gemma, i, "input_layernorm")
+        rescaled[f"model.layers.{i}.input_layernorm.weight"] = (norm + 1) * s - 1
         for x in "qkv":
             name = f"model.layers.{i}.self_attn.{x}_proj.weight"
             rescaled[name] = gemma[name] / s
@@ -157,12 +159,14 @@ def test_gemma_norms_scale_by_one_plus_weight(llama, tmp_path):
 def test_gemma2_post_attention_norm_scales_the_attention_output(llama, tmp_path):
     sandwich = dict(llama)
     for i in range(SPEC.layers):
-        sandwich[f"model.layers.{i}.pre_feedforward_layernorm.weight"] = _block(llama, i, "post_attention_layernorm")
-        sandwich[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.exp(torch.randn(SPEC.hidden))
+        p = f"model.layers.{i}."
+        sandwich[p + "pre_feedforward_layernorm.weight"] = _block(llama, i, "post_attention_layernorm")
+        sandwich[p + "post_attention_layernorm.weight"] = torch.exp(torch.randn(SPEC.hidden))
     folded = dict(sandwich)
     for i in range(SPEC.layers):
         g = folded.pop(f"model.layers.{i}.post_attention_layernorm.weight")
-        folded[f"model.layers.{i}.self_attn.o_proj.weight"] = g[:, None] * _block(llama, i, "self_attn.o_proj")
+        folded[f"model.layers.{i}.self_attn.o_proj.weight"] = g[:, None] * _block(llama, i,
+                                                                                   "self_attn.o_proj")
     a = compute_signature(_save(tmp_path / "sandwich", sandwich, _heads()))
     _same(a, compute_signature(_save(tmp_path / "folded", folded, _heads())))
 
