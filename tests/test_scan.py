@@ -13,7 +13,7 @@ from tensorguard.catalogue import Answer, Catalogue, Evidence, Store, scan
 from tensorguard.catalogue.retrieval import load_known, retrieval_scores
 from tensorguard.errors import OptionError
 from tensorguard.reference import bundled_dir
-from tensorguard.signatures import RETRIEVAL_TOKENS, compute_signature, similarity
+from tensorguard.signatures import RETRIEVAL_TOKENS, compute_signature, retrieval_vector, similarity, unit
 from tensorguard.synthetic import finetune
 
 VOCAB = [f"tok{i}" for i in range(256)]
@@ -116,6 +116,16 @@ def test_retrieval_is_the_signature_embed_part_for_every_row(world):
     other = tuple(t if i % 5 else f"x{t}" for i, t in enumerate(tokens))
     mixed = retrieval_scores(query, {other: (ids, vectors)}, len(known.names))
     assert np.all(np.isfinite(mixed)) and mixed[0] > 0.5 and abs(mixed[1]) < 0.2
+    # ... by sums (matrix-vector products), equal to gathering the shared pairs and correlating
+    q_tokens, q_vector = retrieval_vector(query)
+    keep = [i for i, t in enumerate(q_tokens) if t in set(other)]
+    rows, cols = np.triu_indices(len(keep), 1)
+    pairs = [(keep[r], keep[c]) for r, c in zip(rows, cols, strict=True)]
+    n = len(q_tokens)
+    position = {p: k for k, p in enumerate(zip(*np.triu_indices(n, 1), strict=True))}
+    gathered = [position[p] for p in pairs]  # the same tokens: the same positions in both lists
+    direct = unit(vectors[:, gathered]) @ unit(q_vector.astype(np.float32)[gathered])
+    assert np.allclose(mixed, direct, atol=1e-5)
 
 
 def _first(sig):

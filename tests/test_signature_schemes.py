@@ -161,7 +161,8 @@ def test_gemma2_post_attention_norm_scales_the_attention_output(llama, tmp_path)
     for i in range(SPEC.layers):
         p = f"model.layers.{i}."
         sandwich[p + "pre_feedforward_layernorm.weight"] = _block(llama, i, "post_attention_layernorm")
-        sandwich[p + "post_attention_layernorm.weight"] = torch.exp(torch.randn(SPEC.hidden))
+        sandwich[p + "post_attention_layernorm.weight"] = torch.exp(
+            torch.randn(SPEC.hidden, generator=torch.Generator().manual_seed(10 + i)))
     folded = dict(sandwich)
     for i in range(SPEC.layers):
         g = folded.pop(f"model.layers.{i}.post_attention_layernorm.weight")

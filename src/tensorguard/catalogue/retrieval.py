@@ -22,7 +22,7 @@ from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint
 from tensorguard.lineage.distance import Reference
-from tensorguard.signatures import Signature, SignatureSimilarity, retrieval_vector, similarity, unit
+from tensorguard.signatures import MIN_TOKENS, Comparer, Signature, SignatureSimilarity, retrieval_vector
 
 #: Signature rows compared in full after the retrieval pass.
 SHORTLIST = 32
@@ -134,22 +134,34 @@ def _pair_index(order: np.ndarray, n: int) -> np.ndarray:
 def retrieval_scores(sig: Signature, groups: Mapping[tuple[str, ...], tuple[np.ndarray, np.ndarray]],
                      rows: int) -> np.ndarray:
     """Correlation of the query's retrieval vector with every row's (NaN: no vector, or fewer than
-    8 shared tokens)."""
+    ``MIN_TOKENS`` shared tokens)."""
     tokens, vector = retrieval_vector(sig)
     query = vector.astype(np.float32)
     out = np.full(rows, np.nan)
     for row_tokens, (ids, vectors) in groups.items():
-        if row_tokens == tokens:
+        if row_tokens == tokens:  # the common case: one matrix-vector product
             out[ids] = vectors @ query
             continue
         where = {t: i for i, t in enumerate(row_tokens)}
         qa = [i for i, t in enumerate(tokens) if t in where]
-        if len(qa) < 8:
-            continue
-        ra = [where[tokens[i]] for i in qa]
-        q_idx = _pair_index(np.asarray(qa), len(tokens))
-        r_idx = _pair_index(np.asarray(ra), len(row_tokens))
-        out[ids] = unit(vectors[:, r_idx]) @ unit(query[q_idx])
+        if len(qa) >= MIN_TOKENS:
+            shared = _pair_index(np.asarray([where[tokens[i]] for i in qa]), len(row_tokens))
+            out[ids] = _subset_correlation(vectors, shared, query[_pair_index(np.asarray(qa), len(tokens))])
+    return out
+
+
+def _subset_correlation(vectors: np.ndarray, positions: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every row's entries at ``positions`` with ``query``, from sums taken
+    by matrix-vector products (no row is gathered): ``(Σvq - n v̄ q̄) / (|v - v̄| |q - q̄|)``."""
+    n = len(positions)
+    mask = np.zeros(vectors.shape[1], dtype=np.float32)
+    mask[positions] = 1.0
+    placed = np.zeros(vectors.shape[1], dtype=np.float32)
+    placed[positions] = query
+    sums, squares = vectors @ mask, np.square(vectors) @ mask
+    spread = np.sqrt(np.maximum(squares - sums * sums / n, 1e-24))
+    centred = query - query.mean()
+    out: np.ndarray = (vectors @ placed - sums * query.mean()) / (spread * np.linalg.norm(centred))
     return out
 
 
@@ -193,12 +205,13 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store,
     within = nearest[distances[nearest] <= limit]
     chosen = list(dict.fromkeys([*shortlist, *map(int, within), *map(int, nearest[:keep])]))
     labels = {**store.labels([known.names[i] for i in chosen]), **known.builtin_labels}
+    comparer = Comparer(sig)
     candidates = []
     for i in chosen:
         name = known.names[i]
         parts = None
         if signed[i] and (blob := store.signature(name)) is not None:
-            parts = similarity(sig, Signature.from_bytes(blob, name))
+            parts = comparer.similarity(Signature.from_bytes(blob, name))
         score = parts.score if parts is not None else None
         distance = float(distances[i]) if np.isfinite(distances[i]) else None
         match = (score is not None and score >= SIGNATURE_THRESHOLD) if signed[i] else (

@@ -34,16 +34,16 @@ CREATE TABLE token_lists (
     id INTEGER PRIMARY KEY,
     tokens TEXT NOT NULL UNIQUE      -- JSON list: the tokens of a retrieval vector
 );
-CREATE TABLE models (
+CREATE TABLE models (               -- what scan reads of every row first, the documents after
     name TEXT PRIMARY KEY,
-    labels TEXT NOT NULL,            -- JSON object: base, family, licence, any free-form tag
     path TEXT,                       -- where the weights were read from (NULL: fingerprint only)
     header_hash TEXT,                -- see entries.header_hash
-    architecture TEXT,               -- JSON: the inspect summary
-    fingerprint TEXT,                -- JSON: the paper's fingerprint (published file format)
-    features BLOB,                   -- its 14 features as little-endian float64
+    features BLOB,                   -- the fingerprint's 14 features as little-endian float64
     tokens INTEGER REFERENCES token_lists(id),
     retrieval BLOB,                  -- float16 unit vector: embedding Gram over those tokens
+    labels TEXT NOT NULL,            -- JSON object: base, family, licence, any free-form tag
+    architecture TEXT,               -- JSON: the inspect summary
+    fingerprint TEXT,                -- JSON: the paper's fingerprint (published file format)
     added_at TEXT NOT NULL
 );
 CREATE TABLE signatures (

@@ -12,6 +12,7 @@ from tensorguard.signatures.signature import (
     BUDGET_BYTES,
     EMBED_TOKENS,
     KINDS,
+    MIN_TOKENS,
     SCHEMA,
     Signature,
     compute_signature,
@@ -19,6 +20,7 @@ from tensorguard.signatures.signature import (
 from tensorguard.signatures.similarity import (
     RETRIEVAL_TOKENS,
     BlockPair,
+    Comparer,
     SignatureSimilarity,
     align_blocks,
     retrieval_vector,
@@ -28,7 +30,7 @@ from tensorguard.signatures.similarity import (
 )
 from tensorguard.signatures.tokens import select_tokens, token_strings
 
-__all__ = ["BLOCK_TOKENS", "BUDGET_BYTES", "EMBED_TOKENS", "KINDS", "REFUSED", "RETRIEVAL_TOKENS",
-           "SCHEMA", "Anatomy", "Block", "BlockPair", "Matrix", "Signature", "SignatureSimilarity",
-           "align_blocks", "anatomy", "compute_signature", "retrieval_vector", "select_tokens",
-           "similarity", "token_strings", "triangle", "unit"]
+__all__ = ["BLOCK_TOKENS", "BUDGET_BYTES", "EMBED_TOKENS", "KINDS", "MIN_TOKENS", "REFUSED",
+           "RETRIEVAL_TOKENS", "SCHEMA", "Anatomy", "Block", "BlockPair", "Comparer", "Matrix", "Signature",
+           "SignatureSimilarity", "align_blocks", "anatomy", "compute_signature", "retrieval_vector",
+           "select_tokens", "similarity", "token_strings", "triangle", "unit"]

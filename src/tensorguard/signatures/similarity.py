@@ -8,6 +8,7 @@ monotone alignment, so removed blocks do not shift the comparison.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -48,10 +49,16 @@ def _shared(ta: tuple[str, ...], tb: tuple[str, ...]) -> tuple[np.ndarray, np.nd
     return np.asarray(ia, dtype=np.int64), np.asarray([where[ta[i]] for i in ia], dtype=np.int64)
 
 
+@lru_cache(maxsize=64)
+def _mask(n: int, symmetric: bool) -> np.ndarray:
+    return off_diagonal(n, symmetric)
+
+
 def _vectors(m: np.ndarray, index: np.ndarray, symmetric: bool) -> np.ndarray:
     """Off-diagonal entries over ``index`` as centred unit float32 rows (``(..., n)``)."""
-    sub = m[..., index[:, None], index[None, :]].astype(np.float32)
-    return unit(sub[..., off_diagonal(len(index), symmetric)])
+    whole = len(index) == m.shape[-1] and np.array_equal(index, np.arange(len(index)))
+    sub = m if whole else m[..., index[:, None], index[None, :]]
+    return unit(sub[..., _mask(len(index), symmetric)])
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -85,44 +92,70 @@ def align_blocks(sim: np.ndarray) -> list[tuple[int, int]]:
     return [(b, a) for a, b in pairs] if flip else pairs
 
 
-def block_similarity(a: Signature, b: Signature) -> tuple[np.ndarray, int]:
-    """(blocks_a, blocks_b, kinds) correlations over the shared block tokens, and their count."""
-    ia, ib = _shared(a.tokens[: a.block_tokens], b.tokens[: b.block_tokens])
-    out = np.zeros((len(a.blocks), len(b.blocks), len(KINDS)))
-    if len(ia) < MIN_BLOCK_TOKENS or not len(a.blocks) or not len(b.blocks):
-        return out, len(ia)
-    for k, kind in enumerate(KINDS):
-        va = _vectors(a.blocks[:, k], ia, kind in SYMMETRIC)
-        vb = _vectors(b.blocks[:, k], ib, kind in SYMMETRIC)
-        out[:, :, k] = va @ vb.T
-    return out, len(ia)
-
-
 def _kinds_present(sig: Signature) -> set[int]:
     """Kinds with information (``gate`` is all zeros for models without a gated MLP)."""
     return {k for k in range(len(KINDS)) if np.any(sig.blocks[:, k])} if len(sig.blocks) else set()
 
 
+class Comparer:
+    """Compares one signature with many: its own vectors over each token subset are computed
+    once (``scan`` compares the scanned model with every shortlisted row)."""
+
+    def __init__(self, query: Signature) -> None:
+        self.query = query
+        self._present = _kinds_present(query)
+        self._memo: dict[tuple[str, bytes], np.ndarray] = {}
+
+    def _own(self, part: str, index: np.ndarray) -> np.ndarray:
+        key = (part, index.tobytes())
+        if key not in self._memo:
+            q = self.query
+            m = q.embed if part == "embed" else q.blocks[:, KINDS.index(part)]
+            self._memo[key] = _vectors(m, index, part in SYMMETRIC)
+        return self._memo[key]
+
+    def block_similarity(self, b: Signature) -> tuple[np.ndarray, int]:
+        """(blocks_a, blocks_b, kinds) correlations over the shared block tokens, and their count."""
+        a = self.query
+        ia, ib = _shared(a.tokens[: a.block_tokens], b.tokens[: b.block_tokens])
+        out = np.zeros((len(a.blocks), len(b.blocks), len(KINDS)))
+        if len(ia) < MIN_BLOCK_TOKENS or not len(a.blocks) or not len(b.blocks):
+            return out, len(ia)
+        for k, kind in enumerate(KINDS):
+            out[:, :, k] = self._own(kind, ia) @ _vectors(b.blocks[:, k], ib, kind in SYMMETRIC).T
+        return out, len(ia)
+
+    def similarity(self, b: Signature) -> SignatureSimilarity:
+        """Compare the query with ``b`` over their shared tokens, blocks aligned in order."""
+        a = self.query
+        ia, ib = _shared(a.tokens, b.tokens)
+        embed = None
+        if len(ia) >= MIN_TOKENS:
+            embed = float(self._own("embed", ia) @ _vectors(b.embed, ib, True))
+        sims, shared_block = self.block_similarity(b)
+        kinds: dict[str, float] = {}
+        pairs: tuple[BlockPair, ...] = ()
+        present = sorted(self._present & _kinds_present(b))
+        if sims.size and present and shared_block >= MIN_BLOCK_TOKENS:
+            mean = sims[:, :, present].mean(-1)
+            matched = align_blocks(mean)
+            pairs = tuple(BlockPair(a.block_index[i], b.block_index[j], float(mean[i, j]))
+                          for i, j in matched)
+            rows, cols = np.array([p[0] for p in matched]), np.array([p[1] for p in matched])
+            kinds = {KINDS[k]: float(sims[rows, cols, k].mean()) for k in present}
+        parts = [v for v in (embed, *kinds.values()) if v is not None]
+        score = float(np.mean(parts)) if parts else float("nan")
+        return SignatureSimilarity(score, embed, kinds, pairs, len(ia), shared_block)
+
+
+def block_similarity(a: Signature, b: Signature) -> tuple[np.ndarray, int]:
+    """(blocks_a, blocks_b, kinds) correlations over the shared block tokens, and their count."""
+    return Comparer(a).block_similarity(b)
+
+
 def similarity(a: Signature, b: Signature) -> SignatureSimilarity:
     """Compare two signatures over their shared tokens, blocks aligned in order."""
-    ia, ib = _shared(a.tokens, b.tokens)
-    embed = None
-    if len(ia) >= MIN_TOKENS:
-        embed = float(_vectors(a.embed, ia, True) @ _vectors(b.embed, ib, True))
-    sims, shared_block = block_similarity(a, b)
-    kinds: dict[str, float] = {}
-    pairs: tuple[BlockPair, ...] = ()
-    present = sorted(_kinds_present(a) & _kinds_present(b))
-    if sims.size and present and shared_block >= MIN_BLOCK_TOKENS:
-        mean = sims[:, :, present].mean(-1)
-        matched = align_blocks(mean)
-        pairs = tuple(BlockPair(a.block_index[i], b.block_index[j], float(mean[i, j]))
-                      for i, j in matched)
-        rows, cols = np.array([p[0] for p in matched]), np.array([p[1] for p in matched])
-        kinds = {KINDS[k]: float(sims[rows, cols, k].mean()) for k in present}
-    parts = [v for v in (embed, *kinds.values()) if v is not None]
-    score = float(np.mean(parts)) if parts else float("nan")
-    return SignatureSimilarity(score, embed, kinds, pairs, len(ia), shared_block)
+    return Comparer(a).similarity(b)
 
 
 # ---- the compact retrieval vector (the first, vectorised pass of ``scan``)

@@ -65,15 +65,19 @@ def _tokenizer_json(path: Path, rows: int) -> list[str | None]:
     return strings
 
 
-def _gguf_vocabulary(path: Path, rows: int) -> list[str | None]:
-    """The token strings of a GGUF file's metadata (only they are decoded; the loading layer keeps
-    the vocabulary's length only)."""
+def read_gguf_vocabulary(path: Path) -> tuple[list[str], list[int] | None]:
+    """A GGUF file's token strings and token types (``tokenizer.ggml.*``; empty if it has none).
+    Only these arrays are decoded: the loading layer keeps the vocabulary's length alone."""
     with regular_file(path).open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         try:
             found = _gguf_arrays(buf, ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"))
         except (struct.error, UnicodeDecodeError, ValueError) as exc:
             raise TensorguardError(f"{path}: unreadable GGUF vocabulary ({exc})") from None
-    tokens, types = found.get("tokenizer.ggml.tokens"), found.get("tokenizer.ggml.token_type")
+    return [str(t) for t in found.get("tokenizer.ggml.tokens", [])], found.get("tokenizer.ggml.token_type")
+
+
+def _gguf_vocabulary(path: Path, rows: int) -> list[str | None]:
+    tokens, types = read_gguf_vocabulary(path)
     if not tokens:
         return [f"#{i}" for i in range(rows)]
     strings: list[str | None] = [None] * rows
