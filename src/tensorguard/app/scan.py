@@ -40,8 +40,8 @@ def _confirmation(c: Candidate) -> str:
         return "-"
     if not c.confirmation.ran:
         return f"not run: {c.confirmation.reason}"
-    p = f" (p = {c.confirmation.p_value:.2g})" if c.confirmation.p_value is not None else ""
-    return f"{c.confirmation.verdict}{p}"
+    p = c.confirmation.p_text
+    return f"{c.confirmation.verdict}{f' ({p})' if p else ''}"
 
 
 def _score(value: float | None) -> str:

@@ -22,6 +22,7 @@ from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint
 from tensorguard.lineage.distance import Reference
+from tensorguard.lineage.verdict import format_p
 from tensorguard.signatures import MIN_TOKENS, Comparer, Signature, SignatureSimilarity, retrieval_vector
 
 #: Signature rows compared in full after the retrieval pass.
@@ -47,10 +48,18 @@ class Confirmation:
     verdict: str | None
     p_value: float | None
     reason: str
+    log10_p: float | None = None  # the independence test's, where ``p_value`` underflows to 0
 
     @property
     def confirmed(self) -> bool:
         return self.verdict in ("derived", "same weights")
+
+    @property
+    def p_text(self) -> str:
+        """``p = 3.1e-12``, ``p < 1e-300``, or ``""`` without a test."""
+        if self.log10_p is not None:
+            return format_p(self.log10_p)
+        return f"p = {self.p_value:.2g}" if self.p_value is not None else ""
 
 
 @dataclass(frozen=True)

@@ -105,17 +105,18 @@ def _confirm(query: Subject, known: Known, i: int, context: Context,
             c = compare_subjects(Subject(known.names[i], Path(path), fp, source), query, context)
     except TensorguardError as exc:
         return Confirmation(False, None, None, f"compare failed: {exc}")
-    return Confirmation(True, c.verdict.label.value, c.verdict.p_value, c.verdict.reason)
+    test = c.independence
+    log10_p = test.log10_p if test is not None and test.applicable else None
+    return Confirmation(True, c.verdict.label.value, c.verdict.p_value, c.verdict.reason, log10_p)
 
 
 def _answer(ranked: list[Candidate], thresholds: Thresholds) -> tuple[Answer, Candidate | None, str]:
     signature = [c for c in ranked if c.match and c.evidence is Evidence.SIGNATURE]
     for c in signature:
         if c.confirmation is not None and c.confirmation.confirmed:
-            p = c.confirmation.p_value
-            ptext = f", p = {p:.2g}" if p is not None else ""
+            p = c.confirmation.p_text
             return (Answer.DERIVED, c, f"derived from {c.name} (signature {c.score:.3f}; compare: "
-                    f"{c.confirmation.verdict}{ptext})")
+                    f"{c.confirmation.verdict}{', ' + p if p else ''})")
     if signature:
         c = signature[0]
         why = c.confirmation.reason if c.confirmation else "not checked"
