@@ -39,7 +39,13 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.common import Case, bench_model, measure  # noqa: E402
-from benchmarks.lineage_corpus import TRANSFORMS, Entry, build_corpus, build_formats  # noqa: E402
+from benchmarks.lineage_corpus import (  # noqa: E402
+    GGUF_FORMATS,
+    TRANSFORMS,
+    Entry,
+    build_corpus,
+    build_formats,
+)
 from benchmarks.lineage_real import NAME as REAL_NAME  # noqa: E402
 from benchmarks.lineage_real import REQUANTIZED, build_real  # noqa: E402
 from tensorguard.catalogue import SIGNATURE_THRESHOLD, Answer, Catalogue, scan  # noqa: E402
@@ -56,7 +62,7 @@ from tensorguard.signatures import Signature, compute_signature, retrieval_vecto
 
 NONE = "no known base"
 METHODS = ("scan", "predict", "compare")
-FORMATS = ("gguf-q8_0", "gguf-q4_1", *REQUANTIZED)
+FORMATS = tuple(dict.fromkeys([*GGUF_FORMATS, *REQUANTIZED]))
 
 
 @dataclass(frozen=True)

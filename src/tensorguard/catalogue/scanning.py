@@ -176,9 +176,10 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
         context = Context(reference, blocks)
         index = {name: i for i, name in enumerate(known.names)}
         confirmed: list[Candidate] = []
+        left = confirm  # signature matches still to check, best first
         for c in ranked:
-            if confirm > len([x for x in confirmed if x.confirmation]) and c.match \
-                    and c.evidence is Evidence.SIGNATURE:
+            if left and c.match and c.evidence is Evidence.SIGNATURE:
+                left -= 1
                 i = index[c.name]
                 row = store.get(c.name) if known.origins[i] is Origin.MODEL else None
                 stored = parse_fingerprint(row.fingerprint, Path(c.name)) if row and row.fingerprint else None
