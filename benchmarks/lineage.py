@@ -158,6 +158,13 @@ def run_compare(models: list[Entry], bases: list[Entry], fps: dict[str, Fingerpr
     return out
 
 
+#: Column legend of ``summary_table`` (printed with it).
+LEGEND = ("top1: the base named first is the true one; drv: the answer is a confirmed `derived` from "
+          "the true base; LOO: with the true base left out of the catalogue, the answer is `no known "
+          "base` (predict: `unknown`); false: `derived` answers naming a wrong base, over both runs, "
+          "for scan / predict / compare")
+
+
 def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
     present = {m.transform for m in models}
     transforms = [t for t in ["base", *TRANSFORMS, *FORMATS] if t in present]
@@ -166,38 +173,42 @@ def summary_table(models: list[Entry], outcomes: list[Outcome]) -> str:
     for t in [*transforms, "all"]:
         group = [m for m in models if t in ("all", m.transform)]
         row: list[object] = [t, len(group)]
+        false = []
         for method in METHODS:
             results = [by[method, m.name] for m in group]
             top1 = sum(o.top1 == m.base for o, m in zip(results, group, strict=True))
             loo = sum(o.loo_answer == NONE for o in results)
-            false = sum((o.derived_full not in (None, m.base)) + (o.loo_derived is not None)
-                        for o, m in zip(results, group, strict=True))
+            false.append(sum((o.derived_full not in (None, m.base)) + (o.loo_derived is not None)
+                             for o, m in zip(results, group, strict=True)))
             said = sum(o.derived for o in results)
-            row += [f"{top1}/{len(group)}"] + ([f"{said}/{len(group)}"] if method != "predict" else [])
-            row += [f"{loo}/{len(group)}", false]
-        rows.append(row)
-    headers = ["transform", "models"]
-    for m in METHODS:
-        headers += [f"{m} top-1"] + ([f"{m} derived"] if m != "predict" else [])
-        headers += [f"{m} no base (LOO)", f"{m} false derived"]
+            n = len(group)
+            row += [f"{top1}/{n}", *([f"{said}/{n}"] if method != "predict" else []), f"{loo}/{n}"]
+        rows.append([*row, " / ".join(map(str, false))])
+    headers = ["transform", "models", "scan top1", "scan drv", "scan LOO", "predict top1", "predict LOO",
+               "compare top1", "compare drv", "compare LOO", "false"]
     return table(headers, rows)
 
 
 def margins(models: list[Entry], bases: list[Entry], sigs: dict[str, Signature]) -> str:
+    """Per transform: the lowest signature similarity of a derivative to its true base and the
+    highest to another base, for the score and for its embedding part alone."""
     rows = []
     lowest, highest = 1.0, -1.0
     transforms = [t for t in ["base", *TRANSFORMS, *FORMATS] if any(m.transform == t for m in models)]
     for t in transforms:
-        own, other = [], []
+        own, other, own_embed, other_embed = [], [], [], []
         for m in (m for m in models if m.transform == t):
             for b in bases:
                 if b.name == m.name:
                     continue
-                s = similarity(sigs[b.name], sigs[m.name]).score
-                (own if b.name == m.base else other).append(s)
-        rows.append([t, round(min(own), 3) if own else "-", round(max(other), 3)])
+                s = similarity(sigs[b.name], sigs[m.name])
+                (own if b.name == m.base else other).append(s.score)
+                (own_embed if b.name == m.base else other_embed).append(s.embed if s.embed is not None else 0)
+        rows.append([t, f"{min(own):.3f}" if own else "-", f"{max(other):.3f}",
+                     f"{min(own_embed):.3f}" if own_embed else "-", f"{max(other_embed):.3f}"])
         lowest, highest = min([lowest, *own]), max([highest, *other])
-    return (table(["transform", "lowest vs true base", "highest vs another base"], rows)
+    return (table(["transform", "lowest vs true base", "highest vs another base",
+                   "embed part: lowest", "embed part: highest"], rows)
             + f"\ngap: every derivative >= {lowest:.3f}, every independent pair <= {highest:.3f}; "
               f"midpoint {(lowest + highest) / 2:.3f} (SIGNATURE_THRESHOLD = {SIGNATURE_THRESHOLD})")
 
@@ -298,6 +309,7 @@ def main() -> None:
     print("tiny corpus (5 bases, each catalogued with the others"
           + (f" and {REAL_NAME}" if isinstance(real, list) else "") + "):")
     print(summary_table(tiny, outcomes))
+    print(LEGEND)
     if isinstance(real, list):
         print(f"\n{REAL_NAME} (catalogued with the 5 tiny bases):")
         print(summary_table([m for m in models if m.base == REAL_NAME], outcomes))
