@@ -41,10 +41,12 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks.common import Case, bench_model, measure  # noqa: E402
 from benchmarks.lineage_corpus import (  # noqa: E402
     GGUF_FORMATS,
+    TRAINED,
     TRANSFORMS,
     Entry,
     build_corpus,
     build_formats,
+    relative_change,
 )
 from benchmarks.lineage_real import NAME as REAL_NAME  # noqa: E402
 from benchmarks.lineage_real import REQUANTIZED, build_real  # noqa: E402
@@ -213,6 +215,26 @@ def margins(models: list[Entry], bases: list[Entry], sigs: dict[str, Signature])
               f"midpoint {(lowest + highest) / 2:.3f} (SIGNATURE_THRESHOLD = {SIGNATURE_THRESHOLD})")
 
 
+def _weights(path: str) -> dict[str, torch.Tensor]:
+    with open_model(path) as source:
+        return {name: source.read(name, torch.float32) for name in source.tensors}
+
+
+def moved(models: list[Entry], bases: list[Entry]) -> str:
+    """How far training moved each trained derivative's block matrices from its base's."""
+    rows = []
+    for group in ([b for b in bases if b.name != REAL_NAME], [b for b in bases if b.name == REAL_NAME]):
+        if not group:
+            continue
+        base_weights = {b.name: _weights(b.path) for b in group}
+        for t in TRAINED:
+            changes = [relative_change(base_weights[m.base], _weights(m.path))
+                       for m in models if m.transform == t and m.base in base_weights]
+            rows.append([REAL_NAME if group[0].name == REAL_NAME else "tiny bases", t,
+                         f"{min(changes):.0%} to {max(changes):.0%}"])
+    return table(["models", "transform", "block matrices moved (|W' - W| / |W|)"], rows)
+
+
 def size_and_time(workdir: Path) -> str:
     model = bench_model(workdir)
     code = ("import sys, torch; torch.set_num_threads(1); from tensorguard.loading import open_model; "
@@ -315,6 +337,7 @@ def main() -> None:
         print(summary_table([m for m in models if m.base == REAL_NAME], outcomes))
     else:
         print(f"\n{REAL_NAME}: skipped ({real})")
+    print("\n" + moved(models, bases))
     sigs = {m.name: compute_signature(m.path) for m in models}
     print(f"\nsignature threshold {SIGNATURE_THRESHOLD}; signature similarity margins:")
     print(margins(models, bases, sigs))

@@ -419,6 +419,13 @@ def rotate(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
     return out
 
 
+def relative_change(a: Weights, b: Weights) -> float:
+    """``|B - A| / |A|`` over the block matrices (Frobenius norms, summed)."""
+    names = [n for n, t in a.items() if t.ndim == 2 and n.startswith("model.layers.")]
+    moved = sum(float((b[n] - a[n]).norm()) ** 2 for n in names)
+    return (moved / sum(float(a[n].norm()) ** 2 for n in names)) ** 0.5
+
+
 def merge(a: Weights, b: Weights) -> Weights:
     """Linear merge (average) of two derivatives of one base."""
     return {n: (a[n] + b[n]) / 2 for n in a}
@@ -491,6 +498,8 @@ TRANSFORMS: dict[str, Transform] = {
                                          c.arch.spec),
     "merge": lambda c: merge(c.made["finetune"], c.made["lora"]),
 }
+#: Transforms that train (their notes say how far the weights moved and what the loss did).
+TRAINED = ("finetune", "finetune-long", "lora", "vocab-ext")
 #: Attacks whose function must equal the model they were applied to (checked on build).
 FUNCTION_PRESERVING = {"permute": "finetune", "rescale": "finetune", "rotate": "finetune",
                        "permute-rescale": None}
@@ -512,6 +521,10 @@ def make_derivatives(ctx: Context, target: Path, vocab: list[str], special: froz
             if error > 1e-4:
                 raise RuntimeError(f"{ctx.base.name}/{name}: changes the logits (relative {error:.2e})")
             note = f"logits unchanged (max relative difference {error:.1e})"
+        if name in TRAINED:
+            note = (f"loss on its tuning text {loss_on(ctx.weights, ctx.tune_ids(), arch=ctx.arch):.2f} -> "
+                    f"{loss_on(derived, ctx.tune_ids(), arch=ctx.arch):.2f}; block matrices moved by "
+                    f"{relative_change(ctx.weights, derived):.0%}")
         model_vocab = _extended_vocab(vocab, VOCAB_EXTRA) if name == "vocab-ext" else vocab
         path = target / f"{ctx.base.name}--{name}"
         save_model_dir(path, derived, model_vocab, ctx.arch, _DTYPES.get(name, torch.float32), special)

