@@ -162,9 +162,9 @@ def label_of(found: Label | None) -> dict[str, str]:
 
 def entry_of(row: Row) -> Entry:
     fp = parse_fingerprint(row.fingerprint, Path(row.name)) if row.fingerprint else None
-    origin = Origin.MODEL if row.signature is not None else Origin.FINGERPRINT
+    origin = Origin.MODEL if row.signature_bytes is not None else Origin.FINGERPRINT
     return Entry(row.name, origin, row.labels, row.path, row.header_hash, row.architecture, fp,
-                 len(row.signature) if row.signature is not None else None, row.added_at)
+                 row.signature_bytes, row.added_at)
 
 
 @cache

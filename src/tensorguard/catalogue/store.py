@@ -65,7 +65,8 @@ def default_db_path() -> Path:
 
 @dataclass(frozen=True)
 class Row:
-    """One stored model, decoded only as far as JSON (arrays stay bytes until needed)."""
+    """One model's row, decoded only as far as JSON (arrays stay bytes). A row read back from
+    the file carries its signature's size, not the signature (``Store.signature`` reads that)."""
 
     name: str
     labels: dict[str, str]
@@ -78,6 +79,11 @@ class Row:
     retrieval_tokens: tuple[str, ...] | None
     retrieval: bytes | None
     added_at: str
+    signature_size: int | None = None
+
+    @property
+    def signature_bytes(self) -> int | None:
+        return len(self.signature) if self.signature is not None else self.signature_size
 
 
 @dataclass(frozen=True)
@@ -198,16 +204,16 @@ class Store:
         if self._db is None:
             return []
         lists = self.token_lists()
-        query = (f"SELECT {', '.join('m.' + c for c in _DOCUMENT)}, m.tokens, s.signature FROM models m "
-                 f"LEFT JOIN signatures s ON s.name = m.name {where} ORDER BY m.name")
+        query = (f"SELECT {', '.join('m.' + c for c in _DOCUMENT)}, m.tokens, length(s.signature) "
+                 f"FROM models m LEFT JOIN signatures s ON s.name = m.name {where} ORDER BY m.name")
         rows = []
         for values in self._db.execute(query, args):
             d = dict(zip(_DOCUMENT, values[:len(_DOCUMENT)], strict=True))
-            tokens, signature = values[len(_DOCUMENT):]
+            tokens, size = values[len(_DOCUMENT):]
             rows.append(Row(d["name"], json.loads(d["labels"]), d["path"], d["header_hash"],
                             json.loads(d["architecture"]) if d["architecture"] else None,
                             json.loads(d["fingerprint"]) if d["fingerprint"] else None, d["features"],
-                            signature, lists.get(tokens), d["retrieval"], d["added_at"]))
+                            None, lists.get(tokens), d["retrieval"], d["added_at"], size))
         return rows
 
     def get(self, name: str) -> Row | None:
