@@ -49,6 +49,7 @@ from tensorguard.fingerprints import Fingerprint, fingerprint_source, parse_fing
 from tensorguard.lineage import Context, Subject, compare_subjects
 from tensorguard.lineage.distance import load_reference
 from tensorguard.loading import ModelInput, ModelSource, open_model, opened
+from tensorguard.signatures import compute_signature
 
 
 class Answer(TextEnum):
@@ -103,7 +104,7 @@ def _confirm(query: Subject, known: Known, i: int, context: Context,
                 return Confirmation(False, None, None, f"{path} has changed since it was catalogued")
             fp = stored or fingerprint_source(source)
             c = compare_subjects(Subject(known.names[i], Path(path), fp, source), query, context)
-    except TensorguardError as exc:
+    except (TensorguardError, OSError, RuntimeError) as exc:  # an unreadable base fails its check only
         return Confirmation(False, None, None, f"compare failed: {exc}")
     test = c.independence
     log10_p = test.log10_p if test is not None and test.applicable else None
@@ -160,8 +161,6 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
                                  ("blocks", blocks, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise OptionError(option, value, f"must be a whole number of at least {least}")
-    from tensorguard.signatures import compute_signature
-
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue(catalogue)
     reference = load_reference(None)
     thresholds = Thresholds(SIGNATURE_THRESHOLD, fingerprint_threshold(reference),
