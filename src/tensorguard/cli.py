@@ -334,16 +334,21 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
                         seed=seed), as_json, render_text)
 
 
-def catalogue_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db`` and ``--no-builtin``: which catalogue a command reads."""
-    func = click.option("--no-builtin", is_flag=True,
-                        help="Leave out the 43 built-in published fingerprints.")(func)
+def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db``: the catalogue file a command reads or writes."""
     return click.option("--db", type=click.Path(path_type=str), metavar="PATH",
                         help="Catalogue file [default: $TENSORGUARD_CATALOGUE, else "
                              "~/.cache/tensorguard/catalogue.sqlite].")(func)
 
 
-def _catalogue(db: str | None, no_builtin: bool) -> Any:
+def catalogue_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db`` and ``--no-builtin``: which catalogue a command reads."""
+    func = click.option("--no-builtin", is_flag=True,
+                        help="Leave out the 43 built-in published fingerprints.")(func)
+    return db_option(func)
+
+
+def _catalogue(db: str | None, no_builtin: bool = False) -> Any:
     from tensorguard.catalogue import Catalogue
 
     return Catalogue(db, builtin=not no_builtin)
@@ -373,11 +378,10 @@ def index() -> None:
 @click.option("--samples", default=15, show_default=True, type=click.IntRange(min=1),
               help="Probe samples per tensor of the fingerprint.")
 @click.option("--device", default="auto", show_default=True, help="Device for fingerprinting.")
-@catalogue_options
+@db_option
 @standard_options
 def index_add(models: tuple[str, ...], label: str | None, name: str | None, base: str | None,
-              replace: bool, samples: int, device: str, db: str | None, no_builtin: bool,
-              as_json: bool) -> None:
+              replace: bool, samples: int, device: str, db: str | None, as_json: bool) -> None:
     """Read each MODEL (fingerprint, weight signature, header summary) into the catalogue.
 
     The models are written together when all have been read, so an interrupted add changes
@@ -388,7 +392,7 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
     from tensorguard.catalogue import parse_labels
     from tensorguard.catalogue.entries import entry_of
 
-    catalogue = _catalogue(db, no_builtin)
+    catalogue = _catalogue(db)
     outcomes = add_models(catalogue, models, labels=parse_labels(label), name=name, base=base,
                           replace=replace, samples=samples, device=device, on_outcome=_report_failure)
     emit([entry_of(o.result) for o in outcomes if o.result is not None], as_json, render_added)
@@ -402,10 +406,10 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
               help="CSV model_name,base_model[,family] (default: a folder's own labels.csv).")
 @click.option("--label", "label", metavar="KEY=VALUE,...", help="Labels added to every entry.")
 @click.option("--replace", is_flag=True, help="Replace entries of the same name.")
-@catalogue_options
+@db_option
 @standard_options
 def index_import(features: tuple[str, ...], labels_file: str | None, label: str | None, replace: bool,
-                 db: str | None, no_builtin: bool, as_json: bool) -> None:
+                 db: str | None, as_json: bool) -> None:
     """Add fingerprint-only entries from FEATURES (*_features.json files or folders).
 
     Fingerprint-only entries can be named as the closest known model, never as a confirmed base.
@@ -413,7 +417,7 @@ def index_import(features: tuple[str, ...], labels_file: str | None, label: str 
     from tensorguard.app.index import render_added
     from tensorguard.catalogue import parse_labels
 
-    added = _catalogue(db, no_builtin).import_fingerprints(
+    added = _catalogue(db).import_fingerprints(
         list(features), labels_file=labels_file, labels=parse_labels(label), replace=replace)
     emit(added, as_json, render_added)
 
@@ -441,11 +445,11 @@ def index_show(name: str, db: str | None, no_builtin: bool, as_json: bool) -> No
 
 @index.command("remove")
 @click.argument("name")
-@catalogue_options
+@db_option
 @standard_options
-def index_remove(name: str, db: str | None, no_builtin: bool, as_json: bool) -> None:
+def index_remove(name: str, db: str | None, as_json: bool) -> None:
     """Remove one entry of the catalogue file (built-in entries are read-only)."""
-    emit(_catalogue(db, no_builtin).remove(name), as_json, lambda e: f"{e.name}: removed")
+    emit(_catalogue(db).remove(name), as_json, lambda e: f"{e.name}: removed")
 
 
 @cli.command()
