@@ -14,6 +14,7 @@ most of their vocabulary share most of their sample.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import mmap
 import struct
 from collections.abc import Callable
@@ -144,5 +145,4 @@ def select_tokens(strings: list[str | None], count: int) -> list[int]:
     """Rows of the ``count`` tokens with the smallest string hash (a min-hash sample: models that
     share most token strings share most of the sample, whatever their row order)."""
     first = {s: i for i, s in reversed(list(enumerate(strings))) if s is not None}  # one row a string
-    ranked = sorted((_rank(s), i) for s, i in first.items())
-    return [i for _, i in ranked[:count]]
+    return [i for _, i in heapq.nsmallest(count, ((_rank(s), i) for s, i in first.items()))]
