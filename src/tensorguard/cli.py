@@ -82,7 +82,7 @@ def cli() -> None:
 @click.option("--name", help="Model name to report (default: from the path).")
 @standard_options
 def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> None:
-    """Summarise a model from its headers alone (reads no tensor data).
+    """Summarise a model from its headers alone: format, sizes, roles, quantization (no tensor data).
 
     \b
     Examples:
