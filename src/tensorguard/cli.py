@@ -309,14 +309,17 @@ def demo(imgs_dir: str, samples: int, as_json: bool) -> None:
               help="Where similarity_<signal>.png and the dendrogram go (3+ inputs).")
 @click.option("--no-plot", is_flag=True, help="Draw no figure.")
 @click.option("--force", is_flag=True, help="Overwrite existing figures.")
+@click.option("--base", type=click.Path(path_type=str), help="Base model of an input that is a LoRA "
+              "adapter (default: the other input, when the adapter names it or its shapes fit).")
 @standard_options
 def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples: int, device: str,
-            seed: int, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
+            seed: int, plot_dir: str, no_plot: bool, force: bool, base: str | None,
+            as_json: bool) -> None:
     """Is one model derived from another? Fingerprint distance, weight evidence, independence test.
 
-    Each INPUT is a model (any supported layout) or a fingerprint JSON. Two inputs: a verdict
-    (same weights, derived, independent, inconclusive) with its evidence. More: every signal as
-    a matrix, heatmaps and a dendrogram.
+    Each INPUT is a model (any supported layout, a LoRA adapter too) or a fingerprint JSON. Two
+    inputs: a verdict (same weights, derived, independent, inconclusive) with its evidence. More:
+    every signal as a matrix, heatmaps and a dendrogram.
 
     \b
     Examples:
@@ -328,7 +331,7 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
 
     emit(compare_inputs(inputs, plot_dir=None if no_plot else plot_dir, force=force,
                         reference=reference, blocks=blocks, samples=samples, device=device,
-                        seed=seed), as_json, render_text)
+                        seed=seed, base=base), as_json, render_text)
 
 
 #: How the library's parameter names are spelled on the command line, where they differ.
