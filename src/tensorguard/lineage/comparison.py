@@ -23,7 +23,7 @@ from tensorguard.lineage.independence import IndependenceTest
 from tensorguard.lineage.signals import SIGNALS, Context, Subject
 from tensorguard.lineage.verdict import Verdict, decide
 from tensorguard.lineage.weights import WeightEvidence
-from tensorguard.loading import ModelSource, open_model
+from tensorguard.loading import ModelInput, ModelSource, open_model
 from tensorguard.loading.layouts import ADAPTER_CONFIG
 
 #: A compare input: a model path, an open source, a fingerprint file (``.json``) or a fingerprint.
@@ -109,7 +109,7 @@ def _named_base(adapter: Path) -> str | None:
     return str(named).rstrip("/").rsplit("/", 1)[-1].lower() if isinstance(named, str) and named else None
 
 
-def _open_adapter(path: Path, others: Sequence[ModelSource], base: CompareInput | None,
+def _open_adapter(path: Path, others: Sequence[ModelSource], base: ModelInput | None,
                   stack: ExitStack) -> tuple[ModelSource, str]:
     """A LoRA adapter merged onto ``base``, or onto the other input its config names, or onto the
     first other input it fits; with a note saying which base was used."""
@@ -129,7 +129,7 @@ def _open_adapter(path: Path, others: Sequence[ModelSource], base: CompareInput 
                      "with {base}", "base")
 
 
-def _open_all(inputs: Sequence[CompareInput], base: CompareInput | None,
+def _open_all(inputs: Sequence[CompareInput], base: ModelInput | None,
               stack: ExitStack) -> tuple[list[Fingerprint | ModelSource], list[str]]:
     """Every input opened (adapters last, onto a base), and notes on how adapters were read."""
     opened: dict[int, Fingerprint | ModelSource] = {
@@ -176,7 +176,7 @@ def _matrices(n: int, pairs: dict[tuple[int, int], Comparison]) -> list[SignalMa
 
 
 @contextmanager
-def _subjects(inputs: Sequence[CompareInput], *, base: CompareInput | None, samples: int, seed: int,
+def _subjects(inputs: Sequence[CompareInput], *, base: ModelInput | None, samples: int, seed: int,
               device: str | torch.device) -> Iterator[tuple[list[Subject], list[str]]]:
     with ExitStack() as stack:
         opened, notes = _open_all(inputs, base, stack)  # every bad argument fails before slow work
@@ -186,7 +186,7 @@ def _subjects(inputs: Sequence[CompareInput], *, base: CompareInput | None, samp
 
 def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None = None,
                 blocks: int = 4, samples: int = 15, seed: int = 0, device: str | torch.device = "auto",
-                base: CompareInput | None = None) -> ComparisonMatrix:
+                base: ModelInput | None = None) -> ComparisonMatrix:
     """Compare every pair of several models or fingerprints; each input is opened once.
     Options as for ``compare``."""
     if len(inputs) < 2:
@@ -204,7 +204,7 @@ def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None 
 
 def compare(a: CompareInput, b: CompareInput, *, reference: str | Path | None = None,
             blocks: int = 4, samples: int = 15, seed: int = 0, device: str | torch.device = "auto",
-            base: CompareInput | None = None) -> Comparison:
+            base: ModelInput | None = None) -> Comparison:
     """Is ``b`` derived from ``a``? Fingerprint distance, weight evidence and the
     permutation-robust independence test, and a verdict (``same weights``, ``derived``,
     ``independent`` or ``inconclusive``).

@@ -106,7 +106,8 @@ class IndependenceTest:
 def normalise_rows(x: torch.Tensor) -> torch.Tensor:
     """Centre each row and scale it to unit norm: row dot products become Pearson correlations."""
     x = x - x.mean(dim=1, keepdim=True)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    normalised: torch.Tensor = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return normalised
 
 
 def _best_keys(query: torch.Tensor, keys: Iterable[torch.Tensor], raw: bool) -> np.ndarray:
@@ -134,7 +135,7 @@ def _best_keys(query: torch.Tensor, keys: Iterable[torch.Tensor], raw: bool) -> 
 def match_rows(query: torch.Tensor, key: torch.Tensor) -> np.ndarray:
     """For each (normalised) query row, the key row of largest absolute correlation (chunked)."""
     step = max(1, _ENTRIES_PER_CHUNK // max(1, query.shape[0]))
-    return _best_keys(query, key.split(step), raw=False)
+    return _best_keys(query, torch.split(key, step), raw=False)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -197,7 +198,7 @@ def _column_correlations(a: ModelSource, b: ModelSource, name_a: str, name_b: st
     cov = cross.numpy() / rows - np.outer(sa.numpy() / rows, sb.numpy() / rows)
     sd_a = np.sqrt(np.maximum(qa.numpy() / rows - (sa.numpy() / rows) ** 2, 0.0))
     sd_b = np.sqrt(np.maximum(qb.numpy() / rows - (sb.numpy() / rows) ** 2, 0.0))
-    return cov / np.maximum(np.outer(sd_a, sd_b), 1e-30)
+    return np.asarray(cov / np.maximum(np.outer(sd_a, sd_b), 1e-30))
 
 
 def assign(strength: np.ndarray) -> np.ndarray:
@@ -207,11 +208,11 @@ def assign(strength: np.ndarray) -> np.ndarray:
     beat every row's maximum), and finding it needs no solver; otherwise a linear assignment."""
     best = strength.argmax(axis=1)
     if np.unique(best).size == best.size:
-        return best
+        return np.asarray(best)
     from scipy import optimize  # only here: its import costs more than the common case
 
     row, col = optimize.linear_sum_assignment(strength, maximize=True)
-    return col[np.argsort(row)]
+    return np.asarray(col[np.argsort(row)])
 
 
 class _Aligner:
@@ -283,7 +284,7 @@ class _Side:
         width = self.source.info(matrix.name).shape[0 if matrix.transpose else 1]
         rows = max(1, min(BLOCK_ELEMENTS // width, _ENTRIES_PER_CHUNK // max(1, queries)))
         if matrix.transpose:  # rows of the stored matrix are residual dims: read it whole
-            yield from (self._aligned(x) for x in read_neuron_major(self.source, matrix).split(rows))
+            yield from (self._aligned(x) for x in torch.split(read_neuron_major(self.source, matrix), rows))
             return
         first = matrix.rows[0] if matrix.rows else 0
         for _, block in self.source.row_blocks(matrix.name, max_elements=rows * width, start=first,
