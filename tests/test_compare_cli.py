@@ -132,3 +132,20 @@ def test_a_lora_adapter_is_compared_as_its_merged_model(tmp_path: Path, run_cli)
     unrelated = save_model(make_weights(ModelSpec(layers=2, hidden=32, heads=2), 1), tmp_path / "small")
     r = run_cli("compare", adapter, unrelated, "--samples", "2")
     assert r.code == 2 and "fits no other input" in r.err and "--base" in r.err
+
+
+def test_a_quantized_copy_is_derived_and_said_to_be_quantized(tmp_path: Path) -> None:
+    """A Q4_0 GGUF of a model: `derived` (never `same weights`), with a note on its storage."""
+    from gguf import GGMLQuantizationType
+
+    from tensorguard.lineage import compare
+    from tensorguard.loading.gguf_write import requantize, save_gguf
+
+    weights = make_weights(ModelSpec(layers=2, hidden=64, heads=4, intermediate=128), 0)
+    source = save_model(weights, tmp_path / "src.safetensors")
+    q4 = requantize(save_gguf(weights, tmp_path / "f32.gguf", arch="llama", heads=4),
+                    tmp_path / "q4.gguf", GGMLQuantizationType.Q4_0)
+    result = compare(source, q4, samples=2, device="cpu")
+    assert result.verdict.label == "derived"
+    assert result.notes == ("q4: stored quantized (gguf: Q4_0)",)
+    assert 0.99 < result.weights.matrix_cosine < 1.0

@@ -140,7 +140,17 @@ def _open_all(inputs: Sequence[CompareInput], base: ModelInput | None,
         if i not in opened:
             opened[i], note = _open_adapter(Path(str(item)), models, base, stack)
             notes.append(note)
-    return [opened[i] for i in range(len(inputs))], notes
+    ordered = [opened[i] for i in range(len(inputs))]
+    return ordered, notes + [n for o in ordered if isinstance(o, ModelSource) and (n := _quantized(o))]
+
+
+def _quantized(source: ModelSource) -> str | None:
+    """A note for a model stored quantized: its weights differ from any float model by at least the
+    quantization error, so it can be ``derived`` from its source but never ``same weights``."""
+    schemes = sorted({i.quant.scheme for i in source.matrices() if i.quant is not None})
+    if not schemes:
+        return None
+    return f"{source.name}: stored quantized ({source.format.value}: {', '.join(schemes)})"
 
 
 def _subject(opened: Fingerprint | ModelSource, item: CompareInput, *, samples: int, seed: int,
