@@ -121,6 +121,8 @@ def _parse(path: Path, raw: bytes) -> Any:
         raise _corrupt(path, "not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise _corrupt(path, f"not valid JSON ({exc})") from None
+    except ValueError:  # an integer of thousands of digits (Python's conversion limit)
+        raise _corrupt(path, "a number too long to read") from None
     except RecursionError:
         raise _corrupt(path, "JSON nested too deeply") from None
     if isinstance(header, dict) and (duplicate := _duplicate_key(text, header)) is not None:
@@ -191,29 +193,33 @@ def _unicode(text: str) -> bool:
 
 
 def _entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[TensorInfo, int, int]:
-    """One tensor's entry checked on its own: its info and its byte range in the data section."""
+    """One tensor's entry checked on its own: its info and its byte range in the data section.
+    (Plain loops, no generators: this runs once per tensor of every shard a command opens.)"""
     where = f"tensor {name!r}"
-    if not _unicode(name):
+    if not (name.isascii() or _unicode(name)):
         raise _corrupt(path, f"{where}: the name is not valid Unicode text")
-    if not isinstance(entry, dict) or not set(_FIELDS) <= entry.keys():
+    if not isinstance(entry, dict) or "dtype" not in entry or "shape" not in entry \
+            or "data_offsets" not in entry:
         raise _corrupt(path, f"{where}: not an entry with dtype, shape and data_offsets")
-    dtype, shape, offsets = (entry[f] for f in _FIELDS)
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in ITEMSIZE:
         shown = dtype if isinstance(dtype, str) and len(dtype) <= 40 else _short(dtype)
         raise TensorguardError(
             f"{path}: {where}: unsupported dtype {shown} (supported: {', '.join(ITEMSIZE)})")
-    if not (isinstance(shape, list) and len(shape) <= _MAX_DIMS
-            and all(type(d) is int and d >= 0 for d in shape)):
+    if type(shape) is not list or len(shape) > _MAX_DIMS:
         raise _corrupt(path, f"{where}: bad shape {_short(shape)}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]):
-        raise _corrupt(path, f"{where}: bad data_offsets {_short(offsets)}")
     nbytes = ITEMSIZE[dtype]
-    for d in shape:  # every partial product, as safetensors checks it for overflow
+    for d in shape:  # every partial product is bounded, as safetensors checks it for overflow
+        if type(d) is not int or d < 0:
+            raise _corrupt(path, f"{where}: bad shape {_short(shape)}")
         nbytes *= d
         if nbytes >= _MAX_BYTES:
             raise _corrupt(path, f"{where}: shape {shape} of {dtype} is too large to exist")
+    if type(offsets) is not list or len(offsets) != 2:
+        raise _corrupt(path, f"{where}: bad data_offsets {_short(offsets)}")
     start, stop = offsets
+    if type(start) is not int or type(stop) is not int or not 0 <= start <= stop:
+        raise _corrupt(path, f"{where}: bad data_offsets {_short(offsets)}")
     if stop - start != nbytes:
         raise _corrupt(path, f"{where}: data_offsets span {stop - start} bytes, shape {shape} of "
                              f"{dtype} needs {nbytes}")
@@ -228,15 +234,15 @@ def _check_coverage(path: Path, spans: list[tuple[int, int, str]], data_size: in
     """The tensors, in offset order, cover the data section exactly: each starts where the one
     before ends (no overlap, no gap) and the last ends with the file (no trailing bytes)."""
     spans.sort()
-    end, before = 0, ""
+    end, before = 0, "the start of the data"
     for start, stop, name in spans:
+        this = f"tensor {name!r} (data_offsets [{start}, {stop}])"
         if start < end:
-            raise _corrupt(path, f"tensor {name!r} (data_offsets [{start}, {stop}]) overlaps "
-                                 f"{before} (which ends at {end})")
+            raise _corrupt(path, f"{this} overlaps {before}")
         if start > end:
-            raise _corrupt(path, f"bytes {end}-{start} of the data section belong to no tensor "
-                                 f"(a gap between {before or 'the start'} and tensor {name!r})")
-        end, before = stop, f"tensor {name!r}"
+            raise _corrupt(path, f"bytes {end}-{start} of the data section belong to no tensor (a "
+                                 f"gap between {before} and {this})")
+        end, before = stop, this
     if end != data_size:
         raise _corrupt(path, f"{data_size - end} trailing bytes after the last tensor (the tensors "
                              f"end at {end}, the data section is {data_size} bytes)")

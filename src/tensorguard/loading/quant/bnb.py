@@ -152,7 +152,7 @@ def _quant_state(stored: StoredTensors, info: TensorInfo, where: Path) -> dict[s
                                f"of {info.numel} entries, not a few hundred bytes of JSON)")
     try:
         state = json.loads(bytes(stored.get(info.name).reshape(-1).tolist()).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, a 5000-digit number
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise TensorguardError(f"{where}: {info.name!r} is not a readable quant state ({why})") from None
     if not isinstance(state, dict):

@@ -155,9 +155,9 @@ def _shape(stored: StoredTensors, info: TensorInfo, weight: str, where: Path) ->
     """The (outputs, inputs) a ``weight_shape`` tensor holds."""
     values = stored.get(info.name).reshape(-1).tolist() if info.numel == 2 else []
     if len(values) != 2 or not all(0 <= v < 1 << 62 for v in values):
+        held = f"it holds {shown(values)}" if values else f"it has {info.numel} entries"
         raise TensorguardError(f"{where}: packed weight {weight!r}: {info.name!r} is not an "
-                               f"(outputs, inputs) pair (it holds {info.numel} entries: "
-                               f"{shown(values)})")
+                               f"(outputs, inputs) pair ({held})")
     return int(values[0]), int(values[1])
 
 
