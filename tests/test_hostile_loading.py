@@ -71,6 +71,8 @@ HEADERS = [  # (id, header bytes or dict, data size, message, the safetensors li
      r"16, the data section is 20 bytes\)", True),
     ("duplicate name", b'{"a": ' + json.dumps(A16).encode() + b', "a": ' + json.dumps(B16).encode()
      + b"}", 32, "'a' appears twice", True),
+    ("duplicate of a non-entry", b'{"a": 5, "a": ' + json.dumps(A16).encode() + b"}", 16,
+     "'a' appears twice", True),
     ("duplicate field", b'{"a": {"dtype": "F32", "dtype": "F16", "shape": [4], "data_offsets": [0, 16]}}',
      16, "'dtype' appears twice", True),
     ("metadata a list", {"__metadata__": ["x"], "a": A16}, 16, "__metadata__ is a list", True),
@@ -108,8 +110,9 @@ def test_headers_safetensors_would_refuse(tmp_path, run_cli, header, size, messa
 
 def test_a_valid_header_with_odd_but_legal_parts_is_accepted(tmp_path):
     header = {"__metadata__": None, "z": entry(0, 0, [0, 3]), "a": A16, "b": B16,
-              "e": entry(32, 32, [2, 0]), "names \"dtype\" here": entry(32, 36)}
-    path = raw_safetensors(tmp_path / "ok.safetensors", header, bytes(36))
+              "e": entry(32, 32, [2, 0]), 'a "name": with quotes': entry(32, 36)}
+    spaced = json.dumps(header, separators=(" , ", " : ")).encode()  # legal JSON, unusual spacing
+    path = raw_safetensors(tmp_path / "ok.safetensors", spaced, bytes(36))
     with safe_open(str(path), framework="pt") as library:
         assert set(library.keys()) == set(header) - {"__metadata__"}
     refused(open_model, path, match="no 2-D floating-point weight tensors")  # all 1-D or empty

@@ -33,7 +33,6 @@ INTEGER_DTYPES = frozenset({"I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64"
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit
 _MAX_DIMS = 64  # numpy's limit; real weights have 1 to 5
 _MAX_BYTES = 1 << 63  # torch sizes are int64; safetensors refuses sizes that overflow 64 bits
-_FIELDS = ("dtype", "shape", "data_offsets")
 _METADATA = "__metadata__"
 _FOREIGN_MAGIC = {
     b"PK\x03\x04": "a zip archive (a PyTorch .bin/.pt checkpoint?)",
@@ -134,11 +133,12 @@ def _parse(path: Path, raw: bytes) -> Any:
 def _duplicate_key(text: str, header: dict[str, Any]) -> str | None:
     """A key given twice in one object of the header (``json.loads`` keeps the last silently).
 
-    A header without duplicates names each field once per tensor, so three substring counts clear
-    it; only when they disagree (a duplicate, or a name that merely contains a field name) is the
-    header parsed again with a hook on every object, which is slower."""
-    entries = len(header) - (_METADATA in header)
-    if text.count(f'"{_METADATA}"') <= 1 and all(text.count(f'"{f}"') == entries for f in _FIELDS):
+    Every key of a header is followed by ``":``, so when that count equals the keys parsed (top
+    level, entries, metadata) none was dropped; only when they disagree (a duplicate, a space
+    before a colon, a quote and colon inside a name, deeper objects) is the header parsed again
+    with a hook on every object, which is slower."""
+    parsed = len(header) + sum(len(v) for v in header.values() if isinstance(v, dict))
+    if text.count('":') == parsed:
         return None
     found: list[str] = []
 

@@ -1,5 +1,10 @@
 """Find the weight files behind a path: a safetensors file, directory, index, shard set or LoRA
-adapter, or a GGUF file or split GGUF set."""
+adapter, or a GGUF file or split GGUF set.
+
+Nothing is opened before its type is known: only regular files and directories are read (a FIFO
+would block forever, a device never end). Part counts are bounded, and an index may only name
+shards inside its own directory (relative names without ``..``), so a downloaded index cannot
+make tensorguard read other local files."""
 
 from __future__ import annotations
 
@@ -205,8 +210,8 @@ def _inside(shard: str) -> bool:
     """Whether an index's shard name stays in the index's directory: a relative path without
     ``..`` (checked on the name, so an index cannot reach other local files; symbolic links
     already in the directory, such as the Hugging Face cache's links to its blobs, are followed)."""
-    parts = Path(shard).parts
-    return bool(shard) and "\0" not in shard and not Path(shard).is_absolute() and ".." not in parts
+    relative = Path(shard)
+    return bool(shard) and "\0" not in shard and not relative.is_absolute() and ".." not in relative.parts
 
 
 def _exists(path: Path) -> bool:
