@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from tensorguard import cli
+from tensorguard.fingerprints import Fingerprint, load_fingerprints
+from tensorguard.reference import Label, bundled_dir, load_labels
 
 
 @dataclass
@@ -33,3 +35,15 @@ def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def bundled() -> list[Fingerprint]:
+    """The 43 published fingerprints bundled in ``features/``."""
+    return load_fingerprints([bundled_dir()])
+
+
+@pytest.fixture(scope="session")
+def labels() -> dict[str, Label]:
+    """Their base models and families (``features/labels.csv``)."""
+    return load_labels(bundled_dir() / "labels.csv")

@@ -16,21 +16,11 @@ from tensorguard.clustering import FamilyClassifier, Rule
 from tensorguard.clustering.kmeans import seed_centroids, silhouette, standardise
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import FEATURE_KEYS, load_fingerprints
-from tensorguard.reference import Label, bundled_dir, load_labels
+from tensorguard.reference import Label, bundled_dir
 
 PAPER_CENTERS = list(clustering.PAPER_CENTERS)
 QWEN_3B_DERIVATIVES = {"Qwen2.5-3B-Instruct", "authormist_authormist-originality",
                        "unsloth-Qwen2.5-3B-Instruct"}
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load_fingerprints([bundled_dir()])
-
-
-@pytest.fixture(scope="module")
-def labels():
-    return load_labels(bundled_dir() / "labels.csv")
 
 
 @pytest.fixture(scope="module")

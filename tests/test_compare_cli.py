@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from tensorguard.reference import bundled_dir
-from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
+from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_lora_adapter, save_model
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=3, intermediate=160, vocab=256, heads=4)
 
@@ -104,3 +105,47 @@ def test_bf16_cast_named_in_text(run_cli, models, tmp_path):
     cast = save_model(make_weights(SPEC, 0), tmp_path / "cast.safetensors", dtype=torch.bfloat16)
     r = run_cli("compare", models["base"], cast)
     assert "verdict: same weights: all 30 tensors identical after a dtype cast (F32 -> BF16)" in r.out
+
+
+def test_a_lora_adapter_is_compared_as_its_merged_model(tmp_path: Path, run_cli) -> None:
+    """An adapter on either side: merged onto --base, or onto the other input (named by its
+    config, or fitting its shapes), and the report says which."""
+    weights = make_weights(ModelSpec(layers=2), 0)
+    base = save_model(weights, tmp_path / "Base-Model")
+    gen = torch.Generator().manual_seed(0)
+    prefix = "base_model.model.model.layers.0.mlp.up_proj."
+    lora = {prefix + "lora_A.weight": torch.randn(4, 64, generator=gen),
+            prefix + "lora_B.weight": torch.randn(128, 4, generator=gen)}
+    adapter = save_lora_adapter(tmp_path / "tuned", lora, r=4, lora_alpha=4,
+                                base_model_name_or_path="someone/Base-Model")
+    for args in ((adapter, base), (base, adapter)):
+        r = run_cli("compare", *args, "--json", "--samples", "2")
+        assert r.code == 0, r.err
+        data = json.loads(r.out)
+        assert data["verdict"]["label"] == "derived"
+        assert data["notes"] == ["tuned: a LoRA adapter, merged onto the other input Base-Model "
+                                 "(its config names it)"]
+    unnamed = save_lora_adapter(tmp_path / "unnamed", lora, r=4, lora_alpha=4)
+    assert "(its shapes fit)" in run_cli("compare", base, unnamed, "--samples", "2").out
+    explicit = run_cli("compare", adapter, base, "--base", base, "--samples", "2")
+    assert explicit.code == 0 and f"merged onto {base}" in explicit.out
+    unrelated = save_model(make_weights(ModelSpec(layers=2, hidden=32, heads=2), 1), tmp_path / "small")
+    r = run_cli("compare", adapter, unrelated, "--samples", "2")
+    assert r.code == 2 and "fits no other input" in r.err and "--base" in r.err
+
+
+def test_a_quantized_copy_is_derived_and_said_to_be_quantized(tmp_path: Path) -> None:
+    """A Q4_0 GGUF of a model: `derived` (never `same weights`), with a note on its storage."""
+    from gguf import GGMLQuantizationType
+
+    from tensorguard.lineage import compare
+    from tensorguard.loading.gguf_write import requantize, save_gguf
+
+    weights = make_weights(ModelSpec(layers=2, hidden=64, heads=4, intermediate=128), 0)
+    source = save_model(weights, tmp_path / "src.safetensors")
+    q4 = requantize(save_gguf(weights, tmp_path / "f32.gguf", arch="llama", heads=4),
+                    tmp_path / "q4.gguf", GGMLQuantizationType.Q4_0)
+    result = compare(source, q4, samples=2, device="cpu")
+    assert result.verdict.label == "derived"
+    assert result.notes == ("q4: stored quantized (gguf: Q4_0)",)
+    assert 0.99 < result.weights.matrix_cosine < 1.0

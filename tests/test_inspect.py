@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,36 @@ def test_every_naming_scheme_dtype_and_layout(tmp_path, scheme, dtype, shards):
     assert s.total_params == sum(w.numel() for w in weights.values())
     assert s.dtypes == {"F32" if dtype == torch.float32 else "BF16": s.total_params}
     assert {r.role for r in s.roles} >= {"embedding", "attention", "ffn", "norm"}
+
+
+def test_inspect_shows_format_quantization_and_claims(tmp_path: Path, run_cli) -> None:
+    """A Q4_0 GGUF: format, quantization per role (bits per weight, group size), what the file
+    claims (labelled as such) and the tied output head."""
+    from gguf import GGMLQuantizationType
+
+    from tensorguard.loading.gguf_write import requantize, save_gguf
+
+    spec = ModelSpec(layers=2, hidden=64, heads=4, kv_heads=2, vocab=256, intermediate=128, tied=True)
+    plain = save_gguf(make_weights(spec, 0), tmp_path / "m.gguf", arch="llama", heads=4, kv_heads=2,
+                      metadata={"general.base_model.count": 1, "general.base_model.0.name": "Llama-Tiny"})
+    q4 = requantize(plain, tmp_path / "q.gguf", GGMLQuantizationType.Q4_0)
+    result = run_cli("inspect", q4, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["format"] == "gguf" and data["tied_embeddings"] is True
+    assert data["hidden_size"] == 64 and data["vocab_size"] == 256
+    rows = {q["role"]: q for q in data["quantization"]}
+    assert set(rows) == {"attention", "embedding", "ffn"}
+    assert all(q["scheme"] == "Q4_0" and q["bits_per_weight"] == 4.5 and q["group_size"] == 32
+               for q in rows.values())
+    assert rows["ffn"]["params"] == 2 * 3 * 128 * 64
+    assert data["claims"]["architecture"] == "llama"
+    assert "the file claims" in run_cli("inspect", q4).out and "bits/weight" in run_cli("inspect", q4).out
+    claimed = run_cli("inspect", plain)
+    assert "base model           Llama-Tiny" in claimed.out, claimed.out
+    assert json.loads(run_cli("inspect", plain, "--json").out)["claims"]["base_models"][0]["name"] == (
+        "Llama-Tiny")
+    safetensors = json.loads(run_cli("inspect", save_model(make_weights(spec, 0),
+                                                           tmp_path / "m.safetensors"), "--json").out)
+    assert safetensors["format"] == "safetensors" and safetensors["quantization"] == []
+    assert safetensors["claims"] is None and safetensors["tied_embeddings"] is True

@@ -15,21 +15,10 @@ from tensorguard import clustering
 from tensorguard.clustering import UNKNOWN, BaseSource, FamilyClassifier, Rule
 from tensorguard.clustering.rules import vote_weights
 from tensorguard.errors import TensorguardError
-from tensorguard.fingerprints import load_fingerprints
-from tensorguard.reference import Label, bundled_dir, load_labels
+from tensorguard.reference import Label, bundled_dir
 
 PAPER_CENTERS = list(clustering.PAPER_CENTERS)
 HELD_OUT = "MARS-v0.2"
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load_fingerprints([bundled_dir()])
-
-
-@pytest.fixture(scope="module")
-def labels():
-    return load_labels(bundled_dir() / "labels.csv")
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,9 @@ from sklearn.preprocessing import StandardScaler
 from tensorguard import clustering
 from tensorguard.clustering import FamilyClassifier, Rule, validate
 from tensorguard.clustering.rules import far_out_fence, held_out_sibling_distances
-from tensorguard.fingerprints import load_fingerprints
-from tensorguard.reference import bundled_dir, load_labels
+from tensorguard.reference import bundled_dir
 
 PAPER_CENTERS = list(clustering.PAPER_CENTERS)
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return load_fingerprints([bundled_dir()])
-
-
-@pytest.fixture(scope="module")
-def labels():
-    return load_labels(bundled_dir() / "labels.csv")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ def test_smollm2_is_found_in_the_catalogue(smollm2, run_cli, tmp_path):  # noqa:
     (entry,) = json.loads(added.out)
     assert entry["origin"] == "model" and entry["signature_bytes"] < 256 * 1024
     q8 = requantize(smollm2, tmp_path / "SmolLM2-135M-Instruct.Q8_0.gguf", Q.Q8_0)
-    scanned = run_cli("scan", q8, "--db", db, "--device", "cpu", "--json", "-q")
+    scanned = run_cli("scan", q8, "--db", db, "--device", "cpu", "--json", "-q", "--policy",
+                      "licence=restricted")
     assert scanned.code == 3, scanned.err  # derived from an entry labelled licence=restricted
     result = json.loads(scanned.out)
     assert (result["answer"], result["base"]) == ("derived", smollm2.stem)

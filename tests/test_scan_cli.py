@@ -36,12 +36,13 @@ def test_index_round_trip_and_scan_exit_codes(models, tmp_path, run_cli, monkeyp
     shown = run_cli("index", "show", "alpha")
     assert shown.code == 0 and "licence=restricted" in shown.out and "signature" in shown.out
 
-    scanned = run_cli("scan", models["suspect"], "--json", *FAST)
+    scanned = run_cli("scan", models["suspect"], "--json", "--policy", "licence=restricted", *FAST)
     assert scanned.code == 3  # derived from an entry labelled licence=restricted
     result = json.loads(scanned.out)
     assert (result["answer"], result["base"]) == ("derived", "alpha")
-    text = run_cli("scan", models["suspect"], "--fail-on", "", *FAST)
-    assert text.code == 0 and text.out.startswith("suspect: derived from alpha")
+    text = run_cli("scan", models["suspect"], *FAST)
+    assert text.code == 0 and text.out.startswith("suspect: derived from alpha")  # no --policy
+    assert run_cli("scan", models["suspect"], "--policy", "licence=open", *FAST).code == 0
     assert run_cli("scan", models["beta"], "--no-builtin", *FAST).code == 0  # no known base
 
     both = run_cli("scan", models["beta"], tmp_path / "missing", "--json", "--no-builtin", *FAST)
@@ -57,7 +58,7 @@ def test_index_round_trip_and_scan_exit_codes(models, tmp_path, run_cli, monkeyp
     (("index", "list", "--db", "TMP"), "is a directory; --db names a catalogue file"),
     (("index", "show", "no-such-model", "--db", "TMP/x.sqlite"), "'no-such-model' is not in the catalogue"),
     (("index", "remove", "phi-4", "--db", "TMP/x.sqlite"), "built-in entry"),
-    (("scan", "MODEL", "--fail-on", "licence"), "--fail-on licence: 'licence': expected key=value"),
+    (("scan", "MODEL", "--policy", "licence"), "--policy licence: 'licence': expected key=value"),
 ])
 def test_bad_input_is_one_line_exit_2(models, tmp_path, run_cli, args, message):
     argv = [str(models["alpha"]) if a == "MODEL" else a.replace("TMP", str(tmp_path)) for a in args]

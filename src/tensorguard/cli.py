@@ -74,7 +74,7 @@ def cli() -> None:
       tensorguard scan ./suspect-model
 
     Exit codes: 0 success, 1 the work failed (for some models), 2 bad usage or bad input,
-    3 scan found a model derived from a catalogue entry matching --fail-on,
+    3 scan found a model derived from a catalogue entry matching --policy,
     70 an internal error (a bug: please report it), 130 interrupted.
     """
 
@@ -85,7 +85,7 @@ def cli() -> None:
 @click.option("--name", help="Model name to report (default: from the path).")
 @standard_options
 def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> None:
-    """Summarise a model from its headers alone (reads no tensor data).
+    """Summarise a model from its headers alone: format, sizes, roles, quantization (no tensor data).
 
     \b
     Examples:
@@ -312,14 +312,17 @@ def demo(imgs_dir: str, samples: int, as_json: bool) -> None:
               help="Where similarity_<signal>.png and the dendrogram go (3+ inputs).")
 @click.option("--no-plot", is_flag=True, help="Draw no figure.")
 @click.option("--force", is_flag=True, help="Overwrite existing figures.")
+@click.option("--base", type=click.Path(path_type=str), help="Base model of an input that is a LoRA "
+              "adapter (default: the other input, when the adapter names it or its shapes fit).")
 @standard_options
 def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples: int, device: str,
-            seed: int, plot_dir: str, no_plot: bool, force: bool, as_json: bool) -> None:
+            seed: int, plot_dir: str, no_plot: bool, force: bool, base: str | None,
+            as_json: bool) -> None:
     """Is one model derived from another? Fingerprint distance, weight evidence, independence test.
 
-    Each INPUT is a model (any supported layout) or a fingerprint JSON. Two inputs: a verdict
-    (same weights, derived, independent, inconclusive) with its evidence. More: every signal as
-    a matrix, heatmaps and a dendrogram.
+    Each INPUT is a model (any supported layout, a LoRA adapter too) or a fingerprint JSON. Two
+    inputs: a verdict (same weights, derived, independent, inconclusive) with its evidence. More:
+    every signal as a matrix, heatmaps and a dendrogram.
 
     \b
     Examples:
@@ -331,7 +334,7 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
 
     emit(compare_inputs(inputs, plot_dir=None if no_plot else plot_dir, force=force,
                         reference=reference, blocks=blocks, samples=samples, device=device,
-                        seed=seed), as_json, render_text)
+                        seed=seed, base=base), as_json, render_text)
 
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -464,33 +467,32 @@ def index_remove(name: str, db: str | None, as_json: bool) -> None:
 @click.option("--blocks", default=4, show_default=True, type=click.IntRange(min=1),
               help="MLP blocks the confirming independence test probes.")
 @click.option("--device", default="auto", show_default=True, help="Device for fingerprinting.")
-@click.option("--fail-on", "fail_on", default="licence=restricted", show_default=True,
-              metavar="KEY=VALUE,...", help="Exit 3 when a model is derived from an entry with all "
-              "these labels ('' for never).")
-@click.option("--fail-on-unconfirmed", is_flag=True,
-              help="With --fail-on: an unconfirmed signature match counts too.")
+@click.option("--policy", metavar="KEY=VALUE,...", help="Exit 3 when a model is derived from an "
+              "entry carrying all these labels (e.g. licence=restricted).")
+@click.option("--policy-unconfirmed", is_flag=True,
+              help="With --policy: an unconfirmed signature match counts too.")
 @catalogue_options
 @standard_options
 def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samples: int, blocks: int,
-         device: str, fail_on: str, fail_on_unconfirmed: bool, db: str | None, no_builtin: bool,
+         device: str, policy: str | None, policy_unconfirmed: bool, db: str | None, no_builtin: bool,
          as_json: bool) -> None:
     """Which catalogued model is each MODEL derived from?
 
     Answers "derived from X" (signature match confirmed by compare, with its p-value),
     "closest known: X, not confirmed" or "no known base". Exit 3 when a model is derived from
-    an entry matching --fail-on (CI), 1 when some models failed, 2 on bad input.
+    an entry matching --policy (CI), 1 when some models failed, 2 on bad input.
 
     \b
     Examples:
       tensorguard scan ./suspect-model
       tensorguard scan a/ b/ --db team.sqlite --top 3 --json
-      tensorguard scan ./suspect --fail-on licence=restricted --fail-on-unconfirmed
+      tensorguard scan ./suspect --policy licence=restricted --policy-unconfirmed
     """
     from tensorguard.app.batch import Status
     from tensorguard.app.scan import policy_hits, render_text, scan_models
     from tensorguard.catalogue import parse_labels
 
-    policy = parse_labels(fail_on, option="fail_on")
+    labels = parse_labels(policy, option="policy")
     outcomes = scan_models(_catalogue(db, no_builtin), models, top=top, confirm=confirm, base=base,
                            samples=samples, blocks=blocks, device=device, on_outcome=_report_failure)
     results = [o.result for o in outcomes if o.result is not None]
@@ -498,10 +500,10 @@ def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samp
         emit(results if len(models) > 1 else results[0], True, str)
     elif results:
         click.echo(render_text(outcomes))
-    hits = policy_hits(results, policy, unconfirmed=fail_on_unconfirmed)
+    hits = policy_hits(results, labels, unconfirmed=policy_unconfirmed)
     for r in hits:
-        log.warning("%s: derived from %s, which carries %s (--fail-on): exit %d", r.model, r.base,
-                    fail_on, EXIT_POLICY)
+        log.warning("%s: derived from %s, which carries %s (--policy): exit %d", r.model, r.base,
+                    policy, EXIT_POLICY)
     if hits:
         raise SystemExit(EXIT_POLICY)
     if any(o.status is Status.FAILED for o in outcomes):

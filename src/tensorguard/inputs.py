@@ -70,5 +70,7 @@ def parse_json(raw: bytes, path: Path, *, what: str) -> Any:
     except json.JSONDecodeError as exc:
         raise TensorguardError(f"{path}: not {what} (invalid JSON: {exc.msg} at line {exc.lineno} "
                                f"column {exc.colno})") from None
+    except ValueError:  # an integer of thousands of digits (Python's conversion limit)
+        raise TensorguardError(f"{path}: not {what} (a number too long to read)") from None
     except RecursionError:
         raise TensorguardError(f"{path}: not {what} (JSON nested too deeply)") from None

@@ -130,7 +130,7 @@ def _evidence(name: str, evidence: Any) -> list[str]:
 def render_pair(c: Comparison) -> str:
     """One pair in detail: verdict first, then each signal."""
     head = [f"A: {c.model_a} ({c.inputs[0]})", f"B: {c.model_b} ({c.inputs[1]})",
-            f"verdict: {c.verdict.label}: {c.verdict.reason}", ""]
+            *(f"note: {n}" for n in c.notes), f"verdict: {c.verdict.label}: {c.verdict.reason}", ""]
     body = [line for name, evidence in c.evidence.items() for line in _evidence(name, evidence)]
     return "\n".join([*head, *body]) + "\n"
 
@@ -138,6 +138,7 @@ def render_pair(c: Comparison) -> str:
 def render_matrix(m: ComparisonMatrix) -> str:
     """Every signal as a matrix, then one verdict line per pair."""
     lines = ["models:"] + [f"  [{i}] {name}" for i, name in enumerate(m.models)]
+    lines += [f"note: {n}" for n in m.notes]
     for s in m.signals:
         rows = [[f"[{i}]", *("-" if v is None else f"{v:.3g}" for v in row)]
                 for i, row in enumerate(s.values)]

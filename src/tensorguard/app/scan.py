@@ -10,9 +10,6 @@ from tensorguard.catalogue import Candidate, Catalogue, ScanResult, scan
 from tensorguard.devices import resolve_device
 from tensorguard.report import fmt, table
 
-#: Labels a match must carry to fail the run, unless ``--fail-on`` says otherwise.
-DEFAULT_POLICY = {"licence": "restricted"}
-
 
 def scan_models(catalogue: Catalogue, models: Sequence[str], *, top: int = 5, confirm: int = 2,
                 base: str | None = None, samples: int = 15, blocks: int = 4, device: str = "auto",

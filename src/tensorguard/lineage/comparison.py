@@ -3,6 +3,7 @@ several models. Inputs are models (paths or open sources) or fingerprints (files
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -14,14 +15,16 @@ from typing import Any, Union
 
 import torch
 
-from tensorguard.errors import OptionError, TensorguardError
+from tensorguard.errors import OptionError, TensorguardError, UsageError
 from tensorguard.fingerprints import Fingerprint, fingerprint_source, load_fingerprint
+from tensorguard.inputs import read_json
 from tensorguard.lineage.distance import FingerprintDistance, load_reference
 from tensorguard.lineage.independence import IndependenceTest
 from tensorguard.lineage.signals import SIGNALS, Context, Subject
 from tensorguard.lineage.verdict import Verdict, decide
 from tensorguard.lineage.weights import WeightEvidence
-from tensorguard.loading import ModelSource, open_model
+from tensorguard.loading import ModelInput, ModelSource, open_model
+from tensorguard.loading.layouts import ADAPTER_CONFIG
 
 #: A compare input: a model path, an open source, a fingerprint file (``.json``) or a fingerprint.
 CompareInput = Union[str, "PathLike[str]", ModelSource, Fingerprint]
@@ -37,6 +40,7 @@ class Comparison:
     inputs: tuple[str, str]  # model | fingerprint
     verdict: Verdict
     evidence: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # how inputs were read (e.g. which base a LoRA adapter was merged onto)
 
     @property
     def fingerprint(self) -> FingerprintDistance:
@@ -53,7 +57,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """The pair, the verdict, then each signal under its name (the ``--json`` layout)."""
         return {"model_a": self.model_a, "model_b": self.model_b, "inputs": list(self.inputs),
-                "verdict": self.verdict, **self.evidence}
+                "notes": list(self.notes), "verdict": self.verdict, **self.evidence}
 
 
 @dataclass(frozen=True)
@@ -75,11 +79,17 @@ class ComparisonMatrix:
     signals: list[SignalMatrix]
     comparisons: list[Comparison]
     plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def is_fingerprint_file(path: Path) -> bool:
     """A ``.json`` file that is not a safetensors index is read as a fingerprint."""
     return path.is_file() and path.suffix == ".json" and not path.name.endswith(".index.json")
+
+
+def _is_adapter(item: CompareInput) -> bool:
+    return (not isinstance(item, (Fingerprint, ModelSource)) and Path(item).is_dir()
+            and (Path(item) / ADAPTER_CONFIG).is_file())
 
 
 def _open(item: CompareInput, stack: ExitStack) -> Fingerprint | ModelSource:
@@ -90,6 +100,57 @@ def _open(item: CompareInput, stack: ExitStack) -> Fingerprint | ModelSource:
     if is_fingerprint_file(path):
         return load_fingerprint(path)
     return stack.enter_context(open_model(path))
+
+
+def _named_base(adapter: Path) -> str | None:
+    """The last part of the adapter config's ``base_model_name_or_path`` (``org/Model`` -> ``Model``)."""
+    config = read_json(adapter / ADAPTER_CONFIG, what="an adapter config")
+    named = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    return str(named).rstrip("/").rsplit("/", 1)[-1].lower() if isinstance(named, str) and named else None
+
+
+def _open_adapter(path: Path, others: Sequence[ModelSource], base: ModelInput | None,
+                  stack: ExitStack) -> tuple[ModelSource, str]:
+    """A LoRA adapter merged onto ``base``, or onto the other input its config names, or onto the
+    first other input it fits; with a note saying which base was used."""
+    if base is not None:
+        source = open_model(path, base=base if isinstance(base, ModelSource) else Path(base))
+        return stack.enter_context(source), f"{path.name}: a LoRA adapter, merged onto {base}"
+    named = _named_base(path)
+    ordered = sorted(others, key=lambda o: o.name.lower() != named)  # the named base first
+    for other in ordered:
+        try:
+            source = stack.enter_context(open_model(path, base=other))
+        except TensorguardError:
+            continue  # does not fit this model
+        why = "its config names it" if other.name.lower() == named else "its shapes fit"
+        return source, f"{path.name}: a LoRA adapter, merged onto the other input {other.name} ({why})"
+    raise UsageError(f"{path}: is a LoRA adapter that fits no other input; pass its base model "
+                     "with {base}", "base")
+
+
+def _open_all(inputs: Sequence[CompareInput], base: ModelInput | None,
+              stack: ExitStack) -> tuple[list[Fingerprint | ModelSource], list[str]]:
+    """Every input opened (adapters last, onto a base), and notes on how adapters were read."""
+    opened: dict[int, Fingerprint | ModelSource] = {
+        i: _open(item, stack) for i, item in enumerate(inputs) if not _is_adapter(item)}
+    models = [o for o in opened.values() if isinstance(o, ModelSource)]
+    notes = []
+    for i, item in enumerate(inputs):
+        if i not in opened:
+            opened[i], note = _open_adapter(Path(str(item)), models, base, stack)
+            notes.append(note)
+    ordered = [opened[i] for i in range(len(inputs))]
+    return ordered, notes + [n for o in ordered if isinstance(o, ModelSource) and (n := _quantized(o))]
+
+
+def _quantized(source: ModelSource) -> str | None:
+    """A note for a model stored quantized: its weights differ from any float model by at least the
+    quantization error, so it can be ``derived`` from its source but never ``same weights``."""
+    schemes = sorted({i.quant.scheme for i in source.matrices() if i.quant is not None})
+    if not schemes:
+        return None
+    return f"{source.name}: stored quantized ({source.format.value}: {', '.join(schemes)})"
 
 
 def _subject(opened: Fingerprint | ModelSource, item: CompareInput, *, samples: int, seed: int,
@@ -125,17 +186,17 @@ def _matrices(n: int, pairs: dict[tuple[int, int], Comparison]) -> list[SignalMa
 
 
 @contextmanager
-def _subjects(inputs: Sequence[CompareInput], *, samples: int, seed: int,
-              device: str | torch.device) -> Iterator[list[Subject]]:
+def _subjects(inputs: Sequence[CompareInput], *, base: ModelInput | None, samples: int, seed: int,
+              device: str | torch.device) -> Iterator[tuple[list[Subject], list[str]]]:
     with ExitStack() as stack:
-        opened = [_open(item, stack) for item in inputs]  # every bad argument fails before slow work
+        opened, notes = _open_all(inputs, base, stack)  # every bad argument fails before slow work
         yield [_subject(o, item, samples=samples, seed=seed, device=device)
-               for o, item in zip(opened, inputs, strict=True)]
+               for o, item in zip(opened, inputs, strict=True)], notes
 
 
 def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None = None,
-                blocks: int = 4, samples: int = 15, seed: int = 0,
-                device: str | torch.device = "auto") -> ComparisonMatrix:
+                blocks: int = 4, samples: int = 15, seed: int = 0, device: str | torch.device = "auto",
+                base: ModelInput | None = None) -> ComparisonMatrix:
     """Compare every pair of several models or fingerprints; each input is opened once.
     Options as for ``compare``."""
     if len(inputs) < 2:
@@ -143,16 +204,17 @@ def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None 
     if blocks < 1:
         raise OptionError("blocks", blocks, "must be at least 1")
     context = Context(load_reference(reference), blocks)
-    with _subjects(inputs, samples=samples, seed=seed, device=device) as subjects:
+    with _subjects(inputs, base=base, samples=samples, seed=seed, device=device) as (subjects, notes):
         pairs = {(i, j): compare_subjects(subjects[i], subjects[j], context)
                  for i, j in combinations(range(len(subjects)), 2)}
-    return ComparisonMatrix([s.name for s in subjects], _matrices(len(subjects), pairs),
-                            list(pairs.values()))
+    comparisons = [dataclasses.replace(c, notes=tuple(notes)) for c in pairs.values()]
+    return ComparisonMatrix([s.name for s in subjects], _matrices(len(subjects), pairs), comparisons,
+                            notes=notes)
 
 
 def compare(a: CompareInput, b: CompareInput, *, reference: str | Path | None = None,
-            blocks: int = 4, samples: int = 15, seed: int = 0,
-            device: str | torch.device = "auto") -> Comparison:
+            blocks: int = 4, samples: int = 15, seed: int = 0, device: str | torch.device = "auto",
+            base: ModelInput | None = None) -> Comparison:
     """Is ``b`` derived from ``a``? Fingerprint distance, weight evidence and the
     permutation-robust independence test, and a verdict (``same weights``, ``derived``,
     ``independent`` or ``inconclusive``).
@@ -164,6 +226,9 @@ def compare(a: CompareInput, b: CompareInput, *, reference: str | Path | None = 
             distances (default: the bundled ``features/``).
         blocks: evenly spaced MLP blocks the independence test probes.
         samples, seed, device: how models are fingerprinted.
+        base: the base model of an input that is a LoRA adapter. Without it, an adapter is merged
+            onto the other input when its config names that model or its shapes fit (a note says
+            which).
 
     Example::
 
@@ -171,4 +236,4 @@ def compare(a: CompareInput, b: CompareInput, *, reference: str | Path | None = 
         print(result.verdict.label, result.verdict.p_value)
     """
     return compare_all([a, b], reference=reference, blocks=blocks, samples=samples, seed=seed,
-                       device=device).comparisons[0]
+                       device=device, base=base).comparisons[0]

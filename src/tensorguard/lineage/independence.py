@@ -106,8 +106,8 @@ class IndependenceTest:
 def normalise_rows(x: torch.Tensor) -> torch.Tensor:
     """Centre each row and scale it to unit norm: row dot products become Pearson correlations."""
     x = x - x.mean(dim=1, keepdim=True)
-    out: torch.Tensor = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return out
+    normalised: torch.Tensor = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return normalised
 
 
 def _best_keys(query: torch.Tensor, keys: Iterable[torch.Tensor], raw: bool) -> np.ndarray:
@@ -198,8 +198,7 @@ def _column_correlations(a: ModelSource, b: ModelSource, name_a: str, name_b: st
     cov = cross.numpy() / rows - np.outer(sa.numpy() / rows, sb.numpy() / rows)
     sd_a = np.sqrt(np.maximum(qa.numpy() / rows - (sa.numpy() / rows) ** 2, 0.0))
     sd_b = np.sqrt(np.maximum(qb.numpy() / rows - (sb.numpy() / rows) ** 2, 0.0))
-    out: np.ndarray = cov / np.maximum(np.outer(sd_a, sd_b), 1e-30)
-    return out
+    return np.asarray(cov / np.maximum(np.outer(sd_a, sd_b), 1e-30))
 
 
 def assign(strength: np.ndarray) -> np.ndarray:
@@ -207,14 +206,13 @@ def assign(strength: np.ndarray) -> np.ndarray:
 
     When each row's largest entry lies in a different column, that is optimal (no assignment can
     beat every row's maximum), and finding it needs no solver; otherwise a linear assignment."""
-    best: np.ndarray = strength.argmax(axis=1)
+    best = strength.argmax(axis=1)
     if np.unique(best).size == best.size:
-        return best
+        return np.asarray(best)
     from scipy import optimize  # only here: its import costs more than the common case
 
     row, col = optimize.linear_sum_assignment(strength, maximize=True)
-    out: np.ndarray = col[np.argsort(row)]
-    return out
+    return np.asarray(col[np.argsort(row)])
 
 
 class _Aligner:

@@ -29,6 +29,7 @@ from gguf.constants import GGML_QUANT_SIZES
 from gguf.tensor_mapping import TensorNameMap
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import shown
 from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, FusedQkv, GgufArch
@@ -88,7 +89,8 @@ class GgufStore:
         stored = _directory(headers)
         present = set(stored)
         arch = ARCHITECTURES.get(arch_name)
-        names = _hf_names(arch_name, arch, _block_count(metadata, arch_name, present), present)
+        names = {} if arch is None else _hf_names(
+            arch_name, arch, _block_count(metadata, arch_name, present, where), present)
         self._plans: dict[str, _Plan] = {}
         infos: dict[str, TensorInfo] = {}
         for gguf_name, (tensor, path) in stored.items():
@@ -144,16 +146,20 @@ class GgufStore:
         whole = len(t.shape) == 1
         start, size = (t.offset, t.nbytes) if whole else (t.offset + first * t.row_bytes,
                                                           (last - first) * t.row_bytes)
+        shape = t.shape if whole else (last - first, *t.shape[1:])
+        dtype = getattr(torch, FLOAT_TYPES[t.qtype][1]) if t.qtype in FLOAT_TYPES else torch.float32
+        if size == 0:  # no entries: nothing to read (torch.frombuffer refuses an empty buffer)
+            return torch.zeros(shape, dtype=dtype)
         buf = bytearray(size)
         fh = self._file(plan.path)
         fh.seek(start)
         if fh.readinto(buf) != size:
             raise TensorguardError(f"{plan.path}: truncated GGUF file: tensor {t.name!r} ends early")
-        shape = t.shape if whole else (last - first, *t.shape[1:])
         if t.qtype in FLOAT_TYPES:
-            return torch.frombuffer(buf, dtype=getattr(torch, FLOAT_TYPES[t.qtype][1])).reshape(shape)
+            return torch.frombuffer(buf, dtype=dtype).reshape(shape)
         raw = np.frombuffer(buf, dtype=np.uint8).reshape(*shape[:-1], -1)
-        return torch.from_numpy(gguf_quants.dequantize(raw, t.qtype).reshape(shape))
+        with np.errstate(all="ignore"):  # corrupt scales give inf or NaN: refused where read, by name
+            return torch.from_numpy(gguf_quants.dequantize(raw, t.qtype).reshape(shape))
 
     def _file(self, path: Path) -> io.BufferedReader:
         if path not in self._files:
@@ -171,13 +177,14 @@ class GgufStore:
 def _check_split(headers: list[GgufHeader]) -> None:
     count = headers[0].metadata.get("split.count")
     if count is not None and count != len(headers):
-        raise TensorguardError(f"{headers[0].path}: split GGUF set of {count} parts, but "
+        raise TensorguardError(f"{headers[0].path}: split GGUF set of {shown(count)} parts, but "
                                f"{len(headers)} part(s) found")
     for i, header in enumerate(headers):
         number = header.metadata.get("split.no", i)
         if number != i:
-            raise TensorguardError(f"{header.path}: is part {number + 1} of its split GGUF set, "
-                                   f"expected part {i + 1}")
+            said = f"part {number + 1}" if type(number) is int else f"split.no {shown(number)}"
+            raise TensorguardError(f"{header.path}: is {said} of its split GGUF set, expected part "
+                                   f"{i + 1}")
 
 
 def _directory(headers: list[GgufHeader]) -> dict[str, tuple[GgufTensor, Path]]:
@@ -195,19 +202,25 @@ def _directory(headers: list[GgufHeader]) -> dict[str, tuple[GgufTensor, Path]]:
     return out
 
 
-def _block_count(metadata: Mapping[str, Any], arch_name: str, present: set[str]) -> int:
+def _block_count(metadata: Mapping[str, Any], arch_name: str, present: set[str], where: Path) -> int:
+    """Blocks to map names for: the metadata's count, else one past the highest ``blk.N``. Every
+    block has tensors, so a count beyond the number of tensors is refused (mapping names for it
+    would take as long as the count)."""
     count = metadata.get(f"{arch_name}.block_count")
-    if isinstance(count, int):
-        return count
-    indices = [int(m.group(1)) for n in present if (m := _BLOCK.match(n))]
-    return max(indices, default=-1) + 1
+    if type(count) is not int:
+        count = max((int(m.group(1)) for n in present if (m := _BLOCK.match(n))), default=-1) + 1
+    if not 0 <= count <= len(present):
+        raise TensorguardError(f"{where}: corrupt GGUF header: {count} blocks (from "
+                               f"{arch_name}.block_count or the tensor names), but only "
+                               f"{len(present)} tensors")
+    return count
 
 
-def _hf_names(arch_name: str, arch: GgufArch | None, n_blocks: int,
+def _hf_names(arch_name: str, arch: GgufArch, n_blocks: int,
               present: set[str]) -> dict[str, tuple[str, str]]:
     """GGUF name -> (Hugging Face name, module), asking gguf's TensorNameMap for the GGUF name of
     each Hugging Face module of the architecture."""
-    if arch is None or arch_name not in _ARCH_IDS:
+    if arch_name not in _ARCH_IDS:
         return {}
     names = TensorNameMap(_ARCH_IDS[arch_name], n_blocks)
     block = next((alt for marker, alt in arch.variants if marker in present), arch.block)
@@ -262,7 +275,8 @@ def _qk_rows(tensor: GgufTensor, heads: int, path: Path) -> np.ndarray:
     d = n // heads
     head, within = np.divmod(np.arange(n), d)
     half, i = np.divmod(within, d // 2)
-    return head * d + 2 * i + half
+    rows: np.ndarray = head * d + 2 * i + half
+    return rows
 
 
 def _fused_rows(tensor: GgufTensor, order: FusedQkv, heads: int, kv_heads: int,
@@ -317,10 +331,11 @@ def _claims(metadata: Mapping[str, Any], arch_name: str, present: set[str], mapp
     token_count = (tokens.count if isinstance(tokens, ArrayLength)
                    else len(tokens) if isinstance(tokens, tuple) else None)
     count = metadata.get("general.base_model.count", 0)
+    count = min(count, len(metadata)) if type(count) is int else 0  # a claim: no more than the keys
     base_models = tuple(
         BaseModelClaim(*(text(f"general.base_model.{i}.{k}")
                          for k in ("name", "organization", "version", "repo_url")))
-        for i in range(count if isinstance(count, int) else 0))
+        for i in range(count))
     tied = (None if arch_name not in _ARCH_IDS
             else "token_embd.weight" in present and "output.weight" not in present)
     return GgufClaims(

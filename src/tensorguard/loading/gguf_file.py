@@ -20,9 +20,12 @@ from tensorguard.errors import TensorguardError
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
-#: Arrays longer than this (vocabularies, merges, scores) are skipped; only their length is kept.
+#: Arrays longer than this (vocabularies, merges, scores), and arrays inside arrays, are skipped;
+#: only their length is kept.
 MAX_KEPT_ARRAY = 64
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+#: Arrays of arrays deeper than this are refused (real files nest one level at most).
+MAX_ARRAY_DEPTH = 8
 _SCALARS: dict[int, struct.Struct] = {
     GGUFValueType.UINT8: struct.Struct("<B"), GGUFValueType.INT8: struct.Struct("<b"),
     GGUFValueType.UINT16: struct.Struct("<H"), GGUFValueType.INT16: struct.Struct("<h"),
@@ -94,7 +97,7 @@ class _Cursor:
         self.skip(n)
         return bytes(self.buf[start:self.pos]).decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, key: str, path: Path) -> Any:
+    def value(self, vtype: int, key: str, path: Path, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype])
         if vtype == GGUFValueType.STRING:
@@ -102,14 +105,17 @@ class _Cursor:
         if vtype != GGUFValueType.ARRAY:
             raise TensorguardError(f"{path}: corrupt GGUF header: metadata {key!r} has unknown "
                                    f"value type {vtype}")
+        if depth >= MAX_ARRAY_DEPTH:
+            raise TensorguardError(f"{path}: corrupt GGUF header: metadata {key!r} nests arrays "
+                                   f"more than {MAX_ARRAY_DEPTH} deep")
         itype, count = self.unpack(_U32), self.unpack(_U64)
-        if count <= MAX_KEPT_ARRAY:
-            return tuple(self.value(itype, key, path) for _ in range(count))
+        if count <= MAX_KEPT_ARRAY and depth == 0:  # nested arrays: their length only
+            return tuple(self.value(itype, key, path, depth + 1) for _ in range(count))
         if itype in _SCALARS:
             self.skip(count * _SCALARS[itype].size)
-        else:
+        else:  # each element takes at least 8 bytes, so this ends within the file's size
             for _ in range(count):
-                self.value(itype, key, path)
+                self.value(itype, key, path, depth + 1)
         return ArrayLength(count)
 
 
@@ -135,7 +141,7 @@ def _parse(path: Path, buf: Any, size: int) -> GgufHeader:
     _check_version(path, version)
     try:
         tensor_count, kv_count = cur.unpack(_U64), cur.unpack(_U64)
-        if tensor_count > size or kv_count > size:
+        if tensor_count > size or kv_count > size:  # each entry takes bytes: the loops end with the file
             raise TensorguardError(f"{path}: corrupt GGUF header: {tensor_count} tensors and "
                                    f"{kv_count} metadata entries cannot fit in {size} bytes")
         metadata: dict[str, Any] = {}
@@ -151,7 +157,7 @@ def _parse(path: Path, buf: Any, size: int) -> GgufHeader:
         raise TensorguardError(f"{path}: corrupt GGUF header: general.alignment {alignment!r} "
                                "is not a power of two")
     data_start = -(-cur.pos // alignment) * alignment
-    tensors = tuple(_locate(path, entry, data_start, size) for entry in raw)
+    tensors = tuple(_locate(path, entry, data_start, size, alignment) for entry in raw)
     return GgufHeader(path, version, metadata, tensors)
 
 
@@ -174,8 +180,11 @@ def _tensor_entry(path: Path, cur: _Cursor) -> tuple[str, tuple[int, ...], int, 
 
 
 def _locate(path: Path, entry: tuple[str, tuple[int, ...], int, int], data_start: int,
-            size: int) -> GgufTensor:
+            size: int, alignment: int) -> GgufTensor:
     name, dims, raw_type, offset = entry
+    if offset % alignment:
+        raise TensorguardError(f"{path}: corrupt GGUF header: tensor {name!r} starts at offset "
+                               f"{offset}, not a multiple of the alignment {alignment}")
     try:
         qtype = GGMLQuantizationType(raw_type)
     except ValueError:

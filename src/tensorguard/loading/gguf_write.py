@@ -188,9 +188,9 @@ def requantize(source: str | Path, target: str | Path, qtype: GGMLQuantizationTy
         writer.add_key_value(key, field.contents(), field.types[0], sub_type=sub)
     writer.add_file_type(FILE_TYPES.get(qtype, LlamaFileType.GUESSED))
     chosen = [qtype if len(t.shape) == 2 else Q.F32 for t in reader.tensors]
-    for t, q in zip(reader.tensors, chosen):
+    for t, q in zip(reader.tensors, chosen, strict=True):
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         writer.add_tensor_info(t.name, shape, np.dtype(np.float32), _nbytes(shape, q), q)
     _write(writer, (quantize(gguf_quants.dequantize(t.data, t.tensor_type), q)
-                    for t, q in zip(reader.tensors, chosen)))
+                    for t, q in zip(reader.tensors, chosen, strict=True)))
     return Path(target)

@@ -1,22 +1,31 @@
 """Find the weight files behind a path: a safetensors file, directory, index, shard set or LoRA
-adapter, or a GGUF file or split GGUF set."""
+adapter, or a GGUF file or split GGUF set.
+
+Nothing is opened before its type is known: only regular files and directories are read (a FIFO
+would block forever, a device never end). Part counts are bounded, and an index may only name
+shards inside its own directory (relative names without ``..``), so a downloaded index cannot
+make tensorguard read other local files."""
 
 from __future__ import annotations
 
-import json
 import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import Enum
+from os import PathLike
 from pathlib import Path
 
 from tensorguard.errors import TensorguardError
+from tensorguard.inputs import read_json, regular_file
 
 SHARD_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.safetensors$")
 GGUF_SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.gguf$")
 GGUF_MAGIC = b"GGUF"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: The most parts a shard set, split GGUF set or index may name (real models have a few hundred).
+MAX_PARTS = 100_000
 
 
 class Layout(str, Enum):
@@ -56,13 +65,25 @@ class Resolved:
     weight_map: dict[str, Path] | None = None  # tensor -> shard, from an index
 
 
-def resolve(path: str | Path) -> Resolved:
-    """Say which layout ``path`` is and list its files, checking that every part is there."""
-    path = Path(path)
-    if not path.exists():
-        raise TensorguardError(f"{path}: no such file or directory")
-    if path.is_dir():
+def resolve(path: str | PathLike[str]) -> Resolved:
+    """Say which layout ``path`` is and list its files, checking that every part is there and is
+    a regular file (a FIFO would block a read forever, a device never end)."""
+    resolved = _resolve(Path(path))
+    for shard in resolved.shards:
+        regular_file(shard)
+    return resolved
+
+
+def _resolve(path: Path) -> Resolved:
+    try:
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        raise TensorguardError(f"{path}: no such file or directory") from None
+    except (OSError, ValueError):  # a name too long, a NUL byte: regular_file says so
+        is_dir = False
+    if is_dir:
         return _resolve_dir(path)
+    regular_file(path)  # before anything opens it
     if path.name.endswith(".safetensors.index.json"):
         return _from_index(path, name=path.parent.resolve().name)
     if split := GGUF_SPLIT_RE.match(path.name):
@@ -128,6 +149,9 @@ def _gguf_dir(directory: Path, name: str) -> Resolved:
 
 
 def _shard_set(directory: Path, base: str, count: int, kind: _PartSet = _SHARD_SET) -> Resolved:
+    if count > MAX_PARTS:
+        raise TensorguardError(f"{directory}: {kind.what} {base!r} claims {count} parts; at most "
+                               f"{MAX_PARTS} are read")
     found: dict[int, Path] = {}
     for f in directory.glob(f"{glob_escape(base)}-*-of-*{kind.suffix}"):
         m = kind.pattern.match(f.name)
@@ -157,17 +181,22 @@ def _starts_with(path: Path, magic: bytes) -> bool:
 
 
 def _from_index(index: Path, name: str) -> Resolved:
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TensorguardError(f"{index}: not a readable JSON index ({exc})") from None
+    data = read_json(index, what="a safetensors index")
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
     ):
         raise TensorguardError(f"{index}: not a safetensors index (no 'weight_map' of names)")
-    files = {v: index.parent / v for v in weight_map.values()}
-    missing = sorted(v for v, p in files.items() if not p.is_file())
+    names = set(weight_map.values())
+    if len(names) > MAX_PARTS:
+        raise TensorguardError(f"{index}: the index names {len(names)} shards; at most {MAX_PARTS} "
+                               "are read")
+    outside = next((v for v in sorted(names) if not _inside(v)), None)
+    if outside is not None:
+        raise TensorguardError(f"{index}: shard {outside!r} is outside the model's directory (an "
+                               "index may only name files in its own directory)")
+    files = {v: index.parent / v for v in names}
+    missing = sorted(v for v, p in files.items() if not _exists(p))
     if missing:
         raise TensorguardError(
             f"{index}: shard {missing[0]} listed in the index is missing"
@@ -175,6 +204,21 @@ def _from_index(index: Path, name: str) -> Resolved:
     shards = tuple(files[v] for v in sorted(files))
     return Resolved(Layout.INDEXED_SHARDS, index.parent, shards, name,
                     {k: files[v] for k, v in weight_map.items()})
+
+
+def _inside(shard: str) -> bool:
+    """Whether an index's shard name stays in the index's directory: a relative path without
+    ``..`` (checked on the name, so an index cannot reach other local files; symbolic links
+    already in the directory, such as the Hugging Face cache's links to its blobs, are followed)."""
+    relative = Path(shard)
+    return bool(shard) and "\0" not in shard and not relative.is_absolute() and ".." not in relative.parts
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long: the regular-file check says so
+        return True
 
 
 def glob_escape(text: str) -> str:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
+from tensorguard.inputs import read_json
+from tensorguard.loading.checks import integer, name_pattern, number, shown
 from tensorguard.loading.header import TensorInfo, read_header
 from tensorguard.loading.layouts import ADAPTER_CONFIG, Resolved
+from tensorguard.loading.safetensors_store import open_safetensors
 from tensorguard.loading.source import ModelSource
 
 if TYPE_CHECKING:
@@ -19,6 +23,14 @@ if TYPE_CHECKING:
 _ADAPTER_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+?)\."
     r"(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.[A-Za-z_]\w*)??(?:\.weight)?$")
+#: PEFT's ``LoraConfig.lora_alpha`` when a config leaves it out.
+DEFAULT_ALPHA = 8
+#: ``rank_pattern``/``alpha_pattern`` keys read, and the longest module name matched against a key
+#: with quantifiers (real names have under 100 characters): with ``checks.name_pattern``'s limits,
+#: one match takes under 0.1 s.
+MAX_PATTERN_KEYS = 10_000
+MAX_MATCHED_NAME = 256
+_QUANTIFIER = re.compile(r"[*+?{]")
 
 
 @dataclass(frozen=True)
@@ -39,15 +51,13 @@ class LoraStore:
         self.format = base.format
         self.claims = base.claims
         self.tensors = base.tensors
-        self._handles: dict[Any, Any] = {}
+        self._handles: dict[Path, Any] = {}
         config = _read_config(adapter.root / ADAPTER_CONFIG)
         self.deltas, self.replacements = _plan(adapter, config, read_header(adapter.shards[0]), base)
 
-    def _handle(self, shard: Any) -> Any:
+    def _handle(self, shard: Path) -> Any:
         if shard not in self._handles:
-            from safetensors import safe_open
-
-            self._handles[shard] = safe_open(str(shard), framework="pt", device="cpu")
+            self._handles[shard] = open_safetensors(shard)
         return self._handles[shard]
 
     def release(self) -> None:
@@ -60,16 +70,16 @@ class LoraStore:
         if name in self.replacements:
             handle = self._handle(self.replacements[name].shard)
             src = self.replacements[name].name
-            w = handle.get_tensor(src) if rows is None else handle.get_slice(src)[rows]
-            return w if dtype is None else w.to(dtype)
+            stored: torch.Tensor = handle.get_tensor(src) if rows is None else handle.get_slice(src)[rows]
+            return stored if dtype is None else stored.to(dtype)
         w = self.base.read(name) if rows is None else self.base.read_rows(name, rows.start, rows.stop)
         out_dtype = dtype or w.dtype
         delta = self.deltas.get(name)
         if delta is None:
             return w.to(out_dtype)
         handle = self._handle(delta.a.shard)
-        a = handle.get_tensor(delta.a.name).to(torch.float32)
-        b = handle.get_tensor(delta.b.name).to(torch.float32)
+        a: torch.Tensor = handle.get_tensor(delta.a.name).to(torch.float32)
+        b: torch.Tensor = handle.get_tensor(delta.b.name).to(torch.float32)
         if delta.transposed:  # rows of (B @ A)^T are columns of A
             update = (a if rows is None else a[:, rows]).T @ b.T
         else:
@@ -88,28 +98,80 @@ class LoraSource(ModelSource):
         self.deltas, self.replacements = store.deltas, store.replacements
 
 
-def _read_config(path: Any) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TensorguardError(f"{path}: not a readable adapter config ({exc})") from None
+def _read_config(path: Path) -> LoraConfig:
+    config = read_json(path, what="a PEFT adapter config")
     if not isinstance(config, dict) or "r" not in config:
         raise TensorguardError(f"{path}: not a PEFT LoRA adapter config (no 'r')")
     if config.get("peft_type", "LORA") != "LORA":
-        raise TensorguardError(f"{path}: {config['peft_type']} adapters are not supported (LoRA only)")
+        raise TensorguardError(f"{path}: {shown(config['peft_type'])} adapters are not supported "
+                               "(LoRA only)")
     if config.get("use_dora"):
         raise TensorguardError(f"{path}: DoRA adapters are not supported (plain LoRA only)")
-    return config
+    return LoraConfig.parse(config, path)
 
 
-def _pattern_value(pattern: dict[str, Any] | None, module: str, default: Any) -> Any:
-    for key, value in (pattern or {}).items():
-        if module == key or re.fullmatch(rf"(?:.*\.)?{key}", module):
-            return value
-    return default
+@dataclass(frozen=True)
+class LoraConfig:
+    """The settings of ``adapter_config.json`` that the merge uses, checked."""
+
+    path: Path
+    r: int
+    alpha: float
+    ranks: tuple[tuple[str, re.Pattern[str], int], ...]  # rank_pattern: (key, its pattern, rank)
+    alphas: tuple[tuple[str, re.Pattern[str], float], ...]
+    rslora: bool
+    fan_in_fan_out: bool
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any], path: Path) -> LoraConfig:
+        alpha = config.get("lora_alpha", DEFAULT_ALPHA)
+        return cls(path, integer(config["r"], "r", path), number(alpha, "lora_alpha", path),
+                   _patterns(config.get("rank_pattern"), "rank_pattern", path, integer),
+                   _patterns(config.get("alpha_pattern"), "alpha_pattern", path, number),
+                   _flag(config.get("use_rslora", False), "use_rslora", path),
+                   _flag(config.get("fan_in_fan_out", False), "fan_in_fan_out", path))
+
+    def scale(self, module: str) -> tuple[int, float]:
+        """The rank of ``module``'s update and the factor it is multiplied by."""
+        r = self._lookup(self.ranks, module, self.r)
+        alpha = self._lookup(self.alphas, module, self.alpha)
+        return r, alpha / math.sqrt(r) if self.rslora else alpha / r
+
+    def _lookup(self, patterns: tuple[tuple[str, re.Pattern[str], Any], ...], module: str,
+                default: Any) -> Any:
+        """The value of the first key that is ``module`` or matches a dotted tail of it (PEFT's rule)."""
+        for key, pattern, value in patterns:
+            if module == key:
+                return value
+            if len(module) > MAX_MATCHED_NAME and _QUANTIFIER.search(key):
+                raise TensorguardError(f"{self.path}: module name of {len(module)} characters is too "
+                                       f"long to match against the pattern {shown(key)}")
+            if pattern.fullmatch(module):
+                return value
+        return default
 
 
-def _plan(adapter: Resolved, config: dict[str, Any], infos: dict[str, TensorInfo],
+def _flag(value: Any, what: str, path: Path) -> bool:
+    if not isinstance(value, bool) and value is not None:
+        raise TensorguardError(f"{path}: {what} is {shown(value)}: must be true or false")
+    return bool(value)
+
+
+def _patterns(value: Any, what: str, path: Path, check: Any) -> tuple[Any, ...]:
+    """``rank_pattern`` or ``alpha_pattern``: a map of module names or regular expressions."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise TensorguardError(f"{path}: {what} is {shown(value)}: must be a map of module names "
+                               "or patterns to values")
+    if len(value) > MAX_PATTERN_KEYS:
+        raise TensorguardError(f"{path}: {what} has {len(value)} keys; at most {MAX_PATTERN_KEYS} "
+                               "are read")
+    return tuple((key, name_pattern(key, what, path), check(v, f"{what}[{key!r}]", path))
+                 for key, v in value.items())
+
+
+def _plan(adapter: Resolved, config: LoraConfig, infos: dict[str, TensorInfo],
           base: ModelSource) -> tuple[dict[str, LoraDelta], dict[str, TensorInfo]]:
     pairs: dict[str, dict[str, TensorInfo]] = {}
     replacements: dict[str, TensorInfo] = {}
@@ -122,13 +184,13 @@ def _plan(adapter: Resolved, config: dict[str, Any], infos: dict[str, TensorInfo
         if target not in base.tensors:
             raise TensorguardError(f"{adapter.root}: adapter tensor {key!r} has no counterpart "
                                    "in the base model")
-        if base.tensors[target].shape != info.shape:
+        if base.tensors[target].shape != info.shape or base.tensors[target].is_float != info.is_float:
             raise TensorguardError(
-                f"{adapter.root}: adapter tensor {key!r} has shape {list(info.shape)}, the base "
-                f"has {list(base.tensors[target].shape)}: this adapter does not fit the base")
+                f"{adapter.root}: adapter tensor {key!r} is {list(info.shape)} {info.dtype}, the "
+                f"base has {list(base.tensors[target].shape)} {base.tensors[target].dtype}: this "
+                "adapter does not fit the base")
         replacements[target] = info
     deltas: dict[str, LoraDelta] = {}
-    fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
     for module, parts in sorted(pairs.items()):
         embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts
         a = parts.get("lora_embedding_A" if embedding else "lora_A")
@@ -139,17 +201,18 @@ def _plan(adapter: Resolved, config: dict[str, Any], infos: dict[str, TensorInfo
         if target not in base.tensors:
             raise TensorguardError(f"{adapter.root}: adapted module {module!r} has no tensor "
                                    f"{target!r} in the base model: this adapter does not fit it")
-        r = int(_pattern_value(config.get("rank_pattern"), module, config["r"]))
-        alpha = float(_pattern_value(config.get("alpha_pattern"), module,
-                                     config.get("lora_alpha", r)))
-        scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-        transposed = embedding or fan_in_fan_out
-        rows_cols = (a.shape[1], b.shape[0]) if transposed else (b.shape[0], a.shape[1])
-        if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != b.shape[1] \
-                or base.tensors[target].shape != rows_cols:
+        transposed = embedding or config.fan_in_fan_out
+        fits = a.ndim == 2 and b.ndim == 2 and a.shape[0] == b.shape[1] and a.is_float and b.is_float
+        if not fits or base.tensors[target].shape != ((a.shape[1], b.shape[0]) if transposed
+                                                       else (b.shape[0], a.shape[1])):
             raise TensorguardError(
-                f"{adapter.root}: LoRA {module!r} (A {list(a.shape)}, B {list(b.shape)}) does not "
-                f"fit base tensor {target!r} of shape {list(base.tensors[target].shape)}")
+                f"{adapter.root}: LoRA {module!r} (A {list(a.shape)} {a.dtype}, B {list(b.shape)} "
+                f"{b.dtype}) does not fit base tensor {target!r} of shape "
+                f"{list(base.tensors[target].shape)}")
+        r, scale = config.scale(module)
+        if a.shape[0] != r:
+            raise TensorguardError(f"{adapter.root}: LoRA {module!r} has rank {a.shape[0]}, but "
+                                   f"{config.path.name} says r = {r}")
         deltas[target] = LoraDelta(a, b, scale, transposed)
     if not deltas and not replacements:
         raise TensorguardError(f"{adapter.root}: the adapter holds no LoRA tensors")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
+from tensorguard.inputs import read_json, regular_file, special_file
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import TensorInfo, read_header
 from tensorguard.loading.layouts import Resolved
@@ -45,17 +45,18 @@ class SafetensorsStore:
     def get(self, name: str, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
         """A stored tensor, or rows and/or columns of it (``StoredTensors`` for packed formats)."""
         handle = self._handle(self.stored[name].shard)
+        tensor: torch.Tensor
         if rows is None and cols is None:
-            return handle.get_tensor(name)
-        if cols is None:
-            return handle.get_slice(name)[rows]
-        return handle.get_slice(name)[rows or slice(None), cols]
+            tensor = handle.get_tensor(name)
+        elif cols is None:
+            tensor = handle.get_slice(name)[rows]
+        else:
+            tensor = handle.get_slice(name)[rows or slice(None), cols]
+        return tensor
 
     def _handle(self, shard: Path) -> Any:
         if shard not in self._handles:
-            from safetensors import safe_open
-
-            self._handles[shard] = safe_open(str(shard), framework="pt", device="cpu")
+            self._handles[shard] = open_safetensors(shard)
         return self._handles[shard]
 
     def release(self) -> None:
@@ -80,12 +81,27 @@ def _headers(resolved: Resolved) -> dict[str, TensorInfo]:
     return infos
 
 
+def open_safetensors(shard: Path) -> Any:
+    """A ``safe_open`` handle on a shard whose header ``read_header`` accepted. Its checks cover
+    what safetensors enforces, so a refusal here means the file changed since, or a check is
+    missing: still a one-line error naming the file, never a traceback."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(str(shard), framework="pt", device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise TensorguardError(f"{shard}: safetensors cannot open it: {exc}") from None
+
+
 def _config(root: Path) -> dict[str, Any]:
     """``config.json`` beside the weights; absent or unreadable counts as empty (plain models do
-    not need it; a packed format that needs its settings says so)."""
+    not need it; a packed format that needs its settings says so), but a FIFO or device under that
+    name is refused rather than read (it would block, or never end)."""
+    path = root / CONFIG
+    if special_file(path) is not None:
+        regular_file(path)
     try:
-        config = json.loads((root / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = read_json(path, what="a model config")
+    except TensorguardError:
         return {}
     return config if isinstance(config, dict) else {}
-

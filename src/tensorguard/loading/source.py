@@ -87,7 +87,8 @@ class ModelSource:
         self.tensors: dict[str, TensorInfo] = self._store.tensors
         self._current: str | None = None
         if not self.matrices():
-            raise TensorguardError(f"{self.root}: no 2-D floating-point weight tensors in this model")
+            where = self.shards[0] if len(self.shards) == 1 else self.root
+            raise TensorguardError(f"{where}: no 2-D floating-point weight tensors in this model")
 
     @property
     def total_params(self) -> int:
@@ -95,8 +96,9 @@ class ModelSource:
         return sum(info.numel for info in self.tensors.values())
 
     def matrices(self) -> list[TensorInfo]:
-        """The 2-D floating-point (or dequantizable) tensors, in plain name order."""
-        return [i for i in self.tensors.values() if i.ndim == 2 and i.is_float]
+        """The 2-D floating-point (or dequantizable) tensors, in plain name order. A matrix with no
+        entries (a zero dimension) is not a weight: nothing can be probed or measured in it."""
+        return [i for i in self.tensors.values() if i.ndim == 2 and i.is_float and i.numel]
 
     def info(self, name: str) -> TensorInfo:
         try:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.header import INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant import awq, bnb, compressed, fp8, gptq, mlx
 from tensorguard.loading.quant.base import PackedFormat, PackedTensor, StoredTensors, quant_config
 
@@ -22,7 +23,6 @@ __all__ = ["FORMATS", "PackedFormat", "PackedTensor", "StoredTensors", "plan_pac
 FORMATS: dict[WeightFormat, PackedFormat] = {f.format: f for f in (
     gptq.FORMAT, awq.FORMAT, bnb.FOUR_BIT, bnb.EIGHT_BIT, fp8.FORMAT, compressed.FORMAT, mlx.FORMAT)}
 _WEIGHT_ENDINGS = ("weight", "_blocks")  # not buffers such as BERT's integer position_ids
-_INTEGER = frozenset({"I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64"})
 
 
 def plan_packed(infos: Mapping[str, TensorInfo], config: Mapping[str, Any], where: Path,
@@ -39,9 +39,9 @@ def plan_packed(infos: Mapping[str, TensorInfo], config: Mapping[str, Any], wher
     method = qconfig.get("quant_method")
     if method is not None:
         readable = sorted({m for f in FORMATS.values() for m in f.quant_methods})
-        raise TensorguardError(f"{where}: config.json says quant_method {method!r}, but the tensors "
+        raise TensorguardError(f"{where}: config.json says quant_method {shown(method)}, but the tensors "
                                f"are not in a layout tensorguard reads ({', '.join(readable)}, mlx)")
-    packed = next((i for i in infos.values() if i.ndim >= 2 and i.dtype in _INTEGER
+    packed = next((i for i in infos.values() if i.ndim >= 2 and i.dtype in INTEGER_DTYPES
                    and i.name.endswith(_WEIGHT_ENDINGS)), None)
     if packed is not None:
         raise TensorguardError(f"{where}: integer-packed weights of an unrecognised format (e.g. "

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    expect,
     group_size,
     inconsistent,
     quant_config,
@@ -87,12 +89,13 @@ class Awq(PackedFormat):
     def plan(self, infos: Mapping[str, TensorInfo], config: Mapping[str, Any], where: Path,
              stored: StoredTensors) -> dict[str, PackedTensor]:
         qconfig = quant_config(config)
-        version = str(qconfig.get("version", "gemm")).lower()
-        if version not in VERSIONS:
-            raise TensorguardError(f"{where}: AWQ version {version!r} is not read (only GEMM packing)")
+        version = qconfig.get("version", "gemm")
+        if not isinstance(version, str) or version.lower() not in VERSIONS:
+            raise TensorguardError(f"{where}: AWQ version {shown(version)} is not read (only GEMM "
+                                   "packing)")
         bits = qconfig.get("bits", qconfig.get("w_bit", BITS))
-        if bits != BITS:
-            raise TensorguardError(f"{where}: AWQ with {bits} bits is not read (4-bit GEMM only)")
+        if bits != BITS or isinstance(bits, bool):
+            raise TensorguardError(f"{where}: AWQ with {shown(bits)} bits is not read (4-bit GEMM only)")
         configured = qconfig.get("group_size", qconfig.get("q_group_size"))
         return {t.info.name: t for t in (
             self._weight(infos, n.removesuffix(".qweight"), configured, where)
@@ -104,15 +107,14 @@ class Awq(PackedFormat):
         qweight = infos[prefix + ".qweight"]
         scales = require(infos, prefix + ".scales", weight, "scales", where)
         qzeros = require(infos, prefix + ".qzeros", weight, "zero points", where)
-        if qweight.ndim != 2 or scales.ndim != 2 or qweight.dtype != "I32":
-            raise TensorguardError(f"{where}: packed weight {weight!r}: qweight and scales must be "
-                                   "2-D with an int32 qweight")
+        for part, dtypes in ((qweight, {"I32"}), (qzeros, {"I32"}), (scales, FLOAT_DTYPES)):
+            expect(part, weight, where, dtypes=dtypes, ndim={2})
         k, (n_groups, n) = qweight.shape[0], scales.shape
         if qweight.shape[1] * PACK != n or qzeros.shape != (n_groups, qweight.shape[1]):
             raise inconsistent(where, weight, f"qweight {list(qweight.shape)}, qzeros "
                                f"{list(qzeros.shape)} and scales {list(scales.shape)} do not fit "
                                "4-bit codes")
-        group = group_size(configured, k, n_groups)
+        group = group_size(configured, k, n_groups, where)
         if k % group or k // group != n_groups:
             raise inconsistent(where, weight, f"{n_groups} groups of scales for {k} inputs, "
                                f"but group_size is {group}")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import integer
 from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.header import ITEMSIZE, TensorInfo
 
@@ -83,6 +84,17 @@ def require(infos: Mapping[str, TensorInfo], name: str, weight: str, what: str,
     return info
 
 
+def expect(part: TensorInfo, weight: str, where: Path, *, dtypes: Collection[str] = (),
+           ndim: Collection[int] = ()) -> TensorInfo:
+    """``part`` if its dtype and number of dimensions are among those given (empty: any)."""
+    if (dtypes and part.dtype not in dtypes) or (ndim and part.ndim not in ndim):
+        wanted = " or ".join(filter(None, (
+            "/".join(sorted(dtypes)), " or ".join(f"{n}-D" for n in sorted(ndim)))))
+        raise TensorguardError(f"{where}: packed weight {weight!r}: {part.name!r} is {part.dtype} "
+                               f"{list(part.shape)}, not {wanted}")
+    return part
+
+
 def stored_bits(parts: list[TensorInfo]) -> int:
     """Bits stored by these tensors."""
     return sum(p.numel * ITEMSIZE[p.dtype] * 8 for p in parts)
@@ -94,11 +106,12 @@ def quantization(scheme: str, bits: int, parts: list[TensorInfo], numel: int,
     return Quantization(scheme, bits, round(stored_bits(parts) / max(1, numel), 4), group)
 
 
-def group_size(configured: Any, inputs: int, groups: int) -> int:
+def group_size(configured: Any, inputs: int, groups: int, where: Path) -> int:
     """Inputs per group: the config's ``group_size`` (-1 or 0: the whole row), else from the shapes."""
     if configured is None:
         return max(1, inputs // max(1, groups))
-    return inputs if int(configured) <= 0 else int(configured)
+    size = integer(configured, "quantization_config's group_size", where, minimum=-1)
+    return max(1, inputs) if size <= 0 else size
 
 
 def inconsistent(where: Path, weight: str, detail: str) -> TensorguardError:

@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import integer, number, shown
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.header import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    expect,
     inconsistent,
     quantization,
     require,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 QUANT_STATE = ".quant_state.bitsandbytes__"
 QUANT_TYPES = ("nf4", "fp4")
+MAX_QUANT_STATE = 1 << 16  # bytes of a quant state's JSON (a few hundred in practice)
 
 
 class Bnb4Tensor(PackedTensor):
@@ -65,7 +68,7 @@ class Bnb4Tensor(PackedTensor):
         first_block = start // self.blocksize
         absmax = self._absmax(stored, first_block, (stop - 1) // self.blocksize + 1)
         blocks = torch.arange(start, stop) // self.blocksize - first_block
-        values = stored.get(name + ".quant_map").float()[torch.from_numpy(codes)]
+        values = stored.get(name + ".quant_map").float().reshape(-1)[torch.from_numpy(codes)]
         return (values * absmax[blocks]).reshape(rows.stop - rows.start, k)
 
     def _absmax(self, stored: StoredTensors, first: int, last: int) -> torch.Tensor:
@@ -77,7 +80,7 @@ class Bnb4Tensor(PackedTensor):
         size, offset = self.nested
         n_first = first // size
         nested = stored.get(self.info.name + ".nested_absmax", rows=slice(n_first, (last - 1) // size + 1))
-        code_book = stored.get(self.info.name + ".nested_quant_map").float()
+        code_book = stored.get(self.info.name + ".nested_quant_map").float().reshape(-1)
         return (code_book[absmax.long()] * nested.float()[torch.arange(first, last) // size - n_first]
                 + offset)
 
@@ -98,38 +101,62 @@ class Bnb4(PackedFormat):
         packed = require(infos, weight, weight, "packed codes", where)
         absmax = require(infos, weight + ".absmax", weight, "absmax scales", where)
         quant_map = require(infos, weight + ".quant_map", weight, "quant_map", where)
-        state = _quant_state(stored, state_name, where)
-        shape, blocksize = tuple(state.get("shape", ())), int(state.get("blocksize", 0))
-        if len(shape) != 2 or blocksize <= 0 or state.get("quant_type") not in QUANT_TYPES:
-            raise TensorguardError(f"{where}: {state_name!r} is not a 2-D nf4/fp4 quant state: {state}")
+        state = _quant_state(stored, infos[state_name], where)
+        shape, blocksize = state.get("shape"), state.get("blocksize")
+        if (not isinstance(shape, list) or len(shape) != 2 or state.get("quant_type") not in QUANT_TYPES
+                or not all(type(d) is int and d >= 0 for d in shape)):
+            raise TensorguardError(f"{where}: {state_name!r} is not a 2-D nf4/fp4 quant state: "
+                                   f"{shown(state, 120)}")
+        blocksize = integer(blocksize, f"{state_name!r}'s blocksize", where)
         numel = shape[0] * shape[1]
-        if packed.numel != -(-numel // 2) or absmax.numel != -(-numel // blocksize):
+        expect(packed, weight, where, dtypes={"U8"}, ndim={1, 2})
+        if packed.numel != -(-numel // 2) or absmax.numel != -(-numel // blocksize) \
+                or packed.shape[1:] not in ((), (1,)):
             raise inconsistent(where, weight, f"{packed.numel} packed bytes and {absmax.numel} absmax "
                                f"scales do not fit shape {list(shape)} in blocks of {blocksize}")
+        _code_book(quant_map, 16, weight, where)
         parts = [packed, absmax, quant_map, infos[state_name]]
         nested = None
         if "nested_blocksize" in state:
             nested_absmax = require(infos, weight + ".nested_absmax", weight, "nested absmax", where)
-            parts += [nested_absmax, require(infos, weight + ".nested_quant_map", weight,
-                                             "nested quant_map", where)]
-            size = int(state["nested_blocksize"])
-            if size <= 0 or nested_absmax.numel != -(-absmax.numel // size):
+            parts += [nested_absmax, _code_book(require(infos, weight + ".nested_quant_map", weight,
+                                                        "nested quant_map", where), 256, weight, where)]
+            size = integer(state["nested_blocksize"], f"{state_name!r}'s nested_blocksize", where)
+            expect(absmax, weight, where, dtypes={"U8"}, ndim={1})
+            expect(nested_absmax, weight, where, dtypes=FLOAT_DTYPES, ndim={1})
+            if nested_absmax.numel != -(-absmax.numel // size):
                 raise inconsistent(where, weight, f"{nested_absmax.numel} nested scales for "
                                    f"{absmax.numel} absmax codes in blocks of {size}")
-            nested = (size, float(state.get("nested_offset", 0.0)))
+            nested = (size, number(state.get("nested_offset", 0.0), f"{state_name!r}'s nested_offset",
+                                   where))
+        else:
+            expect(absmax, weight, where, dtypes=FLOAT_DTYPES, ndim={1})
         scheme = str(state["quant_type"])
         info = TensorInfo(weight, (shape[0], shape[1]), scheme, packed.shard,
                           quantization(scheme, 4, parts, numel, (1, blocksize)))
         return Bnb4Tensor(info, tuple(p.name for p in parts), blocksize, nested)
 
 
-def _quant_state(stored: StoredTensors, name: str, where: Path) -> dict[str, Any]:
+def _code_book(info: TensorInfo, size: int, weight: str, where: Path) -> TensorInfo:
+    """A code book indexed by codes: float, with an entry for every code."""
+    expect(info, weight, where, dtypes=FLOAT_DTYPES)
+    if info.numel != size:
+        raise inconsistent(where, weight, f"{info.name!r} has {info.numel} entries for {size} codes")
+    return info
+
+
+def _quant_state(stored: StoredTensors, info: TensorInfo, where: Path) -> dict[str, Any]:
+    """The JSON object a quant state tensor holds as bytes."""
+    if info.dtype != "U8" or info.numel > MAX_QUANT_STATE:
+        raise TensorguardError(f"{where}: {info.name!r} is not a quant state (a {info.dtype} tensor "
+                               f"of {info.numel} entries, not a few hundred bytes of JSON)")
     try:
-        state = json.loads(bytes(stored.get(name).reshape(-1).tolist()).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TensorguardError(f"{where}: {name!r} is not a readable quant state ({exc})") from None
+        state = json.loads(bytes(stored.get(info.name).reshape(-1).tolist()).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, a 5000-digit number
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise TensorguardError(f"{where}: {info.name!r} is not a readable quant state ({why})") from None
     if not isinstance(state, dict):
-        raise TensorguardError(f"{where}: {name!r} is not a readable quant state (not an object)")
+        raise TensorguardError(f"{where}: {info.name!r} is not a readable quant state (not an object)")
     return state
 
 
@@ -146,7 +173,8 @@ class Bnb8(PackedFormat):
                 prefix = name.removesuffix(".SCB")
                 weight = require(infos, prefix + ".weight", prefix + ".weight", "int8 codes", where)
                 layout = prefix + ".weight_format"
-                if layout in infos and int(stored.get(layout).reshape(-1)[0]) != 0:
+                if layout in infos and (infos[layout].numel != 1 or infos[layout].dtype not in
+                                        INTEGER_DTYPES or int(stored.get(layout).reshape(-1)[0]) != 0):
                     raise TensorguardError(f"{where}: {weight.name!r} is saved in a GPU tile layout, "
                                            "not row-major; tensorguard reads row-major int8 weights")
                 out[weight.name] = scaled_tensor(infos, weight.name, name, None, block=None,

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.header import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    expect,
     group_size,
     inconsistent,
     packed_span,
@@ -88,7 +90,7 @@ class CompressedTensors(PackedFormat):
                     out[tensor.info.name] = tensor
             return out
         if fmt not in SCALED:
-            raise TensorguardError(f"{where}: compressed-tensors format {fmt!r} is not read "
+            raise TensorguardError(f"{where}: compressed-tensors format {shown(fmt)} is not read "
                                    f"({PACKED}, {', '.join(SCALED)} are)")
         block = weights.get("block_structure") if weights.get("strategy") == "block" else None
         for name in infos:
@@ -106,14 +108,18 @@ class CompressedTensors(PackedFormat):
         scale = require(infos, prefix + ".weight_scale", weight, "scales", where)
         shape_info = require(infos, prefix + ".weight_shape", weight, "weight_shape", where)
         zero = infos.get(prefix + ".weight_zero_point")
-        n, k = (int(v) for v in stored.get(shape_info.name).reshape(-1).tolist())
-        bits = int(weights.get("num_bits", 0))
-        if bits not in (2, 4, 8) or packed.ndim != 2 or packed.dtype != "I32":
+        n, k = _shape(stored, expect(shape_info, weight, where, dtypes=INTEGER_DTYPES), weight, where)
+        bits = weights.get("num_bits", 0)
+        if isinstance(bits, bool) or bits not in (2, 4, 8) or packed.ndim != 2 or packed.dtype != "I32":
             raise TensorguardError(f"{where}: packed weight {weight!r}: compressed-tensors "
-                                   f"{bits}-bit codes in a {packed.dtype} tensor are not read "
+                                   f"{shown(bits)}-bit codes in a {packed.dtype} tensor are not read "
                                    "(2, 4 or 8 bits in int32)")
+        bits = int(bits)
+        expect(scale, weight, where, dtypes=FLOAT_DTYPES)
+        if zero is not None:
+            expect(zero, weight, where, dtypes={"I32"}, ndim={2})
         n_groups = scale.numel // max(1, n)
-        group = group_size(weights.get("group_size"), k, n_groups)
+        group = group_size(weights.get("group_size"), k, n_groups, where)
         if (packed.shape != (n, -(-k * bits // 32)) or scale.numel != n * n_groups
                 or -(-k // group) != n_groups):
             raise inconsistent(where, weight, f"weight_packed {list(packed.shape)} and scales "
@@ -136,13 +142,23 @@ def _weights_config(qconfig: Mapping[str, Any], where: Path) -> tuple[dict[str, 
     found = qconfig.get("config_groups")
     groups = [g for g in found.values() if isinstance(g, dict)] if isinstance(found, dict) else []
     weights: list[dict[str, Any]] = [g["weights"] for g in groups if isinstance(g.get("weights"), dict)]
-    formats = {g["format"] for g in groups if g.get("format")}
+    formats = {g["format"] if isinstance(g["format"], str) else None for g in groups if g.get("format")}
     fmt = qconfig.get("format") if not formats else formats.pop() if len(formats) == 1 else None
-    distinct = {tuple(sorted((k, str(v)) for k, v in w.items())) for w in weights}
-    if not weights or len(distinct) > 1 or fmt is None:
+    distinct = {tuple(sorted((k, shown(v, 1000)) for k, v in w.items())) for w in weights}
+    if not weights or len(distinct) > 1 or not isinstance(fmt, str):
         raise TensorguardError(f"{where}: compressed-tensors config with {len(distinct)} distinct "
                                "weight quantizations and formats is not read (one is)")
-    return dict(weights[0]), str(fmt)
+    return dict(weights[0]), fmt
+
+
+def _shape(stored: StoredTensors, info: TensorInfo, weight: str, where: Path) -> tuple[int, int]:
+    """The (outputs, inputs) a ``weight_shape`` tensor holds."""
+    values = stored.get(info.name).reshape(-1).tolist() if info.numel == 2 else []
+    if len(values) != 2 or not all(0 <= v < 1 << 62 for v in values):
+        held = f"it holds {shown(values)}" if values else f"it has {info.numel} entries"
+        raise TensorguardError(f"{where}: packed weight {weight!r}: {info.name!r} is not an "
+                               f"(outputs, inputs) pair ({held})")
+    return int(values[0]), int(values[1])
 
 
 FORMAT = CompressedTensors()

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.header import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    expect,
     group_size,
     inconsistent,
     packed_span,
@@ -73,7 +75,7 @@ class GptqTensor(PackedTensor):
         k = self.info.shape[1]
         if not self.has_g_idx:
             return np.arange(k) // self.group
-        groups = stored.get(self.prefix + ".g_idx").numpy().astype(np.int64)
+        groups = to_numpy(stored.get(self.prefix + ".g_idx")).astype(np.int64)
         if groups.min(initial=0) < 0 or groups.max(initial=0) >= n_groups:
             raise TensorguardError(f"{self.where}: packed weight {self.info.name!r}: g_idx names "
                                    f"groups outside 0..{n_groups - 1}")
@@ -97,8 +99,8 @@ class Gptq(PackedFormat):
              stored: StoredTensors) -> dict[str, PackedTensor]:
         qconfig = quant_config(config)
         fmt = qconfig.get("checkpoint_format", "gptq")
-        if fmt not in CHECKPOINT_FORMATS:
-            raise TensorguardError(f"{where}: GPTQ checkpoint_format {fmt!r} is not read "
+        if not isinstance(fmt, str) or fmt not in CHECKPOINT_FORMATS:
+            raise TensorguardError(f"{where}: GPTQ checkpoint_format {shown(fmt)} is not read "
                                    f"(only {', '.join(CHECKPOINT_FORMATS)})")
         return {t.info.name: t for t in (
             self._weight(infos, n.removesuffix(".qweight"), qconfig, CHECKPOINT_FORMATS[fmt], where)
@@ -111,14 +113,15 @@ class Gptq(PackedFormat):
         scales = require(infos, prefix + ".scales", weight, "scales", where)
         qzeros = require(infos, prefix + ".qzeros", weight, "zero points", where)
         g_idx = infos.get(prefix + ".g_idx")
-        if qweight.ndim != 2 or scales.ndim != 2 or qzeros.ndim != 2 or qweight.dtype != "I32":
-            raise TensorguardError(f"{where}: packed weight {weight!r}: qweight, qzeros and scales "
-                                   "must be 2-D with an int32 qweight")
+        for part, dtypes in ((qweight, {"I32"}), (qzeros, {"I32"}), (scales, FLOAT_DTYPES)):
+            expect(part, weight, where, dtypes=dtypes, ndim={2})
+        if g_idx is not None:
+            expect(g_idx, weight, where, dtypes=INTEGER_DTYPES, ndim={1})
         n_groups, n = scales.shape
         bits = qconfig.get("bits") or _infer_bits(qweight, qzeros, g_idx, n)
-        if bits not in BITS:
-            raise TensorguardError(f"{where}: packed weight {weight!r}: GPTQ with {bits:g} bits is "
-                                   f"not supported ({', '.join(map(str, BITS))})")
+        if isinstance(bits, bool) or bits not in BITS:
+            raise TensorguardError(f"{where}: packed weight {weight!r}: GPTQ with {shown(bits)} bits "
+                                   f"is not supported ({', '.join(map(str, BITS))})")
         bits = int(bits)
         k = qweight.shape[0] * 32 // bits
         if qweight.shape[1] != n or qzeros.shape != (n_groups, -(-n * bits // 32)):
@@ -127,7 +130,7 @@ class Gptq(PackedFormat):
                                f"{bits}-bit codes")
         if g_idx is not None and g_idx.shape != (k,):
             raise inconsistent(where, weight, f"g_idx has {list(g_idx.shape)} entries for {k} inputs")
-        group = group_size(qconfig.get("group_size"), k, n_groups)
+        group = group_size(qconfig.get("group_size"), k, n_groups, where)
         if -(-k // group) != n_groups:
             raise inconsistent(where, weight, f"{n_groups} groups of scales for {k} inputs, but "
                                f"group_size is {group}")

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
-from tensorguard.loading.header import TensorInfo
+from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    expect,
     inconsistent,
     quantization,
     require,
@@ -83,12 +85,15 @@ class Mlx(PackedFormat):
         weight = prefix + ".weight"
         codes, biases = infos[weight], infos[prefix + ".biases"]
         scales = require(infos, prefix + ".scales", weight, "scales", where)
-        mode = settings.get("mode", "affine")
-        bits, group = int(settings.get("bits", 0)), int(settings.get("group_size", 0))
-        if mode != "affine" or bits not in BITS or group <= 0:
-            raise TensorguardError(f"{where}: packed weight {weight!r}: MLX {mode} quantization with "
-                                   f"{bits} bits in groups of {group} is not read (affine, "
-                                   f"{', '.join(map(str, BITS))} bits)")
+        mode, bits, group = (settings.get(k, d) for k, d in (("mode", "affine"), ("bits", 0),
+                                                             ("group_size", 0)))
+        if mode != "affine" or type(bits) is not int or bits not in BITS or type(group) is not int \
+                or group <= 0:
+            raise TensorguardError(f"{where}: packed weight {weight!r}: MLX {shown(mode)} quantization "
+                                   f"with {shown(bits)} bits in groups of {shown(group)} is not read "
+                                   f"(affine, {', '.join(map(str, BITS))} bits)")
+        expect(scales, weight, where, dtypes=FLOAT_DTYPES)
+        expect(biases, weight, where, dtypes=FLOAT_DTYPES)
         if codes.ndim != 2 or scales.ndim != 2 or biases.shape != scales.shape:
             raise inconsistent(where, weight, f"codes {list(codes.shape)}, scales "
                                f"{list(scales.shape)} and biases {list(biases.shape)} do not match")

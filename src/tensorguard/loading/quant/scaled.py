@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.header import TensorInfo
-from tensorguard.loading.quant.base import PackedTensor, StoredTensors, inconsistent, quantization
+from tensorguard.loading.checks import shown
+from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
+from tensorguard.loading.quant.base import PackedTensor, StoredTensors, expect, inconsistent, quantization
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +52,7 @@ class ScaledTensor(PackedTensor):
         return stored.get(name, rows=slice(first, last)).float().reshape(last - first, -1)
 
 
-def scale_block(weight: TensorInfo, scale: TensorInfo, configured: Sequence[int] | None,
+def scale_block(weight: TensorInfo, scale: TensorInfo, configured: Any,
                 where: Path) -> tuple[int, int]:
     """The block of the weight that one scale covers, from the config or the scale's shape."""
     n, k = weight.shape
@@ -59,7 +60,7 @@ def scale_block(weight: TensorInfo, scale: TensorInfo, configured: Sequence[int]
         return n, k
     grid = scale.shape if scale.ndim == 2 else (scale.numel, 1)
     if configured:
-        bn, bk = (int(configured[0]), int(configured[-1]))
+        bn, bk = _block(configured, weight.name, where)
         if (-(-n // bn), -(-k // bk)) != tuple(grid):
             raise inconsistent(where, weight.name, f"scales {list(scale.shape)} do not fit "
                                f"{bn}x{bk} blocks of a {n}x{k} weight")
@@ -70,14 +71,24 @@ def scale_block(weight: TensorInfo, scale: TensorInfo, configured: Sequence[int]
                        f"the scales {list(scale.shape)} covers (no block size in config.json)")
 
 
+def _block(configured: Any, weight: str, where: Path) -> tuple[int, int]:
+    """The config's block size: ``[rows, columns]`` (or one size for both) of positive integers."""
+    if (isinstance(configured, (list, tuple)) and len(configured) in (1, 2)
+            and all(type(v) is int and v > 0 for v in configured)):
+        return configured[0], configured[-1]
+    raise TensorguardError(f"{where}: packed weight {weight!r}: block size {shown(configured)} in "
+                           "config.json is not [rows, columns] of positive integers")
+
+
 def scaled_tensor(infos: Mapping[str, TensorInfo], weight: str, scale: str, zero: str | None, *,
-                  block: Sequence[int] | None, factor: float, where: Path,
+                  block: Any, factor: float, where: Path,
                   extra: Sequence[str] = ()) -> ScaledTensor:
     """Plan one scaled weight; ``extra`` names stored tensors it also consumes (activation scales)."""
     codes, scale_info = infos[weight], infos[scale]
     if codes.ndim != 2 or codes.dtype not in CODE_DTYPES:
         raise TensorguardError(f"{where}: packed weight {weight!r} must be a 2-D float8 or int8 "
                                f"tensor, not {codes.dtype} {list(codes.shape)}")
+    expect(scale_info, weight, where, dtypes=FLOAT_DTYPES)
     zero_info = infos.get(zero) if zero else None
     grid = scale_block(codes, scale_info, block, where)
     if zero_info is not None and zero_info.shape != scale_info.shape:
