@@ -35,11 +35,9 @@ for path in sys.argv[1:]:
 #: The part of ``compare`` outside the weight signals: fingerprinting both models (its defaults).
 _FINGERPRINT_BOTH = """
 import sys
-from tensorguard.fingerprint import fingerprint_model
-from tensorguard.loading import open_model
+from tensorguard.fingerprints import fingerprint
 for path in sys.argv[1:]:
-    with open_model(path) as source:
-        fingerprint_model(source, num_samples=15, device="cpu", seed=0)
+    fingerprint(path, samples=15, device="cpu", seed=0)
 """
 INDEX = "model.safetensors.index.json"
 
