@@ -145,10 +145,10 @@ def test_llama_family_architectures_map_back(tmp_path, arch):
     weights = make_weights(ModelSpec(hidden=64, layers=2, intermediate=128, vocab=96, heads=4,
                                      kv_heads=2, tied=True), 4)
     spec = ARCHITECTURES[arch]
-    if "self_attn.q_norm" in spec.block:  # Qwen3 / Gemma 3 per-head q/k norms
+    if arch in ("qwen3", "gemma3"):  # per-head q/k norms
         weights.update({f"model.layers.{i}.self_attn.{x}_norm.weight": 1 + 0.05 * torch.randn(16)
                         for i in range(2) for x in "qk"})
-    if "pre_feedforward_layernorm" in spec.block:  # Gemma 2/3 sandwich norms
+    if arch in ("gemma2", "gemma3"):  # sandwich norms around the MLP
         weights.update({f"model.layers.{i}.{x}_feedforward_layernorm.weight": 1 + torch.rand(64)
                         for i in range(2) for x in ("pre", "post")})
     path = save_gguf(weights, tmp_path / f"{arch}.gguf", arch=arch, heads=4, kv_heads=2)

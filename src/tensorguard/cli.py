@@ -7,8 +7,10 @@ in a fraction of a second and ``fingerprint`` never loads scikit-learn, SciPy or
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import re
 import signal
 import sys
@@ -562,9 +564,18 @@ def main() -> None:
 
 
 def run() -> None:
-    """The console script. Once the command has finished (or failed), a late Ctrl-C is ignored,
-    so interpreter shutdown can never print a traceback from an exit handler."""
+    """The console script. Once the command has finished, the process ends at once: every output
+    is written, flushed and closed by then, and the interpreter's teardown (torch's exit handlers
+    take about half a second) has nothing left to do; a late Ctrl-C is ignored, so it can never
+    print a traceback from an exit handler either."""
+    code = 0
     try:
         main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a closed pipe (``| head``): nothing more can be said
+            stream.flush()
+    os._exit(code)

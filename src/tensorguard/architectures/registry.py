@@ -92,6 +92,12 @@ SLOT_ROLES: dict[Slot, Role] = {
     Slot.NORM: Role.NORM,
 }
 MLP_SLOTS = frozenset({Slot.GATE, Slot.UP, Slot.DOWN, Slot.GATE_UP})
+#: The space a linear weight reads from (it writes to its other stored axis).
+SLOT_INPUTS: dict[Slot, Space] = {
+    Slot.Q: Space.RESIDUAL, Slot.K: Space.RESIDUAL, Slot.V: Space.RESIDUAL, Slot.QKV: Space.RESIDUAL,
+    Slot.GATE: Space.RESIDUAL, Slot.UP: Space.RESIDUAL, Slot.GATE_UP: Space.RESIDUAL,
+    Slot.O: Space.Q, Slot.DOWN: Space.NEURON, Slot.LM_HEAD: Space.RESIDUAL,
+}
 VOCAB_SLOTS = (Slot.EMBED, Slot.LM_HEAD)  # in the order a vocabulary matrix is chosen
 
 
@@ -126,6 +132,16 @@ class Weight:
     def paper_role(self) -> Role:
         return self.role or SLOT_ROLES[self.slot]
 
+    @property
+    def module(self) -> str:
+        """The name without ``.weight``/``.bias``: the module the weight belongs to."""
+        return self.name.rsplit(".", 1)[0]
+
+    @property
+    def stored_in_out(self) -> bool:
+        """A linear weight stored ``(in, out)`` (GPT-2's ``Conv1D``), not ``(out, in)``."""
+        return len(self.axes) == 2 and self.axes[0] is SLOT_INPUTS.get(self.slot)
+
 
 @dataclass(frozen=True)
 class Scheme:
@@ -145,6 +161,16 @@ class Scheme:
 
     def weights(self) -> Iterator[Weight]:
         yield from (*self.before, *self.blocks, *self.extra_blocks, *self.after)
+
+    @property
+    def stack(self) -> str:
+        """The prefix of the blocks' names, e.g. ``model.layers`` (``{stack}.{block}.{module}``)."""
+        return self.blocks[0].name.split(".{block}.", 1)[0]
+
+    def modules(self, weights: tuple[Weight, ...], *, relative: bool = False) -> tuple[str, ...]:
+        """The distinct modules of ``weights`` in order; ``relative``: without the block prefix."""
+        names = (w.module.split(".{block}.", 1)[1] if relative else w.module for w in weights)
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)

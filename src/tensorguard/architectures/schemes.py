@@ -156,7 +156,8 @@ GPT2 = REGISTRY.register(Scheme(
         _w("transformer.h.{block}.mlp.c_fc.bias", Slot.UP, N, optional=True),
         _w("transformer.h.{block}.mlp.c_proj.bias", Slot.DOWN, R, optional=True),
     ),
-    after=(_norm("transformer.ln_f.weight"), _norm("transformer.ln_f.bias", True)),
+    after=(_norm("transformer.ln_f.weight"), _norm("transformer.ln_f.bias", True),
+           _w("lm_head.weight", Slot.LM_HEAD, V, R, optional=True)),
 ))
 
 GPTJ = REGISTRY.register(Scheme(

@@ -223,7 +223,8 @@ def _hf_names(arch_name: str, arch: GgufArch, n_blocks: int,
     if arch_name not in _ARCH_IDS:
         return {}
     names = TensorNameMap(_ARCH_IDS[arch_name], n_blocks)
-    block = next((alt for marker, alt in arch.variants if marker in present), arch.block)
+    first = next((modules for marker, modules in arch.variants if marker in present), ())
+    block = (*first, *arch.block)
     out: dict[str, tuple[str, str]] = {}
     places = [("", arch.top)] + [(f"{arch.stack}.{b}.", block) for b in range(n_blocks)]
     for prefix, modules in places:
