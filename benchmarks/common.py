@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,23 +40,31 @@ class Measurement:
     peak_mb: float
 
 
-def bench_model(workdir: Path, seed: int = 0, name: str = "llama-1b-shaped") -> Path:
-    """Write (once) the 2.5 GB bf16 Llama-3.2-1B-shaped model as 2 shards with an index.
+def build_once(path: Path, write: Callable[[Path], None]) -> Path:
+    """``path``, written by ``write(folder)`` unless it exists already.
 
     Safe to call from several processes: one writes (into a temporary folder, renamed into
-    place when complete) while the others wait on a lock.
+    place when complete) while the others wait on a lock, so a half-built cache is never used.
     """
-    path = workdir / name
-    workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / f".{name}.lock").open("w") as lock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
-            print(f"writing {path} (bf16, about 2.5 GB) ...", file=sys.stderr)
-            tmp = workdir / f".{name}.partial"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_model(make_weights(LLAMA_1B, seed), tmp, dtype=torch.bfloat16, shards=2)
-            tmp.rename(path)
+            partial = path.parent / f".{path.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            write(partial)
+            partial.rename(path)
     return path
+
+
+def bench_model(workdir: Path, seed: int = 0, name: str = "llama-1b-shaped") -> Path:
+    """Write (once) the 2.5 GB bf16 Llama-3.2-1B-shaped model as 2 shards with an index."""
+
+    def write(folder: Path) -> None:
+        print(f"writing {workdir / name} (bf16, about 2.5 GB) ...", file=sys.stderr)
+        save_model(make_weights(LLAMA_1B, seed), folder, dtype=torch.bfloat16, shards=2)
+
+    return build_once(workdir / name, write)
 
 
 def measure(case: Case) -> Measurement:

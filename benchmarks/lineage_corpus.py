@@ -26,7 +26,6 @@ models. Each model is a directory with ``model.safetensors`` and ``tokenizer.jso
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import math
@@ -42,7 +41,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tensorguard.architectures.renaming import Renaming
+from benchmarks.common import build_once
+from tensorguard.disguises import drop_blocks, llama_logits, num_blocks, rename, rescale, rotate
 from tensorguard.synthetic import ModelSpec, make_weights
 
 Weights = dict[str, torch.Tensor]
@@ -170,52 +170,11 @@ def write_tokenizer(path: Path, vocab: list[str], special: frozenset[int] = froz
     path.write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
 
 
-# ---- the model: a functional Llama forward pass over the Hugging Face weight dict
-
-def num_blocks(w: Weights) -> int:
-    return 1 + max(int(n.split(".")[2]) for n in w if n.startswith("model.layers."))
-
-
-def _rope(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding (Hugging Face's rotate-half layout) of (batch, heads, T, hd)."""
-    t, hd = x.shape[-2], x.shape[-1]
-    inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=x.dtype) / hd)
-    angles = torch.outer(torch.arange(t, dtype=x.dtype), inv)
-    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
-    half = hd // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
-    return x * cos + rotated * sin
-
-
-def _rms(x: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * g
-
-
-def head(w: Weights) -> torch.Tensor:
-    """The output head (the embedding itself when they are tied)."""
-    return w.get("lm_head.weight", w["model.embed_tokens.weight"])
-
+# ---- the model: the functional Llama decoder of ``tensorguard.disguises``
 
 def forward(w: Weights, tokens: torch.Tensor, arch: Arch = TINY) -> torch.Tensor:
     """Logits (batch, T, vocab) of tokens (batch, T)."""
-    spec, eps = arch.spec, arch.eps
-    heads, kv, hd = spec.heads, spec.kv_heads or spec.heads, spec.head_dim
-    x = w["model.embed_tokens.weight"][tokens]
-    b, t, _ = x.shape
-    for i in range(num_blocks(w)):
-        p = f"model.layers.{i}."
-        h = _rms(x, w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(b, t, heads, hd).transpose(1, 2)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(b, t, kv, hd).transpose(1, 2)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(b, t, kv, hd).transpose(1, 2)
-        q, k = _rope(q, arch.rope_theta), _rope(k, arch.rope_theta)
-        k, v = (z.repeat_interleave(heads // kv, dim=1) for z in (k, v))
-        att = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + att.transpose(1, 2).reshape(b, t, -1) @ w[p + "self_attn.o_proj.weight"].T
-        h = _rms(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = torch.nn.functional.silu(h @ w[p + "mlp.gate_proj.weight"].T)
-        x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
-    return _rms(x, w["model.norm.weight"], eps) @ head(w).T
+    return llama_logits(w, tokens, arch.spec, rope_theta=arch.rope_theta, eps=arch.eps)
 
 
 def _batches(ids: np.ndarray, seed: int, batch: int) -> Callable[[], torch.Tensor]:
@@ -320,22 +279,6 @@ def prune_magnitude(w: Weights, share: float = 0.3) -> Weights:
     return out
 
 
-def drop_blocks(w: Weights, drop: tuple[int, ...]) -> Weights:
-    """Depth pruning: remove blocks ``drop`` and renumber the rest."""
-    keep = [i for i in range(num_blocks(w)) if i not in drop]
-    new_index = {old: new for new, old in enumerate(keep)}
-    out = {}
-    for n, t in w.items():
-        parts = n.split(".")
-        if n.startswith("model.layers."):
-            old = int(parts[2])
-            if old not in new_index:
-                continue
-            parts[2] = str(new_index[old])
-        out[".".join(parts)] = t
-    return out
-
-
 def extend_vocab(w: Weights, extra: int, seed: int) -> Weights:
     """Append ``extra`` rows to the embedding and head: their mean plus small noise (as
     ``resize_token_embeddings`` with mean initialisation does)."""
@@ -346,76 +289,6 @@ def extend_vocab(w: Weights, extra: int, seed: int) -> Weights:
         t = w[n]
         new = t.mean(0, keepdim=True) + 0.1 * t.std() * torch.randn(extra, t.shape[1], generator=gen)
         out[n] = torch.cat([t, new])
-    return out
-
-
-def rename(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
-    """Function-preserving renaming of residual dimensions, heads (GQA-consistent) and neurons."""
-    r = Renaming(spec.hidden, spec.heads, spec.kv_heads or spec.heads, spec.intermediate, seed)
-    return {n: r.apply(n, t) for n, t in w.items()}
-
-
-def rescale(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
-    """Function-preserving rescaling: norm weights x s with the next matrices' columns / s; each
-    query head group x c with its key head / c (commutes with RoPE); value rows x d with the
-    matching output columns / d; up rows x e with down columns / e; final norm into the head
-    (unless the head is the embedding itself)."""
-    gen = torch.Generator().manual_seed(seed)
-    heads, kv, hd = spec.heads, spec.kv_heads or spec.heads, spec.head_dim
-    group = heads // kv
-
-    def factors(n: int) -> torch.Tensor:
-        return torch.exp(torch.empty(n).uniform_(-1.5, 1.5, generator=gen))
-
-    out = dict(w)
-    for i in range(num_blocks(w)):
-        p = f"model.layers.{i}."
-        s = factors(spec.hidden)
-        out[p + "input_layernorm.weight"] = w[p + "input_layernorm.weight"] * s
-        for x in ("q_proj", "k_proj", "v_proj"):
-            out[p + f"self_attn.{x}.weight"] = w[p + f"self_attn.{x}.weight"] / s
-        c = factors(kv)
-        out[p + "self_attn.q_proj.weight"] = out[p + "self_attn.q_proj.weight"] * \
-            c.repeat_interleave(group * hd)[:, None]
-        out[p + "self_attn.k_proj.weight"] = out[p + "self_attn.k_proj.weight"] / \
-            c.repeat_interleave(hd)[:, None]
-        d = factors(kv * hd)
-        out[p + "self_attn.v_proj.weight"] = out[p + "self_attn.v_proj.weight"] * d[:, None]
-        per_query = d.view(kv, 1, hd).expand(kv, group, hd).reshape(-1)
-        out[p + "self_attn.o_proj.weight"] = w[p + "self_attn.o_proj.weight"] / per_query[None, :]
-        t = factors(spec.hidden)
-        out[p + "post_attention_layernorm.weight"] = w[p + "post_attention_layernorm.weight"] * t
-        e = factors(spec.intermediate)
-        out[p + "mlp.gate_proj.weight"] = w[p + "mlp.gate_proj.weight"] / t
-        out[p + "mlp.up_proj.weight"] = w[p + "mlp.up_proj.weight"] / t * e[:, None]
-        out[p + "mlp.down_proj.weight"] = w[p + "mlp.down_proj.weight"] / e[None, :]
-    if "lm_head.weight" in w:
-        u = factors(spec.hidden)
-        out["model.norm.weight"] = w["model.norm.weight"] * u
-        out["lm_head.weight"] = w["lm_head.weight"] / u
-    return out
-
-
-def rotate(w: Weights, seed: int, spec: ModelSpec = SPEC) -> Weights:
-    """Fold every norm weight into the matrices after it, then rotate the residual basis by a
-    random orthogonal matrix R (RMSNorm without weights commutes with R). A tied head is untied:
-    it becomes the final norm times the embedding, rotated."""
-    gen = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(spec.hidden, spec.hidden, generator=gen, dtype=torch.float64))
-    rot = (q * torch.sign(torch.diagonal(r))).float()
-    out: Weights = {"model.embed_tokens.weight": w["model.embed_tokens.weight"] @ rot}
-    for i in range(num_blocks(w)):
-        p = f"model.layers.{i}."
-        for norm, mats in (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-                           ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
-            g = w[p + f"{norm}.weight"]
-            out[p + f"{norm}.weight"] = torch.ones_like(g)
-            for m in mats:
-                out[p + f"{m}.weight"] = (w[p + f"{m}.weight"] * g) @ rot
-        for m in ("self_attn.o_proj", "mlp.down_proj"):
-            out[p + f"{m}.weight"] = rot.T @ w[p + f"{m}.weight"]
-    out["model.norm.weight"] = torch.ones_like(w["model.norm.weight"])
-    out["lm_head.weight"] = (head(w) * w["model.norm.weight"]) @ rot
     return out
 
 
@@ -491,11 +364,11 @@ TRANSFORMS: dict[str, Transform] = {
     "vocab-ext": lambda c: c.tuned(extend_vocab(c.weights, VOCAB_EXTRA, c.seed + 4),
                                    c.arch.recipe.vocab_ext, 5),
     "bf16": lambda c: {n: t.to(torch.bfloat16).float() for n, t in c.weights.items()},
-    "permute": lambda c: rename(c.made["finetune"], c.seed + 6, c.arch.spec),
-    "rescale": lambda c: rescale(c.made["finetune"], c.seed + 7, c.arch.spec),
-    "rotate": lambda c: rotate(c.made["finetune"], c.seed + 8, c.arch.spec),
-    "permute-rescale": lambda c: rescale(rename(c.weights, c.seed + 9, c.arch.spec), c.seed + 10,
-                                         c.arch.spec),
+    "permute": lambda c: rename(c.made["finetune"], c.arch.spec, seed=c.seed + 6),
+    "rescale": lambda c: rescale(c.made["finetune"], c.arch.spec, seed=c.seed + 7),
+    "rotate": lambda c: rotate(c.made["finetune"], c.arch.spec, seed=c.seed + 8),
+    "permute-rescale": lambda c: rescale(rename(c.weights, c.arch.spec, seed=c.seed + 9), c.arch.spec,
+                                         seed=c.seed + 10),
     "merge": lambda c: merge(c.made["finetune"], c.made["lora"]),
 }
 #: Transforms that train (their notes say how far the weights moved and what the loss did).
@@ -601,21 +474,23 @@ def _build(target: Path, processes: int) -> list[Entry]:
     return [e for entries in per_base for e in entries]
 
 
-def build_corpus(workdir: Path, processes: int = 2) -> list[Entry]:
-    """Build the corpus once (under a lock, into a temporary folder renamed when complete)."""
-    target = corpus_dir(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / f".{target.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "manifest.json").exists():
-            partial = workdir / f".{target.name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            entries = _build(partial, processes)
-            manifest = [asdict(e) | {"path": str(Path(e.path).relative_to(partial))} for e in entries]
-            (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
-            partial.rename(target)
+def built(target: Path, build: Callable[[Path], list[Entry]]) -> list[Entry]:
+    """The entries of the corpus folder ``target``, built once by ``build(folder)`` (see
+    ``build_once``) with a ``manifest.json`` of paths relative to it."""
+
+    def write(folder: Path) -> None:
+        entries = build(folder)
+        manifest = [asdict(e) | {"path": str(Path(e.path).relative_to(folder))} for e in entries]
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+    build_once(target, write)
     manifest = json.loads((target / "manifest.json").read_text())
     return [Entry(**(m | {"path": str(target / m["path"])})) for m in manifest]
+
+
+def build_corpus(workdir: Path, processes: int = 2) -> list[Entry]:
+    """The corpus, built once."""
+    return built(corpus_dir(workdir), lambda folder: _build(folder, processes))
 
 
 #: GGUF types each base is also written in (hidden 64 and 192 neurons are whole 32-blocks).

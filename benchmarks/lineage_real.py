@@ -15,15 +15,12 @@ safetensors folders with the SmolLM2 vocabulary as ``tokenizer.json``.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +36,7 @@ from benchmarks.lineage_corpus import (
     Recipe,
     Weights,
     _log,
+    built,
     loss_on,
     make_derivatives,
     read_text,
@@ -154,21 +152,12 @@ def build_real(workdir: Path) -> list[Entry] | str:
     gguf = fetch()
     if isinstance(gguf, str):
         return gguf
-    target = workdir / f"lineage-real-v{REAL_VERSION}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    with (workdir / f".{target.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "manifest.json").exists():
-            partial = workdir / f".{target.name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            _log(f"building the {NAME} derivatives (about half an hour on 2 cores) ...")
-            entries = _build(gguf, partial)
-            manifest = [asdict(e) | {"path": str(Path(e.path).relative_to(partial))} for e in entries]
-            (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
-            partial.rename(target)
-    manifest = json.loads((target / "manifest.json").read_text())
-    return [Entry(**(m | {"path": str(target / m["path"])})) for m in manifest]
 
+    def build(folder: Path) -> list[Entry]:
+        _log(f"building the {NAME} derivatives (about half an hour on 2 cores) ...")
+        return _build(gguf, folder)
+
+    return built(workdir / f"lineage-real-v{REAL_VERSION}", build)
 
 if __name__ == "__main__":
     built = build_real(Path(__file__).parent / ".data")

@@ -10,7 +10,7 @@ import torch
 from scipy import optimize, stats
 
 from tensorguard.architectures import mlp_blocks
-from tensorguard.architectures.renaming import Renaming
+from tensorguard.disguises import drop_blocks, llama_logits, rename, rescale
 from tensorguard.lineage import compare, independence
 from tensorguard.lineage.independence import (
     _best_keys,
@@ -34,65 +34,8 @@ def _perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-def permute_llama(w: Weights, spec: ModelSpec, seed: int) -> Weights:
-    """Rename residual dims, attention heads (GQA-consistent) and MLP neurons of every block."""
-    renaming = Renaming(spec.hidden, spec.heads, spec.kv_heads or spec.heads, spec.intermediate, seed)
-    return {name: renaming.apply(name, t) for name, t in w.items()}
-
-
-def rescale_llama(w: Weights, spec: ModelSpec, seed: int) -> Weights:
-    """q by c and k by 1/c; each up row by c_i and the matching down column by 1/c_i."""
-    gen = torch.Generator().manual_seed(seed)
-    out = dict(w)
-    for i in range(spec.layers):
-        p = f"model.layers.{i}."
-        c = 0.25 + 4 * float(torch.rand(1, generator=gen))
-        out[p + "self_attn.q_proj.weight"] = w[p + "self_attn.q_proj.weight"] * c
-        out[p + "self_attn.k_proj.weight"] = w[p + "self_attn.k_proj.weight"] / c
-        ci = 0.1 + 10 * torch.rand(spec.intermediate, generator=gen)
-        out[p + "mlp.up_proj.weight"] = w[p + "mlp.up_proj.weight"] * ci[:, None]
-        out[p + "mlp.down_proj.weight"] = w[p + "mlp.down_proj.weight"] / ci[None, :]
-    return out
-
-
-def llama_forward(w: Weights, spec: ModelSpec, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits of a llama-style decoder (RMSNorm, causal GQA attention, SwiGLU MLP) in float64."""
-    w = {k: v.double() for k, v in w.items()}
-    kv = spec.kv_heads or spec.heads
-
-    def rms(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6) * g
-
-    x = w["model.embed_tokens.weight"][tokens]
-    t = len(tokens)
-    mask = torch.full((t, t), float("-inf"), dtype=torch.float64).triu(1)
-    for i in range(spec.layers):
-        p = f"model.layers.{i}."
-        h = rms(x, w[p + "input_layernorm.weight"])
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(t, spec.heads, spec.head_dim)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(t, kv, spec.head_dim)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(t, kv, spec.head_dim)
-        k, v = (z.repeat_interleave(spec.heads // kv, dim=1) for z in (k, v))
-        att = torch.softmax(torch.einsum("thd,shd->hts", q, k) / math.sqrt(spec.head_dim) + mask, -1)
-        x = x + torch.einsum("hts,shd->thd", att, v).reshape(t, -1) @ w[p + "self_attn.o_proj.weight"].T
-        h = rms(x, w[p + "post_attention_layernorm.weight"])
-        gate = torch.nn.functional.silu(h @ w[p + "mlp.gate_proj.weight"].T)
-        x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
-    return rms(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
-
-
-def remove_block(w: Weights, spec: ModelSpec, drop: int) -> Weights:
-    """Depth pruning: drop block ``drop`` and renumber the blocks after it."""
-    out = {}
-    for name, t in w.items():
-        parts = name.split(".")
-        if parts[1] == "layers":
-            i = int(parts[2])
-            if i == drop:
-                continue
-            parts[2] = str(i - 1 if i > drop else i)
-        out[".".join(parts)] = t
-    return out
+def _logits(w: Weights, tokens: torch.Tensor) -> torch.Tensor:
+    return llama_logits({k: v.double() for k, v in w.items()}, tokens[None], LLAMA)[0]
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +54,9 @@ def _test(tmp_path, a: Weights, b: Weights, blocks: int = 4):
 
 def test_permuted_copy_keeps_function_and_is_derived_with_tiny_p(tmp_path, base):
     derived = finetune(base, 0.05, seed=7)
-    disguised = permute_llama(derived, LLAMA, seed=11)
+    disguised = rename(derived, LLAMA, seed=11)
     tokens = torch.randint(LLAMA.vocab, (12,), generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(llama_forward(derived, LLAMA, tokens),
-                          llama_forward(disguised, LLAMA, tokens), atol=1e-9)
+    assert torch.allclose(_logits(derived, tokens), _logits(disguised, tokens), atol=1e-9)
     assert not torch.equal(derived["model.layers.0.mlp.up_proj.weight"],
                            disguised["model.layers.0.mlp.up_proj.weight"])
     c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", disguised))
@@ -130,9 +72,9 @@ def test_permuted_copy_keeps_function_and_is_derived_with_tiny_p(tmp_path, base)
 
 def test_rescaled_copy_keeps_function_and_is_derived(tmp_path, base):
     derived = finetune(base, 0.05, seed=7)
-    scaled = permute_llama(rescale_llama(derived, LLAMA, seed=3), LLAMA, seed=5)
+    scaled = rename(rescale(derived, LLAMA, seed=3), LLAMA, seed=5)
     tokens = torch.randint(LLAMA.vocab, (12,), generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(llama_forward(derived, LLAMA, tokens), llama_forward(scaled, LLAMA, tokens),
+    assert torch.allclose(_logits(derived, tokens), _logits(scaled, tokens),
                           atol=1e-6)  # float32 rounding of the rescaled weights
     c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", scaled))
     assert c.verdict.label == "derived"
@@ -140,8 +82,8 @@ def test_rescaled_copy_keeps_function_and_is_derived(tmp_path, base):
 
 
 def test_block_removed_is_derived_and_paired_with_the_right_blocks(tmp_path, base):
-    pruned = permute_llama(finetune(remove_block(base, LLAMA, 2), 0.05, seed=3),
-                           ModelSpec(**{**LLAMA.__dict__, "layers": 5}), seed=9)
+    pruned = rename(finetune(drop_blocks(base, (2,)), 0.05, seed=3),
+                    ModelSpec(**{**LLAMA.__dict__, "layers": 5}), seed=9)
     c = compare(_save(tmp_path, "a", base), _save(tmp_path, "b", pruned))
     assert c.verdict.label == "derived"
     t = c.independence
@@ -160,8 +102,8 @@ def test_width_pruned_copy_matches_one_sided(tmp_path, base):
         pruned[p + "gate_proj.weight"] = pruned[p + "gate_proj.weight"][keep]
         pruned[p + "up_proj.weight"] = pruned[p + "up_proj.weight"][keep]
         pruned[p + "down_proj.weight"] = pruned[p + "down_proj.weight"][:, keep]
-    t = _test(tmp_path, base, permute_llama(pruned, ModelSpec(**{**LLAMA.__dict__, "intermediate": 150}),
-                                            seed=1))
+    t = _test(tmp_path, base, rename(pruned, ModelSpec(**{**LLAMA.__dict__, "intermediate": 150}),
+                                     seed=1))
     assert t.applicable and t.p_value < 1e-6
     assert {(b.neurons_a, b.neurons_b) for b in t.blocks} == {(192, 150)}
 
@@ -265,7 +207,7 @@ def test_fisher_in_log_space_equals_scipy():
 
 
 def test_blocks_option_and_determinism(tmp_path, base):
-    a, b = _save(tmp_path, "a", base), _save(tmp_path, "b", permute_llama(base, LLAMA, 3))
+    a, b = _save(tmp_path, "a", base), _save(tmp_path, "b", rename(base, LLAMA, seed=3))
     one = compare(a, b, blocks=2)
     assert [x.block_a for x in one.independence.blocks] == ["model.layers.0", "model.layers.5"]
     assert one == compare(a, b, blocks=2)
@@ -338,7 +280,7 @@ def test_matched_subset_is_the_full_matching_restricted(tmp_path, base, monkeypa
         pruned[p + "gate_proj.weight"] = pruned[p + "gate_proj.weight"][keep]
         pruned[p + "up_proj.weight"] = pruned[p + "up_proj.weight"][keep]
         pruned[p + "down_proj.weight"] = pruned[p + "down_proj.weight"][:, keep]
-    other = permute_llama(pruned, ModelSpec(**{**LLAMA.__dict__, "intermediate": 150}), seed=1)
+    other = rename(pruned, ModelSpec(**{**LLAMA.__dict__, "intermediate": 150}), seed=1)
     wa, wb = (base, other) if narrow == "b" else (other, base)
     with open_model(_save(tmp_path, "a", wa)) as a, open_model(_save(tmp_path, "b", wb)) as b:
         test = independence_test(a, b)
@@ -361,7 +303,7 @@ def test_matched_subset_is_the_full_matching_restricted(tmp_path, base, monkeypa
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_matched_subset_keeps_verdicts_and_a_valid_null(tmp_path, base, monkeypatch, seed):
-    derived = permute_llama(finetune(base, 0.5, seed=seed), LLAMA, seed=seed)
+    derived = rename(finetune(base, 0.5, seed=seed), LLAMA, seed=seed)
     unrelated = finetune(make_weights(LLAMA, 10 + seed), 0.05, seed=7)
     a = _save(tmp_path, "a", base)
     for label, other in (("derived", derived), ("independent", unrelated)):
