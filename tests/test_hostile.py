@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,30 @@ from tensorguard.synthetic import ModelSpec, make_weights, save_model
 
 SPEC = ModelSpec(layers=1, hidden=16, intermediate=32, vocab=24, heads=2)
 SECONDS_PER_CASE = 20
+
+
+@dataclass(frozen=True)
+class Fuzz:
+    """How much fuzzing: ``TENSORGUARD_FUZZ=SCALE[:SEED]`` runs SCALE times every corpus's cases,
+    drawn from other seeds, for a longer hunt (``TENSORGUARD_FUZZ=20:1 pytest -k fuzz``); unset,
+    ``make test`` runs the fixed corpora (scale 1, seed 0)."""
+
+    scale: int = 1
+    offset: int = 0
+
+    @classmethod
+    def from_env(cls) -> Fuzz:
+        scale, _, seed = os.environ.get("TENSORGUARD_FUZZ", "1").partition(":")
+        return cls(int(scale), 1000 * int(seed or 0))
+
+    def cases(self, count: int) -> int:
+        return count * self.scale
+
+    def seed(self, seed: int) -> int:
+        return seed + self.offset
+
+
+FUZZ = Fuzz.from_env()
 
 
 class Hung(BaseException):
@@ -65,10 +90,11 @@ def model_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def corruptions(data: bytes, count: int, seed: int) -> Iterator[tuple[str, bytes]]:
-    """Seeded byte flips (header and data) and truncations of ``data``."""
-    rng = random.Random(seed)
+    """Seeded byte flips (header and data) and truncations of ``data`` (``count`` cases, scaled by
+    ``FUZZ``, as are the other corpora)."""
+    rng = random.Random(FUZZ.seed(seed))
     header_end = 8 + int.from_bytes(data[:8], "little")
-    for i in range(count):
+    for i in range(FUZZ.cases(count)):
         buf = bytearray(data)
         how = i % 4
         if how == 0:  # flip bytes in the header
@@ -101,8 +127,8 @@ def test_fuzzed_safetensors_files(model_bytes: bytes, tmp_path: Path, run_cli,
 def test_fuzzed_fingerprint_files(tmp_path: Path, run_cli) -> None:
     data = (bundled_dir() / "phi-4_features.json").read_bytes()
     path = tmp_path / "x_features.json"
-    rng = random.Random(0)
-    for i in range(60):
+    rng = random.Random(FUZZ.seed(0))
+    for i in range(FUZZ.cases(60)):
         buf = bytearray(data)
         if i % 2:
             buf = buf[:rng.randrange(len(buf))]

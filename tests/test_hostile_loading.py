@@ -31,7 +31,7 @@ from tensorguard.loading import open_model
 from tensorguard.loading.gguf_write import save_gguf
 from tensorguard.loading.layouts import MAX_PARTS
 from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
-from test_hostile import clean_failure, corruptions
+from test_hostile import FUZZ, clean_failure, corruptions
 from test_packed import GPTQ, NAME, K, N, checkpoint, gptq_tensors
 
 SPEC = ModelSpec(layers=1, hidden=16, intermediate=32, vocab=24, heads=2)
@@ -500,9 +500,9 @@ FUZZ_COMMANDS = (("inspect", "--json"), ("fingerprint", "--json", "--samples", "
 def binary_corruptions(data: bytes, count: int, seed: int, header_end: int) -> Iterator[tuple[str, bytes]]:
     """Seeded damage to a binary file: bit flips (mostly in its header), a little-endian field
     overwritten with an extreme value, and truncations."""
-    rng = random.Random(seed)
+    rng = random.Random(FUZZ.seed(seed))
     extremes = (0, 1, 0xFF, 0xFFFF_FFFF, 1 << 31, 1 << 40, (1 << 63) - 1, (1 << 64) - 1)
-    for i in range(count):
+    for i in range(FUZZ.cases(count)):
         buf = bytearray(data)
         how = i % 4
         if how == 0:
@@ -521,8 +521,8 @@ def binary_corruptions(data: bytes, count: int, seed: int, header_end: int) -> I
 
 def text_corruptions(data: bytes, count: int, seed: int) -> Iterator[tuple[str, bytes]]:
     """Seeded damage to a JSON file: a structural character or digit put in, or a truncation."""
-    rng = random.Random(seed)
-    for i in range(count):
+    rng = random.Random(FUZZ.seed(seed))
+    for i in range(FUZZ.cases(count)):
         buf = bytearray(data)
         if i % 3 == 2:
             buf = buf[:rng.randrange(0, len(buf))]
@@ -553,7 +553,7 @@ def test_fuzzed_gguf(tmp_path, run_cli):
     data = path.read_bytes()
     header_end = data.index(b"\x00" * 16, data.index(b"token_embd.weight"))  # padding before the data
     target = tmp_path / "fuzzed.gguf"
-    assert fuzz(run_cli, target, target, binary_corruptions(data, 160, 0, header_end)) == 160
+    assert fuzz(run_cli, target, target, binary_corruptions(data, 160, 0, header_end)) == FUZZ.cases(160)
 
 
 def test_fuzzed_gptq_folder(tmp_path, run_cli):
@@ -572,7 +572,7 @@ def test_fuzzed_gptq_folder(tmp_path, run_cli):
     n = fuzz(run_cli, root / "model.safetensors", root, corruptions(data, 120, seed=3))
     (root / "model.safetensors").write_bytes(data)
     n += fuzz(run_cli, root / "config.json", root, text_corruptions(config, 60, seed=4))
-    assert n == 180
+    assert n == FUZZ.cases(180)
 
 
 def test_fuzzed_lora_adapter(tmp_path, run_cli):
@@ -585,13 +585,13 @@ def test_fuzzed_lora_adapter(tmp_path, run_cli):
     data = (adapter / "adapter_model.safetensors").read_bytes()
     n += fuzz(run_cli, adapter / "adapter_model.safetensors", adapter, corruptions(data, 40, seed=6),
               "--base", base)
-    assert n == 100
+    assert n == FUZZ.cases(100)
 
 
 def test_fuzzed_index(tmp_path, run_cli):
     model, _ = indexed_model(tmp_path / "m")
     index = model / "model.safetensors.index.json"
-    assert fuzz(run_cli, index, model, text_corruptions(index.read_bytes(), 60, seed=7)) == 60
+    assert fuzz(run_cli, index, model, text_corruptions(index.read_bytes(), 60, seed=7)) == FUZZ.cases(60)
 
 
 def test_corruptions_are_seeded():
