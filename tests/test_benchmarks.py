@@ -22,8 +22,7 @@ def _snippets(module: object) -> list[str]:
 
 
 @pytest.mark.parametrize("path", BENCH, ids=lambda p: p.stem)
-def test_benchmark_module_and_its_snippets_import(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(ROOT))
+def test_benchmark_module_and_its_snippets_import(path: Path) -> None:
     module = importlib.import_module(f"benchmarks.{path.stem}")
     for code in _snippets(module):
         for node in ast.walk(ast.parse(code)):

