@@ -76,8 +76,8 @@ class _Truncated(Exception):
 class _Cursor:
     """Sequential little-endian reads from a buffer; running off its end raises ``_Truncated``."""
 
-    def __init__(self, buf: Any, size: int) -> None:
-        self.buf, self.size, self.pos = buf, size, 0
+    def __init__(self, buf: Any, size: int, keep: frozenset[str] = frozenset()) -> None:
+        self.buf, self.size, self.pos, self.keep = buf, size, 0, keep
 
     def unpack(self, fmt: struct.Struct) -> Any:
         if self.pos + fmt.size > self.size:
@@ -109,7 +109,7 @@ class _Cursor:
             raise TensorguardError(f"{path}: corrupt GGUF header: metadata {key!r} nests arrays "
                                    f"more than {MAX_ARRAY_DEPTH} deep")
         itype, count = self.unpack(_U32), self.unpack(_U64)
-        if count <= MAX_KEPT_ARRAY and depth == 0:  # nested arrays: their length only
+        if depth == 0 and (count <= MAX_KEPT_ARRAY or key in self.keep):  # nested: length only
             return tuple(self.value(itype, key, path, depth + 1) for _ in range(count))
         if itype in _SCALARS:
             self.skip(count * _SCALARS[itype].size)
@@ -119,21 +119,22 @@ class _Cursor:
         return ArrayLength(count)
 
 
-def read_gguf_header(path: Path) -> GgufHeader:
-    """Parse and check the header of ``path``; raise a one-line error naming the problem."""
+def read_gguf_header(path: Path, *, keep: frozenset[str] = frozenset()) -> GgufHeader:
+    """Parse and check the header of ``path``; raise a one-line error naming the problem. The
+    metadata arrays named in ``keep`` are decoded whatever their length (a vocabulary)."""
     try:
         with path.open("rb") as fh:
             size = path.stat().st_size
             if size < 24:
                 raise TensorguardError(f"{path}: truncated GGUF file ({size} bytes)")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _parse(path, buf, size)
+                return _parse(path, buf, size, keep)
     except OSError as exc:
         raise TensorguardError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _parse(path: Path, buf: Any, size: int) -> GgufHeader:
-    cur = _Cursor(buf, size)
+def _parse(path: Path, buf: Any, size: int, keep: frozenset[str]) -> GgufHeader:
+    cur = _Cursor(buf, size, keep)
     if bytes(buf[:4]) != MAGIC:
         raise TensorguardError(f"{path}: not a GGUF file (no GGUF magic)")
     cur.pos = 4

@@ -148,11 +148,6 @@ class Comparer:
         return SignatureSimilarity(score, embed, kinds, pairs, len(ia), shared_block)
 
 
-def block_similarity(a: Signature, b: Signature) -> tuple[np.ndarray, int]:
-    """(blocks_a, blocks_b, kinds) correlations over the shared block tokens, and their count."""
-    return Comparer(a).block_similarity(b)
-
-
 def similarity(a: Signature, b: Signature) -> SignatureSimilarity:
     """Compare two signatures over their shared tokens, blocks aligned in order."""
     return Comparer(a).similarity(b)

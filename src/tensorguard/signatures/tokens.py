@@ -15,25 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import mmap
-import struct
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from gguf import GGUFValueType, TokenType
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json, regular_file
 from tensorguard.loading import ModelSource, WeightFormat
 
-#: GGUF token types that are never picked.
-_SPECIAL_TYPES = frozenset({TokenType.UNKNOWN, TokenType.CONTROL, TokenType.UNUSED})
-_GGUF_SCALARS = {GGUFValueType.UINT8: 1, GGUFValueType.INT8: 1, GGUFValueType.UINT16: 2,
-                 GGUFValueType.INT16: 2, GGUFValueType.UINT32: 4, GGUFValueType.INT32: 4,
-                 GGUFValueType.FLOAT32: 4, GGUFValueType.BOOL: 1, GGUFValueType.UINT64: 8,
-                 GGUFValueType.INT64: 8, GGUFValueType.FLOAT64: 8}
-_U32, _U64, _I32 = struct.Struct("<I"), struct.Struct("<Q"), struct.Struct("<i")
+_VOCABULARY = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"})
 
 
 def token_strings(source: ModelSource, rows: int) -> list[str | None]:
@@ -68,73 +56,27 @@ def _tokenizer_json(path: Path, rows: int) -> list[str | None]:
 
 def read_gguf_vocabulary(path: Path) -> tuple[list[str], list[int] | None]:
     """A GGUF file's token strings and token types (``tokenizer.ggml.*``; empty if it has none).
-    Only these arrays are decoded: the loading layer keeps the vocabulary's length alone."""
-    with regular_file(path).open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        try:
-            found = _gguf_arrays(buf, ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"))
-        except (struct.error, UnicodeDecodeError, ValueError) as exc:
-            raise TensorguardError(f"{path}: unreadable GGUF vocabulary ({exc})") from None
-    return [str(t) for t in found.get("tokenizer.ggml.tokens", [])], found.get("tokenizer.ggml.token_type")
+    Only these long arrays are decoded: the loading layer keeps the vocabulary's length alone."""
+    from tensorguard.loading.gguf_file import read_gguf_header
+
+    metadata = read_gguf_header(regular_file(path), keep=_VOCABULARY).metadata
+    types = metadata.get("tokenizer.ggml.token_type")
+    return ([str(t) for t in metadata.get("tokenizer.ggml.tokens", ())],
+            list(types) if isinstance(types, tuple) else None)
 
 
 def _gguf_vocabulary(path: Path, rows: int) -> list[str | None]:
+    from gguf import TokenType  # only for GGUF models: reading safetensors never imports gguf
+
+    never = {TokenType.UNKNOWN, TokenType.CONTROL, TokenType.UNUSED}  # special tokens: not picked
     tokens, types = read_gguf_vocabulary(path)
     if not tokens:
         return [f"#{i}" for i in range(rows)]
     strings: list[str | None] = [None] * rows
     for i, token in enumerate(tokens[:rows]):
-        special = types is not None and i < len(types) and types[i] in _SPECIAL_TYPES
+        special = types is not None and i < len(types) and types[i] in never
         strings[i] = None if special else str(token)
     return strings
-
-
-def _gguf_arrays(buf: Any, wanted: tuple[str, ...]) -> dict[str, list[Any]]:
-    """The metadata arrays named ``wanted`` (strings and int32 only), walking the key/value section."""
-    if buf[:4] != b"GGUF" or _U32.unpack_from(buf, 4)[0] not in (2, 3):
-        raise ValueError("not a GGUF file of version 2 or 3")
-    pos = 4 + 4 + 8
-    (count,) = _U64.unpack_from(buf, pos)
-    pos += 8
-    found: dict[str, list[Any]] = {}
-
-    def string(at: int) -> tuple[str, int]:
-        (length,) = _U64.unpack_from(buf, at)
-        end = at + 8 + length
-        if end > len(buf):
-            raise ValueError("truncated")
-        return bytes(buf[at + 8:end]).decode("utf-8"), end
-
-    def skip_value(vtype: int, at: int, keep: Callable[[Any], None] | None) -> int:
-        if vtype == GGUFValueType.STRING:
-            text, at = string(at)
-            if keep:
-                keep(text)
-            return at
-        if vtype in _GGUF_SCALARS:
-            if keep and vtype == GGUFValueType.INT32:
-                keep(_I32.unpack_from(buf, at)[0])
-            return at + _GGUF_SCALARS[GGUFValueType(vtype)]
-        if vtype == GGUFValueType.ARRAY:
-            item: int = _U32.unpack_from(buf, at)[0]
-            n: int = _U64.unpack_from(buf, at + 4)[0]
-            at += 12
-            if item in _GGUF_SCALARS and not keep:
-                return at + n * _GGUF_SCALARS[GGUFValueType(item)]
-            for _ in range(n):
-                at = skip_value(item, at, keep)
-            return at
-        raise ValueError(f"unknown metadata value type {vtype}")
-
-    for _ in range(count):
-        key, pos = string(pos)
-        (vtype,) = _U32.unpack_from(buf, pos)
-        values: list[Any] = []
-        pos = skip_value(vtype, pos + 4, values.append if key in wanted else None)
-        if key in wanted:
-            found[key] = values
-            if len(found) == len(wanted):
-                break
-    return found
 
 
 def _rank(token: str) -> bytes:
