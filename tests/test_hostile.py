@@ -186,6 +186,17 @@ def test_output_problems_are_one_line_errors(tmp_path: Path, run_cli) -> None:
     assert existing.read_text() == "mine"
 
 
+def test_a_failed_output_of_several_names_the_file_that_failed(tmp_path: Path) -> None:
+    from tensorguard.errors import TensorguardError
+    from tensorguard.outputs import write_all
+
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    ok, bad = tmp_path / "ok.json", tmp_path / "blocker" / "b.png"
+    with pytest.raises(TensorguardError, match=r"/b\.png: cannot write"):
+        write_all([(ok, b"{}"), (bad, b"png")], force=False)
+    assert not ok.exists()  # together or not at all
+
+
 def test_control_characters_in_names_stay_on_one_line(tmp_path: Path, run_cli) -> None:
     odd = tmp_path / "two\nlines.safetensors"
     odd.write_bytes(b"not a model")

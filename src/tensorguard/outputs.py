@@ -74,14 +74,15 @@ def write_all(files: Sequence[tuple[Path, bytes]], *, force: bool) -> list[Path]
     for path in paths:
         check_writable(path, force=force)
     temporaries: list[Path] = []
+    current = paths[0] if paths else Path()  # the file being written, named if that fails
     try:
-        for path, (_, data) in zip(paths, files, strict=True):
-            temporaries.append(_temporary(path, data))
+        for current, (_, data) in zip(paths, files, strict=True):
+            temporaries.append(_temporary(current, data))
         with deferred_interrupts():
-            for tmp, path in zip(temporaries, paths, strict=True):
-                os.replace(tmp, path)
+            for tmp, current in zip(temporaries, paths, strict=True):
+                os.replace(tmp, current)
     except (OSError, ValueError) as exc:
-        raise _cannot_write(paths[len(temporaries) - 1 if temporaries else 0], exc) from None
+        raise _cannot_write(current, exc) from None
     finally:
         for tmp in temporaries:
             tmp.unlink(missing_ok=True)
