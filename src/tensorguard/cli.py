@@ -132,22 +132,20 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
     from tensorguard.app.fingerprint import fingerprint_models, render_text
 
     def report(outcome: Any) -> None:
-        if outcome.status is Status.FAILED:
-            click.echo(f"tensorguard: error: {outcome.error}", err=True)
-        elif outcome.status is Status.SKIPPED and as_json:
+        _report_failure(outcome)
+        if outcome.status is Status.SKIPPED and as_json:
             click.echo(f"tensorguard: {outcome.paths[0]} exists, skipped (use --force)", err=True)
 
     directory = out_dir if out_dir is not None or as_json else "features"
     outcomes = fingerprint_models(list(models), out_dir=directory, samples=samples, device=device,
                                   name=name, base=base, force=force, on_outcome=report)
-    done = [o.result.to_dict() for o in outcomes if o.result is not None]
+    done = [o.result for o in outcomes if o.result is not None]
     if as_json:
         if len(models) > 1 or done:
             emit(done if len(models) > 1 else done[0], True, str)
     elif any(o.status is not Status.FAILED for o in outcomes):
         click.echo(render_text(outcomes))
-    if any(o.status is Status.FAILED for o in outcomes):
-        raise SystemExit(1)
+    _exit_if_failed(outcomes)
 
 
 @cli.command()
@@ -187,10 +185,10 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
     options = Options(kinds=noise, metric=metric, samples=samples, seeds=seeds,  # type: ignore[arg-type]
                       threshold=threshold, top=top, attention_test=attention_test)
     done = analyze_models(models, options, out_dir=output, force=force, base=base,
-                          on_failure=lambda f: click.echo(f"tensorguard: error: {f.error}", err=True))
+                          on_outcome=_report_failure)
     emit(done, as_json, render_text)
     if done.failures:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILED)
 
 
 @cli.command()
@@ -392,7 +390,6 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
     The models are written together when all have been read, so an interrupted add changes
     nothing. A model that fails is reported and the others are added (exit 1).
     """
-    from tensorguard.app.batch import Status
     from tensorguard.app.index import add_models, render_added
     from tensorguard.catalogue import parse_labels
     from tensorguard.catalogue.entries import entry_of
@@ -401,8 +398,7 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
     outcomes = add_models(catalogue, models, labels=parse_labels(label), name=name, base=base,
                           replace=replace, samples=samples, device=device, on_outcome=_report_failure)
     emit([entry_of(o.result) for o in outcomes if o.result is not None], as_json, render_added)
-    if any(o.status is Status.FAILED for o in outcomes):
-        raise SystemExit(EXIT_FAILED)
+    _exit_if_failed(outcomes)
 
 
 @index.command("import")
@@ -490,7 +486,6 @@ def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samp
       tensorguard scan a/ b/ --db team.sqlite --top 3 --json
       tensorguard scan ./suspect --policy licence=restricted --policy-unconfirmed
     """
-    from tensorguard.app.batch import Status
     from tensorguard.app.scan import policy_hits, render_text, scan_models
     from tensorguard.catalogue import parse_labels
 
@@ -508,8 +503,7 @@ def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samp
                     policy, EXIT_POLICY)
     if hits:
         raise SystemExit(EXIT_POLICY)
-    if any(o.status is Status.FAILED for o in outcomes):
-        raise SystemExit(EXIT_FAILED)
+    _exit_if_failed(outcomes)
 
 
 def _report_failure(outcome: Any) -> None:
@@ -517,6 +511,14 @@ def _report_failure(outcome: Any) -> None:
 
     if outcome.status is Status.FAILED:
         click.echo(f"tensorguard: error: {outcome.error}", err=True)
+
+
+def _exit_if_failed(outcomes: Any) -> None:
+    """Exit 1 when some model of a batch failed (each was reported as it happened)."""
+    from tensorguard.app.batch import Status
+
+    if any(o.status is Status.FAILED for o in outcomes):
+        raise SystemExit(EXIT_FAILED)
 
 
 #: How the library's parameter names are spelled on the command line, where they differ.

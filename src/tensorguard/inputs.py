@@ -1,13 +1,15 @@
 """Checks on the files a user gives, before anything is read from them.
 
 Only regular files are read: a FIFO would block forever and a device such as ``/dev/zero`` never
-ends, so both are refused from their ``stat`` alone. JSON inputs are bounded in size and nesting,
+ends, so both are refused from their ``stat`` alone (small text files, from the open
+descriptor: no race between the check and the read). JSON inputs are bounded in size and nesting,
 so a hostile file gives a one-line error instead of exhausting memory or the stack.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,36 @@ def special_file(path: Path) -> str | None:
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
     return next((w for test, w in _KINDS if test(mode)), "not a regular file")
+
+
+def read_text_file(path: str | Path, what: str) -> str:
+    """The UTF-8 text of the regular file ``path`` (a leading byte-order mark dropped), with
+    one-line errors for anything else.
+
+    The file is opened non-blocking and its type checked on the open descriptor, so a FIFO or a
+    device is refused at once instead of blocking (or reading forever), with no race between the
+    check and the read.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise TensorguardError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise TensorguardError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TensorguardError(f"{path}: not a regular file (a {what} must be one)")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise TensorguardError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TensorguardError(f"{path}: not a UTF-8 text file (a {what} must be one)") from None
 
 
 def read_json(path: str | Path, *, what: str) -> Any:

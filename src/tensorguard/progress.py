@@ -6,8 +6,6 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 _enabled: bool | None = None  # None: decide from whether stderr is a terminal
@@ -21,6 +19,8 @@ def configure(enabled: bool | None) -> None:
 
 def bar(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """Wrap ``iterable`` in a progress bar on stderr when bars are enabled."""
+    from tqdm.auto import tqdm  # on first use: the CLI's start-up (--help) never needs it
+
     show = sys.stderr.isatty() if _enabled is None else _enabled
     return iter(
         tqdm(iterable, desc=desc, total=total, unit=unit, disable=not show, leave=False,

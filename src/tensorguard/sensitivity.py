@@ -230,7 +230,8 @@ def _split(target: str, scores: dict[str, float], threshold: float) -> Split:
                  [n for n in ranked if scores[n] <= threshold])
 
 
-def _mean(values: Sequence[float]) -> float | None:
+def rounded_mean(values: Sequence[float]) -> float | None:
+    """The mean of ``values`` as results store scores (``None`` for none)."""
     return _round(math.fsum(values) / len(values)) if values else None
 
 
@@ -240,7 +241,7 @@ def attention_contrast(target: str, layers: Sequence[LayerScore]) -> AttentionCo
 
     attention = [score(la) for la in layers if la.role == Role.ATTENTION.value]
     other = [score(la) for la in layers if la.role != Role.ATTENTION.value]
-    a, o = _mean(attention), _mean(other)
+    a, o = rounded_mean(attention), rounded_mean(other)
     ratio = _round(a / o) if a is not None and o else None
     return AttentionContrast(target, len(attention), len(other), a, o, ratio)
 

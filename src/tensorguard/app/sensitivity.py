@@ -20,7 +20,6 @@ from tensorguard.sensitivity import (
     attention_contrast,
 )
 
-FILE_SUFFIX = "_sensitivity.json"
 COMPARISON_FILE = "sensitivity_comparison.png"
 
 
@@ -47,9 +46,10 @@ def output_paths(directory: str | Path, model_name: str) -> tuple[Path, Path]:
 
 def analyze_models(models: Sequence[str], options: Options, *, out_dir: str | Path,
                    force: bool = False, base: str | None = None,
-                   on_failure: Callable[[Failure], None] | None = None) -> SensitivityRun:
+                   on_outcome: Callable[[Outcome[SensitivityResult]], None] | None = None) -> SensitivityRun:
     """Analyse each model, writing its JSON and chart (and, for several, the comparison figure).
-    ``base`` is the base model of LoRA adapters among ``models``."""
+    ``base`` is the base model of LoRA adapters among ``models``; ``on_outcome`` hears of each
+    model as it is done."""
     from tensorguard.plots import png_bytes, save_png
     from tensorguard.plots.sensitivity import depth_figure, layer_figure
 
@@ -70,11 +70,7 @@ def analyze_models(models: Sequence[str], options: Options, *, out_dir: str | Pa
         return Outcome(model, Status.WRITTEN, tuple(map(str, write_all(files, force=force))),
                        result=result)
 
-    def failed(outcome: Outcome[SensitivityResult]) -> None:
-        if outcome.status is Status.FAILED and on_failure is not None:
-            on_failure(Failure(outcome.model, outcome.error or ""))
-
-    outcomes = run_batch(models, one, on_outcome=failed)
+    outcomes = run_batch(models, one, on_outcome=on_outcome)
     results = [o.result for o in outcomes if o.result is not None]
     written = [p for o in outcomes for p in o.paths]
     if len(results) > 1:

@@ -89,7 +89,6 @@ class Known:
     features: np.ndarray  # (rows, 14) float64, NaN where a row has no complete fingerprint
     groups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # tokens -> (row ids, vectors)
     builtin_labels: dict[str, dict[str, str]]
-    builtin_fingerprints: dict[str, Fingerprint]
 
     @property
     def signed(self) -> np.ndarray:
@@ -116,7 +115,6 @@ def load_known(store: Store, *, builtin: bool) -> Known:
         vectors = np.frombuffer(blob, dtype="<f2").reshape(len(ids), -1).astype(np.float32)
         groups[lists[int(list_id)]] = (ids, vectors)
     labels: dict[str, dict[str, str]] = {}
-    fps: dict[str, Fingerprint] = {}
     if builtin:
         seen = set(names)
         for e in builtin_entries():
@@ -126,9 +124,9 @@ def load_known(store: Store, *, builtin: bool) -> Known:
                 paths.append(None)
                 hashes.append(None)
                 features.append(e.fingerprint.vector().astype("<f8").tobytes())
-                labels[e.name], fps[e.name] = e.labels, e.fingerprint
+                labels[e.name] = e.labels
     matrix = np.frombuffer(b"".join(features), dtype="<f8").reshape(len(names), len(FEATURE_KEYS))
-    return Known(names, origins, paths, hashes, matrix, groups, labels, fps)
+    return Known(names, origins, paths, hashes, matrix, groups, labels)
 
 
 def _pair_index(order: np.ndarray, n: int) -> np.ndarray:

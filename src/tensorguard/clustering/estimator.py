@@ -36,8 +36,9 @@ from tensorguard.clustering.rules import RULES, KnownSet, Rule, RuleSpec
 from tensorguard.enums import TextEnum
 from tensorguard.errors import OptionError, TensorguardError
 from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint
+from tensorguard.inputs import read_text_file
 from tensorguard.outputs import write_text_atomic
-from tensorguard.reference import Label, read_text_file
+from tensorguard.reference import Label
 
 SCHEMA = "tensorguard.clusters/2"
 #: The paper's 8 center models of the bundled reference set.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tensorguard.clustering.estimator import UNKNOWN, BaseSource, FamilyClassifier, Member
+from tensorguard.clustering.kmeans import distances
 from tensorguard.clustering.rules import RULES, Rule, held_out_sibling_distances
 from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint
 from tensorguard.reference import Label
@@ -109,9 +110,8 @@ def leave_family_out(clf: FamilyClassifier) -> tuple[HeldOutFamily, ...]:
             continue
         known = refit(clf, rest)
         answers = [_answers(known, m) for m in held]
-        to_known = np.linalg.norm(
-            known.transform([_fingerprint(m) for m in held])[:, None] - known.member_vectors()[None],
-            axis=2).min(axis=1)
+        to_known = distances(known.transform([_fingerprint(m) for m in held]),
+                             known.member_vectors()).min(axis=1)
         out.append(HeldOutFamily(name, tuple(m.name for m in held),
                                  {rule: sum(a[rule] == UNKNOWN for a in answers) for rule in RULES},
                                  tuple(to_known.tolist()), known.thresholds_[Rule.NEIGHBORS]))

@@ -37,7 +37,7 @@ from tensorguard.fingerprints.schema import (
     ProbeRecord,
 )
 from tensorguard.loading import ModelInput, ModelSource, opened
-from tensorguard.probes import MAX_BLOCK, NOISE_KINDS, fgsm_matrix, make_probe, pool
+from tensorguard.probes import KINDS, MAX_BLOCK, NOISE_KINDS, fgsm_matrix, make_probe, pool
 from tensorguard.probes.gradients import GradientStats, closed_form_statistics, responses
 from tensorguard.rounding import round_significant
 
@@ -142,7 +142,7 @@ def fingerprint_source(source: ModelSource, *, samples: int = 15, seed: int = 0,
 
     def probe(kind: str, dim: int) -> torch.Tensor:
         if (kind, dim) not in cache:
-            matrix = fgsm_matrix(source, dim) if kind == "adversarial" else None
+            matrix = fgsm_matrix(source, dim) if KINDS[kind].needs_matrix else None
             cache[kind, dim] = make_probe(kind, dim, matrix, seed).x
             if matrix is not None and not torch.isfinite(cache[kind, dim]).all():
                 raise non_finite(source, matrix.name, "the matrix the adversarial probe attacks ")

@@ -266,18 +266,23 @@ class _Side:
         self.source, self.aligner = source, aligner
         self.key, self.neurons = block.key, block.neurons
         self.matrices = (block.first, block.second)
+        self._queries: dict[tuple[str, int], torch.Tensor] = {}  # a probe side serves many pairings
 
     def _aligned(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.aligner is None else self.aligner.apply(x)
 
     def queries(self, matrix: NeuronMatrix, pick: torch.Tensor) -> torch.Tensor:
-        """Rows ``pick`` (neuron indices), normalised; converted to float32 after selection."""
-        if matrix.transpose:  # stored (residual, neuron): the neurons are columns
-            rows = self.source.read(matrix.name)[:, pick].T
-        else:
-            first = matrix.rows[0] if matrix.rows else 0
-            rows = self.source.read_rows(matrix.name, first, first + self.neurons)[pick]
-        return normalise_rows(self._aligned(rows.float()))
+        """Rows ``pick`` (neuron indices, evenly spaced: their count names them), normalised;
+        converted to float32 after selection; read once per side."""
+        cache = (matrix.name, len(pick))
+        if cache not in self._queries:
+            if matrix.transpose:  # stored (residual, neuron): the neurons are columns
+                rows = self.source.read(matrix.name)[:, pick].T
+            else:
+                first = matrix.rows[0] if matrix.rows else 0
+                rows = self.source.read_rows(matrix.name, first, first + self.neurons)[pick]
+            self._queries[cache] = normalise_rows(self._aligned(rows.float()))
+        return self._queries[cache]
 
     def keys(self, matrix: NeuronMatrix, queries: int) -> Iterator[torch.Tensor]:
         """Every neuron row, raw float32, in blocks small enough for ``queries x block`` products."""

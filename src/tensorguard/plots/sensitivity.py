@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -10,8 +9,7 @@ import numpy as np
 
 from tensorguard.architectures import Role
 from tensorguard.plots import ROLE_COLOURS, new_figure, short_name
-from tensorguard.rounding import round_significant
-from tensorguard.sensitivity import DIGITS, SensitivityResult
+from tensorguard.sensitivity import SensitivityResult, rounded_mean
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -30,8 +28,7 @@ def depth_profile(results: Sequence[SensitivityResult],
         for la in r.layers:
             if la.role == layer_role and la.block is not None:
                 by_block.setdefault(la.block, []).append(la.mean)
-        rows.append([round_significant(math.fsum(by_block[b]) / len(by_block[b]), DIGITS)
-                     if b in by_block else None for b in blocks])
+        rows.append([rounded_mean(by_block.get(b, ())) for b in blocks])
     return blocks, rows
 
 
