@@ -10,6 +10,7 @@ from tensorguard.architectures import schemes as _schemes  # noqa: F401  (regist
 from tensorguard.architectures.anatomy import (
     MlpBlock,
     NeuronMatrix,
+    block_order,
     is_vocab_matrix,
     mlp_blocks,
     vocab_matrices,
@@ -33,5 +34,5 @@ from tensorguard.architectures.roles import KEYWORD_ROLES, block_index, role
 
 __all__ = ["KEYWORD_ROLES", "NORM_PLUS_ONE", "REGISTRY", "SLOT_ROLES", "Located", "MlpBlock",
            "NeuronMatrix", "QkvOrder", "Role", "Scheme", "Site", "Slot", "Space", "Weight",
-           "block_index", "is_vocab_matrix", "lookup", "mlp_blocks", "role", "vocab_matrices",
+           "block_index", "block_order", "is_vocab_matrix", "lookup", "mlp_blocks", "role", "vocab_matrices",
            "vocab_matrix"]

@@ -72,6 +72,12 @@ def _neuron_matrices(name: str, shape: Sequence[int]) -> dict[str, NeuronMatrix]
     return {kind: NeuronMatrix(name, kind, axes.index(Space.NEURON) == 1)}
 
 
+def block_order(key: str) -> tuple[str, int]:
+    """Sort key of a block key (``model.layers.12``): its stack, then its index as a number."""
+    stack, index = key.rsplit(".", 1)
+    return stack, int(index)
+
+
 def mlp_blocks(shapes: Shapes) -> list[MlpBlock]:
     """Every block whose MLP has two recognised matrices, in stack then index order."""
     found: dict[str, dict[str, NeuronMatrix]] = {}
@@ -80,7 +86,7 @@ def mlp_blocks(shapes: Shapes) -> list[MlpBlock]:
         if located is not None and located.block_key is not None:
             found.setdefault(located.block_key, {}).update(_neuron_matrices(name, shape))
     blocks = []
-    for key in sorted(found, key=lambda k: (k.rsplit(".", 1)[0], int(k.rsplit(".", 1)[1]))):
+    for key in sorted(found, key=block_order):
         slot = found[key]
         pair = ((slot["gate"], slot["up"]) if "gate" in slot and "up" in slot else
                 (slot["up"], slot["down"]) if "up" in slot and "down" in slot else None)

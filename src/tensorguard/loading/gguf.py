@@ -32,7 +32,7 @@ from tensorguard.errors import TensorguardError
 from tensorguard.loading.checks import shown
 from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
-from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, FusedQkv, GgufArch
+from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, GgufArch
 from tensorguard.loading.gguf_file import ArrayLength, GgufHeader, GgufTensor, read_gguf_header
 from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.layouts import Resolved
@@ -46,7 +46,8 @@ FLOAT_TYPES: dict[GGMLQuantizationType, tuple[str, str]] = {
     GGMLQuantizationType.F16: ("F16", "float16"),
     GGMLQuantizationType.BF16: ("BF16", "bfloat16"),
 }
-_ARCH_IDS = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}
+#: ``general.architecture`` -> the ``gguf`` package's architecture id (for its name map).
+ARCH_IDS = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
@@ -220,9 +221,9 @@ def _hf_names(arch_name: str, arch: GgufArch, n_blocks: int,
               present: set[str]) -> dict[str, tuple[str, str]]:
     """GGUF name -> (Hugging Face name, module), asking gguf's TensorNameMap for the GGUF name of
     each Hugging Face module of the architecture."""
-    if arch_name not in _ARCH_IDS:
+    if arch_name not in ARCH_IDS:
         return {}
-    names = TensorNameMap(_ARCH_IDS[arch_name], n_blocks)
+    names = TensorNameMap(ARCH_IDS[arch_name], n_blocks)
     first = next((modules for marker, modules in arch.variants if marker in present), ())
     block = (*first, *arch.block)
     out: dict[str, tuple[str, str]] = {}
@@ -245,10 +246,10 @@ def _plan(tensor: GgufTensor, path: Path, hf: str, module: str, arch: GgufArch |
     if arch.qk_permuted and module in ("self_attn.q_proj", "self_attn.k_proj"):
         key = "head_count" if module == "self_attn.q_proj" else "head_count_kv"
         rows = _qk_rows(tensor, _heads(metadata, arch_name, key, path), path)
-    elif arch.fused_qkv is not None and module == arch.fused_qkv[0]:
+    elif module == arch.fused_qkv:
         heads = _heads(metadata, arch_name, "head_count", path)
         kv_heads = _heads(metadata, arch_name, "head_count_kv", path)
-        rows = _fused_rows(tensor, arch.fused_qkv[1], heads, kv_heads, path)
+        rows = _fused_rows(tensor, heads, kv_heads, path)
     transpose = module in arch.transposed and len(tensor.shape) == 2
     offset = arch.norm_offset if hf.endswith("norm.weight") else 0.0
     return _Plan(tensor, path, rows, transpose, offset)
@@ -280,23 +281,17 @@ def _qk_rows(tensor: GgufTensor, heads: int, path: Path) -> np.ndarray:
     return rows
 
 
-def _fused_rows(tensor: GgufTensor, order: FusedQkv, heads: int, kv_heads: int,
-                path: Path) -> np.ndarray:
-    """The stored row (``[all q, all k, all v]``) of each Hugging Face row of a fused qkv matrix."""
+def _fused_rows(tensor: GgufTensor, heads: int, kv_heads: int, path: Path) -> np.ndarray:
+    """The stored row (``[all q, all k, all v]``) of each Hugging Face row of a fused qkv matrix
+    in the registry's ``GROUPED`` order: rows (kv_heads, group + 2, d) with group = heads / kv_heads
+    (GPT-NeoX: kv_heads = heads) -> stored q (heads, d), k (kv_heads, d), v (kv_heads, d)."""
     n = tensor.shape[0]
-    group = heads // kv_heads if order is FusedQkv.FALCON and heads % kv_heads == 0 else 0
-    per_head = n // (3 * heads) if order is FusedQkv.NEOX else n // (heads + 2 * kv_heads)
-    if per_head <= 0 or (order is FusedQkv.FALCON and not group) or n != per_head * (
-            3 * heads if order is FusedQkv.NEOX else heads + 2 * kv_heads):
+    group = heads // kv_heads if heads % kv_heads == 0 else 0
+    per_head = n // (heads + 2 * kv_heads)
+    if per_head <= 0 or not group or n != per_head * (heads + 2 * kv_heads):
         raise TensorguardError(f"{path}: cannot undo the fused qkv row order of {tensor.name!r}: "
                                f"{n} rows for {heads} heads and {kv_heads} KV heads")
-    r = np.arange(n)
-    if order is FusedQkv.NEOX:  # Hugging Face rows (heads, 3, d) -> stored (3, heads, d)
-        head, rest = np.divmod(r, 3 * per_head)
-        part, d = np.divmod(rest, per_head)
-        return (part * heads + head) * per_head + d
-    # Falcon: Hugging Face rows (kv_heads, group + 2, d) -> stored q (heads, d), k, v (kv_heads, d)
-    kv, rest = np.divmod(r, (group + 2) * per_head)
+    kv, rest = np.divmod(np.arange(n), (group + 2) * per_head)
     slot, d = np.divmod(rest, per_head)
     q = (kv * group + slot) * per_head + d
     k = (heads + kv) * per_head + d
@@ -337,7 +332,7 @@ def _claims(metadata: Mapping[str, Any], arch_name: str, present: set[str], mapp
         BaseModelClaim(*(text(f"general.base_model.{i}.{k}")
                          for k in ("name", "organization", "version", "repo_url")))
         for i in range(count))
-    tied = (None if arch_name not in _ARCH_IDS
+    tied = (None if arch_name not in ARCH_IDS
             else "token_embd.weight" in present and "output.weight" not in present)
     return GgufClaims(
         architecture=arch_name, name=text("general.name"), organization=text("general.organization"),

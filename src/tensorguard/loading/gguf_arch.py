@@ -14,8 +14,9 @@ Conversions (checked against llama.cpp's ``conversion/`` modules):
 - ``norm_offset`` (Gemma, Gemma 2, Gemma 3): every ``*norm.weight`` is stored plus 1.
 - transposed (GPT-2): ``Conv1D`` weights, stored ``(in, out)`` by Hugging Face (the registry's
   axes say so), are written transposed.
-- ``fused_qkv``: GPT-NeoX's per-head ``[q, k, v]`` rows are regrouped as ``[all q, all k, all v]``;
-  Falcon's per-KV-group ``[q..., k, v]`` rows likewise.
+- ``fused_qkv``: rows in the registry's ``GROUPED`` order, Falcon's per-KV-group ``[q..., k, v]``
+  (GPT-NeoX's per-head ``[q, k, v]`` is its case of as many KV heads as heads), are regrouped as
+  ``[all q, all k, all v]``.
 - Qwen2/Qwen3 and Phi-3 are written unchanged.
 
 A model whose embeddings are tied has no ``output`` tensor in GGUF, as in its safetensors.
@@ -25,16 +26,9 @@ A model whose embeddings are tied has no ``output`` tensor in GGUF, as in its sa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from functools import cached_property
 
-from tensorguard.architectures import REGISTRY, Scheme, Slot
-
-
-class FusedQkv(str, Enum):
-    """How the Hugging Face rows of a fused query/key/value matrix are ordered."""
-
-    NEOX = "neox"  # (heads, 3, head_dim)
-    FALCON = "falcon"  # (kv_heads, heads / kv_heads + 2, head_dim)
+from tensorguard.architectures import REGISTRY, QkvOrder, Scheme, Slot
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,6 @@ class GgufArch:
     scheme: str  # the architecture registry's scheme
     qk_permuted: bool = False
     norm_offset: float = 0.0
-    qkv_order: FusedQkv | None = None  # row order of the fused query/key/value matrix
     # (GGUF tensor whose presence selects it, block modules tried first): layout variants
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
     generated: tuple[str, ...] = field(
@@ -69,19 +62,19 @@ class GgufArch:
         """Modules inside each block."""
         return self._scheme.modules(self._scheme.blocks, relative=True)
 
-    @property
+    @cached_property
     def transposed(self) -> tuple[str, ...]:
         """Block modules stored ``(in, out)`` by Hugging Face."""
         return self._scheme.modules(tuple(w for w in self._scheme.blocks if w.stored_in_out),
                                     relative=True)
 
-    @property
-    def fused_qkv(self) -> tuple[str, FusedQkv] | None:
-        """(block module, its row order) of the fused query/key/value matrix."""
-        if self.qkv_order is None:
-            return None
-        fused = tuple(w for w in self._scheme.blocks if w.slot is Slot.QKV)
-        return self._scheme.modules(fused, relative=True)[0], self.qkv_order
+    @cached_property
+    def fused_qkv(self) -> str | None:
+        """The block module of a fused query/key/value matrix whose rows the converter regroups:
+        the registry's ``GROUPED`` order (GPT-NeoX, Falcon); ``CONCAT`` rows are written as they are."""
+        fused = tuple(w for w in self._scheme.blocks
+                      if w.slot is Slot.QKV and w.qkv_order is QkvOrder.GROUPED)
+        return self._scheme.modules(fused, relative=True)[0] if fused else None
 
 
 #: GGUF ``general.architecture`` -> how to read it back.
@@ -94,10 +87,10 @@ ARCHITECTURES: dict[str, GgufArch] = {
     "gemma3": GgufArch("llama", norm_offset=1.0),
     "phi3": GgufArch("phi3"),
     "gpt2": GgufArch("gpt2"),
-    "gptneox": GgufArch("neox", qkv_order=FusedQkv.NEOX),
+    "gptneox": GgufArch("neox"),
     # Falcon-7B has one ``input_layernorm``; Falcon-40B/180B ``ln_attn`` and ``ln_mlp``, which
     # llama.cpp maps to the same GGUF norm as ``input_layernorm``: the variant decides.
-    "falcon": GgufArch("falcon", qkv_order=FusedQkv.FALCON,
+    "falcon": GgufArch("falcon",
                        variants=(("blk.0.attn_norm_2.weight", ("ln_attn", "ln_mlp")),)),
 }
 #: Hugging Face tensor suffixes tried on every module.

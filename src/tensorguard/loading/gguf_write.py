@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from gguf import (
     GGML_QUANT_SIZES,
-    MODEL_ARCH_NAMES,
     GGMLQuantizationType,
     GGUFReader,
     GGUFValueType,
@@ -29,7 +28,8 @@ from gguf import (
 )
 from gguf import quants as gguf_quants
 
-from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, FusedQkv, GgufArch
+from tensorguard.loading.gguf import ARCH_IDS
+from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, GgufArch
 from tensorguard.loading.source import ModelSource
 
 Q = GGMLQuantizationType
@@ -39,7 +39,6 @@ FILE_TYPES = {Q.F32: LlamaFileType.ALL_F32, Q.F16: LlamaFileType.MOSTLY_F16,
               Q.Q4_0: LlamaFileType.MOSTLY_Q4_0, Q.Q4_1: LlamaFileType.MOSTLY_Q4_1,
               Q.Q5_0: LlamaFileType.MOSTLY_Q5_0, Q.Q5_1: LlamaFileType.MOSTLY_Q5_1,
               Q.Q4_K: LlamaFileType.MOSTLY_Q4_K_S}
-_ARCH_IDS = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}
 
 
 def quantize(array: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
@@ -89,11 +88,9 @@ def _permute(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _regroup_qkv(w: torch.Tensor, order: FusedQkv, heads: int, kv_heads: int) -> torch.Tensor:
-    """The converter's GPT-NeoX / Falcon qkv rearrangement to ``[all q, all k, all v]`` rows."""
-    if order is FusedQkv.NEOX:
-        parts = w.reshape(heads, 3, w.shape[0] // heads // 3, *w.shape[1:])
-        return torch.cat([parts[:, i].reshape(-1, *w.shape[1:]) for i in range(3)])
+def _regroup_qkv(w: torch.Tensor, heads: int, kv_heads: int) -> torch.Tensor:
+    """The converter's GPT-NeoX / Falcon rearrangement of ``GROUPED`` rows (kv_heads, group + 2,
+    d) to ``[all q, all k, all v]`` rows (GPT-NeoX: kv_heads = heads)."""
     d = w.shape[0] // (heads + 2 * kv_heads)
     qkv = w.reshape(kv_heads, heads // kv_heads + 2, d, *w.shape[1:])
     return torch.cat([qkv[:, :-2].reshape(-1, *w.shape[1:]), qkv[:, -2].reshape(-1, *w.shape[1:]),
@@ -108,8 +105,8 @@ def _convert(name: str, w: torch.Tensor, arch: GgufArch, heads: int, kv_heads: i
     module = name.rsplit(".", 1)[0]
     if arch.qk_permuted and module.endswith(("self_attn.q_proj", "self_attn.k_proj")):
         w = _permute(w, heads if module.endswith("q_proj") else kv_heads)
-    if arch.fused_qkv and module.endswith(arch.fused_qkv[0]):
-        w = _regroup_qkv(w, arch.fused_qkv[1], heads, kv_heads)
+    if arch.fused_qkv and module.endswith(arch.fused_qkv):
+        w = _regroup_qkv(w, heads, kv_heads)
     if _transposed(name, arch):
         w = w.T
     if arch.norm_offset and name.endswith("norm.weight"):
@@ -141,7 +138,7 @@ def save_gguf(weights: Mapping[str, torch.Tensor] | ModelSource, path: str | Pat
         read = weights.__getitem__
     blocks = 1 + max((int(n.split(".")[len(spec.stack.split("."))]) for n in shapes
                       if n.startswith(spec.stack + ".")), default=-1)
-    names = TensorNameMap(_ARCH_IDS[arch], blocks)
+    names = TensorNameMap(ARCH_IDS[arch], blocks)
     plan: list[tuple[str, str, tuple[int, ...], GGMLQuantizationType]] = []
     for hf, shape in shapes.items():
         gguf_name = names.get_name(hf, try_suffixes=SUFFIXES)

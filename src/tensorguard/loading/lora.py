@@ -78,12 +78,17 @@ class LoraStore:
         if delta is None:
             return w.to(out_dtype)
         handle = self._handle(delta.a.shard)
-        a: torch.Tensor = handle.get_tensor(delta.a.name).to(torch.float32)
-        b: torch.Tensor = handle.get_tensor(delta.b.name).to(torch.float32)
+
+        def part(info: TensorInfo, index: Any = None) -> torch.Tensor:
+            """The factor, or only the rows or columns the update needs, as float32."""
+            stored: torch.Tensor = (handle.get_tensor(info.name) if index is None
+                                    else handle.get_slice(info.name)[index])
+            return stored.to(torch.float32)
+
         if delta.transposed:  # rows of (B @ A)^T are columns of A
-            update = (a if rows is None else a[:, rows]).T @ b.T
+            update = part(delta.a, None if rows is None else (slice(None), rows)).T @ part(delta.b).T
         else:
-            update = (b if rows is None else b[rows]) @ a
+            update = part(delta.b, rows) @ part(delta.a)
         return (w.to(torch.float32) + delta.scale * update).to(out_dtype)
 
 

@@ -25,6 +25,7 @@ from tensorguard.architectures import (
     Site,
     Slot,
     Space,
+    block_order,
     lookup,
     vocab_matrix,
 )
@@ -110,7 +111,7 @@ def _norm_sites(norms: list[tuple[Located, str]]) -> dict[Site, str]:
     return sites
 
 
-def _block(index: int, key: str, found: dict[Slot, Matrix], orders: dict[Slot, QkvOrder | None],
+def _block(key: str, found: dict[Slot, Matrix], qkv_order: QkvOrder | None,
            norms: list[tuple[Located, str]]) -> Block | None:
     """The block, or ``None`` when it lacks an attention or an MLP the signature can read."""
     attention = Slot.QKV in found or all(s in found for s in (Slot.Q, Slot.K, Slot.V))
@@ -118,10 +119,9 @@ def _block(index: int, key: str, found: dict[Slot, Matrix], orders: dict[Slot, Q
     if not (attention and mlp and Slot.O in found and Slot.DOWN in found):
         return None
     fused = Slot.QKV in found
-    return Block(index, key, found[Slot.O], found[Slot.DOWN],
+    return Block(block_order(key)[1], key, found[Slot.O], found[Slot.DOWN],
                  q=None if fused else found[Slot.Q], k=None if fused else found[Slot.K],
-                 v=None if fused else found[Slot.V], qkv=found.get(Slot.QKV),
-                 qkv_order=orders.get(Slot.QKV) or (QkvOrder.CONCAT if fused else None),
+                 v=None if fused else found[Slot.V], qkv=found.get(Slot.QKV), qkv_order=qkv_order,
                  gate=found.get(Slot.GATE), up=found.get(Slot.UP), gate_up=found.get(Slot.GATE_UP),
                  norms=_norm_sites(norms))
 
@@ -156,28 +156,27 @@ def anatomy(source: ModelSource) -> Anatomy:
     if embedding is None:
         raise TensorguardError(f"{source.root}: no token-embedding matrix; cannot compute a signature")
     found: dict[str, dict[Slot, Matrix]] = {}
-    orders: dict[str, dict[Slot, QkvOrder | None]] = {}
+    qkv_orders: dict[str, QkvOrder | None] = {}  # every fused qkv weight of the registry has one
     norms: dict[str, list[tuple[Located, str]]] = {}
-    indices: dict[str, int] = {}
     schemes: set[str] = set()
     for name, shape in shapes.items():
         located = lookup(name)
-        if located is None or located.block_key is None or located.block is None:
+        if located is None or located.block_key is None:
             continue
         key = located.block_key
-        indices[key] = located.block
         if located.slot is Slot.NORM and len(shape) == 1 and located.weight.axes == (Space.RESIDUAL,):
             norms.setdefault(key, []).append((located, name))
         elif located.slot in _MATRIX_SLOTS and len(shape) == 2:
             schemes.add(located.scheme.name)
             found.setdefault(key, {})[located.slot] = _matrix(located, name, shape)
-            orders.setdefault(key, {})[located.slot] = located.weight.qkv_order
+            if located.slot is Slot.QKV:
+                qkv_orders[key] = located.weight.qkv_order
     refused = sorted(schemes & set(REFUSED))
     if refused:
         raise TensorguardError(f"{source.root}: the weight signature does not support the {refused[0]} "
                                f"scheme: {REFUSED[refused[0]]}")
-    blocks = [b for key in sorted(found, key=lambda k: (k.rsplit(".", 1)[0], indices[k]))
-              if (b := _block(indices[key], key, found[key], orders[key], norms.get(key, [])))]
+    blocks = [b for key in sorted(found, key=block_order)
+              if (b := _block(key, found[key], qkv_orders.get(key), norms.get(key, [])))]
     config = _config(source)
     heads, heads_from = _heads(source, config)
     model_type = str(config.get("model_type") or (source.claims.architecture if source.claims else ""))

@@ -12,7 +12,7 @@ module path):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,14 +55,20 @@ class MlxTensor(PackedTensor):
         return scales * torch.from_numpy(codes[:, :k]).float() + biases
 
 
+def _packed_prefixes(infos: Mapping[str, TensorInfo]) -> Iterator[str]:
+    """Modules stored MLX's way: ``.biases`` beside a ``U32`` ``.weight`` of packed codes."""
+    for name in infos:
+        prefix = name.removesuffix(".biases")
+        weight = infos.get(prefix + ".weight")
+        if name.endswith(".biases") and weight is not None and weight.dtype == "U32":
+            yield prefix
+
+
 class Mlx(PackedFormat):
     format = WeightFormat.MLX
-    markers = (".biases",)
 
     def recognises(self, infos: Mapping[str, TensorInfo], qconfig: Mapping[str, Any]) -> bool:
-        return "quant_method" not in qconfig and any(
-            n.endswith(".biases") and infos.get(n.removesuffix(".biases") + ".weight") is not None
-            and infos[n.removesuffix(".biases") + ".weight"].dtype == "U32" for n in infos)
+        return "quant_method" not in qconfig and any(True for _ in _packed_prefixes(infos))
 
     def plan(self, infos: Mapping[str, TensorInfo], config: Mapping[str, Any], where: Path,
              stored: StoredTensors) -> dict[str, PackedTensor]:
@@ -71,13 +77,10 @@ class Mlx(PackedFormat):
             raise TensorguardError(f"{where}: MLX quantized weights but no 'quantization' settings "
                                    "(bits, group_size) in config.json")
         out: dict[str, PackedTensor] = {}
-        for name in infos:
-            prefix = name.removesuffix(".biases")
-            if name.endswith(".biases") and infos.get(prefix + ".weight", None) is not None \
-                    and infos[prefix + ".weight"].dtype == "U32":
-                own = settings.get(prefix)
-                tensor = self._weight(infos, prefix, own if isinstance(own, dict) else settings, where)
-                out[tensor.info.name] = tensor
+        for prefix in _packed_prefixes(infos):
+            own = settings.get(prefix)
+            tensor = self._weight(infos, prefix, own if isinstance(own, dict) else settings, where)
+            out[tensor.info.name] = tensor
         return out
 
     def _weight(self, infos: Mapping[str, TensorInfo], prefix: str, settings: Mapping[str, Any],
