@@ -14,7 +14,7 @@ from tensorguard.inputs import read_json
 from tensorguard.loading.checks import integer, name_pattern, number, shown
 from tensorguard.loading.header import TensorInfo, read_header
 from tensorguard.loading.layouts import ADAPTER_CONFIG, Resolved
-from tensorguard.loading.safetensors_store import open_safetensors
+from tensorguard.loading.safetensors_store import Handles
 from tensorguard.loading.source import ModelSource
 
 if TYPE_CHECKING:
@@ -51,14 +51,9 @@ class LoraStore:
         self.format = base.format
         self.claims = base.claims
         self.tensors = base.tensors
-        self._handles: dict[Path, Any] = {}
+        self._handles = Handles()
         config = _read_config(adapter.root / ADAPTER_CONFIG)
         self.deltas, self.replacements = _plan(adapter, config, read_header(adapter.shards[0]), base)
-
-    def _handle(self, shard: Path) -> Any:
-        if shard not in self._handles:
-            self._handles[shard] = open_safetensors(shard)
-        return self._handles[shard]
 
     def release(self) -> None:
         self._handles.clear()
@@ -68,7 +63,7 @@ class LoraStore:
         import torch
 
         if name in self.replacements:
-            handle = self._handle(self.replacements[name].shard)
+            handle = self._handles.open(self.replacements[name].shard)
             src = self.replacements[name].name
             stored: torch.Tensor = handle.get_tensor(src) if rows is None else handle.get_slice(src)[rows]
             return stored if dtype is None else stored.to(dtype)
@@ -77,7 +72,7 @@ class LoraStore:
         delta = self.deltas.get(name)
         if delta is None:
             return w.to(out_dtype)
-        handle = self._handle(delta.a.shard)
+        handle = self._handles.open(delta.a.shard)
 
         def part(info: TensorInfo, index: Any = None) -> torch.Tensor:
             """The factor, or only the rows or columns the update needs, as float32."""

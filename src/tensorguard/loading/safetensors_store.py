@@ -27,7 +27,7 @@ class SafetensorsStore:
 
     def __init__(self, resolved: Resolved) -> None:
         self.stored = _headers(resolved)
-        self._handles: dict[Path, Any] = {}
+        self._handles = Handles()
         self.format, self.packed = plan_packed(self.stored, _config(resolved.root), resolved.root, self)
         consumed = {part for tensor in self.packed.values() for part in tensor.parts}
         tensors = {n: i for n, i in self.stored.items() if n not in consumed}
@@ -44,7 +44,7 @@ class SafetensorsStore:
 
     def get(self, name: str, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
         """A stored tensor, or rows and/or columns of it (``StoredTensors`` for packed formats)."""
-        handle = self._handle(self.stored[name].shard)
+        handle = self._handles.open(self.stored[name].shard)
         tensor: torch.Tensor
         if rows is None and cols is None:
             tensor = handle.get_tensor(name)
@@ -53,11 +53,6 @@ class SafetensorsStore:
         else:
             tensor = handle.get_slice(name)[rows or slice(None), cols]
         return tensor
-
-    def _handle(self, shard: Path) -> Any:
-        if shard not in self._handles:
-            self._handles[shard] = open_safetensors(shard)
-        return self._handles[shard]
 
     def release(self) -> None:
         """Unmap the shards (reads reopen them)."""
@@ -79,6 +74,21 @@ def _headers(resolved: Resolved) -> dict[str, TensorInfo]:
                     f"{shard}: the index lists tensor {tname!r} in this shard, "
                     "but its header has no such tensor")
     return infos
+
+
+class Handles:
+    """``safe_open`` handles, one per shard, opened on first use and kept until ``clear``."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, Any] = {}
+
+    def open(self, shard: Path) -> Any:
+        if shard not in self._open:
+            self._open[shard] = open_safetensors(shard)
+        return self._open[shard]
+
+    def clear(self) -> None:
+        self._open.clear()
 
 
 def open_safetensors(shard: Path) -> Any:
