@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
-from tensorguard.architectures.renaming import Renaming
+from tensorguard.testing.renaming import Renaming
 
 GROUP = "compare"
 #: ``ModelSource.read`` returns a view of the memory-mapped file; ``clone`` reads its bytes.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
 from tensorguard.loading import open_model
-from tensorguard.loading.gguf_write import Q, save_gguf
+from tensorguard.testing.gguf_write import Q, save_gguf
 
 GROUP = "gguf"
 TYPES = (Q.Q8_0, Q.Q4_K)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from tensorguard.architectures.renaming import Renaming
 from tensorguard.lineage import independence as ind
 from tensorguard.lineage.weights import cosine
 from tensorguard.loading import open_model
 from tensorguard.report import table
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
+from tensorguard.testing.renaming import Renaming
 
 SPEC = ModelSpec(scheme="llama", hidden=256, layers=4, intermediate=2048, vocab=4096, heads=4, kv_heads=2)
 MATCH_NEURONS, VOCAB_ROWS = ind.MATCH_NEURONS, ind.VOCAB_ROWS

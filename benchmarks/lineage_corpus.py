@@ -42,8 +42,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks.common import build_once
-from tensorguard.disguises import drop_blocks, llama_logits, num_blocks, rename, rescale, rotate
 from tensorguard.synthetic import ModelSpec, make_weights
+from tensorguard.testing.disguises import drop_blocks, llama_logits, num_blocks, rename, rescale, rotate
 
 Weights = dict[str, torch.Tensor]
 
@@ -170,7 +170,7 @@ def write_tokenizer(path: Path, vocab: list[str], special: frozenset[int] = froz
     path.write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
 
 
-# ---- the model: the functional Llama decoder of ``tensorguard.disguises``
+# ---- the model: the functional Llama decoder of ``tensorguard.testing.disguises``
 
 def forward(w: Weights, tokens: torch.Tensor, arch: Arch = TINY) -> torch.Tensor:
     """Logits (batch, T, vocab) of tokens (batch, T)."""
@@ -501,7 +501,7 @@ def build_formats(workdir: Path, bases: list[Entry]) -> list[Entry]:
     """Each base as GGUF files (once, into ``lineage-formats-v{CORPUS_VERSION}``)."""
     from gguf import GGMLQuantizationType
 
-    from tensorguard.loading.gguf_write import save_gguf
+    from tensorguard.testing.gguf_write import save_gguf
 
     target = workdir / f"lineage-formats-v{CORPUS_VERSION}"
     entries = []

@@ -100,8 +100,8 @@ def _dequantized(path: Path) -> Weights:
 def _build(gguf: Path, target: Path) -> list[Entry]:
     from gguf import GGMLQuantizationType
 
-    from tensorguard.loading.gguf_write import requantize
     from tensorguard.signatures.tokens import read_gguf_vocabulary
+    from tensorguard.testing.gguf_write import requantize
 
     torch.set_num_threads(2)
     base_dir = target / NAME

@@ -1,4 +1,4 @@
-"""Tiny Llama-style models shared by the signature/scan tests, and ``tensorguard.disguises`` bound
+"""Tiny Llama-style models shared by the signature/scan tests, and ``tensorguard.testing.disguises`` bound
 to their spec."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from tensorguard import disguises
 from tensorguard.synthetic import ModelSpec, make_weights, save_model
+from tensorguard.testing import disguises
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=256, heads=4, kv_heads=2)
 Weights = dict[str, torch.Tensor]

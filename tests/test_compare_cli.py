@@ -139,7 +139,7 @@ def test_a_quantized_copy_is_derived_and_said_to_be_quantized(tmp_path: Path) ->
     from gguf import GGMLQuantizationType
 
     from tensorguard.lineage import compare
-    from tensorguard.loading.gguf_write import requantize, save_gguf
+    from tensorguard.testing.gguf_write import requantize, save_gguf
 
     weights = make_weights(ModelSpec(layers=2, hidden=64, heads=4, intermediate=128), 0)
     source = save_model(weights, tmp_path / "src.safetensors")

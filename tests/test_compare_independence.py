@@ -10,7 +10,6 @@ import torch
 from scipy import optimize, stats
 
 from tensorguard.architectures import mlp_blocks
-from tensorguard.disguises import drop_blocks, llama_logits, rename, rescale
 from tensorguard.lineage import compare, independence
 from tensorguard.lineage.independence import (
     _best_keys,
@@ -24,6 +23,7 @@ from tensorguard.lineage.independence import (
 )
 from tensorguard.loading import open_model
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
+from tensorguard.testing.disguises import drop_blocks, llama_logits, rename, rescale
 
 LLAMA = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=256, heads=4,
                   kv_heads=2)

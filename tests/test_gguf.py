@@ -17,8 +17,8 @@ from tensorguard.errors import TensorguardError
 from tensorguard.loading import Layout, WeightFormat, open_model
 from tensorguard.loading.gguf import FLOAT_TYPES, dequantizable
 from tensorguard.loading.gguf_arch import ARCHITECTURES
-from tensorguard.loading.gguf_write import quantize_q4_k, requantize, save_gguf
 from tensorguard.synthetic import ModelSpec, make_weights, save_model
+from tensorguard.testing.gguf_write import quantize_q4_k, requantize, save_gguf
 
 Q = GGMLQuantizationType
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=2, intermediate=128, vocab=96, heads=4, kv_heads=2)

@@ -28,9 +28,9 @@ from safetensors.torch import save_file
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading import open_model
-from tensorguard.loading.gguf_write import save_gguf
 from tensorguard.loading.layouts import MAX_PARTS
 from tensorguard.synthetic import ModelSpec, make_weights, save_lora_adapter, save_model
+from tensorguard.testing.gguf_write import save_gguf
 from test_hostile import FUZZ, clean_failure, corruptions
 from test_packed import GPTQ, NAME, K, N, checkpoint, gptq_tensors
 

@@ -104,7 +104,7 @@ def test_inspect_shows_format_quantization_and_claims(tmp_path: Path, run_cli) -
     claims (labelled as such) and the tied output head."""
     from gguf import GGMLQuantizationType
 
-    from tensorguard.loading.gguf_write import requantize, save_gguf
+    from tensorguard.testing.gguf_write import requantize, save_gguf
 
     spec = ModelSpec(layers=2, hidden=64, heads=4, kv_heads=2, vocab=256, intermediate=128, tied=True)
     plain = save_gguf(make_weights(spec, 0), tmp_path / "m.gguf", arch="llama", heads=4, kv_heads=2,

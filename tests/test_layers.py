@@ -109,7 +109,15 @@ def test_compute_never_reaches_into_the_application_layer_or_the_figures() -> No
 def test_the_registry_and_the_readers_do_not_depend_on_the_analyses() -> None:
     """Architecture knowledge and model reading sit at the bottom: they import no analysis."""
     analyses = ("tensorguard.fingerprints", "tensorguard.lineage", "tensorguard.clustering",
-                "tensorguard.sensitivity", "tensorguard.probes", "tensorguard.summary")
+                "tensorguard.sensitivity", "tensorguard.probes", "tensorguard.summary",
+                "tensorguard.signatures", "tensorguard.catalogue")
     for module, deps in GRAPH.items():
         if module.startswith(("tensorguard.architectures", "tensorguard.loading")):
             assert not {d for d in deps if d.startswith(analyses)}, module
+
+
+def test_the_runtime_package_never_imports_the_test_support() -> None:
+    """``tensorguard.testing`` builds derivative models for tests and benchmarks only."""
+    for module, deps in GRAPH.items():
+        if not module.startswith("tensorguard.testing"):
+            assert not {d for d in deps if d.startswith("tensorguard.testing")}, module

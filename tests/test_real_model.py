@@ -17,7 +17,7 @@ import pytest
 from benchmarks.common import fetch_smollm2
 
 from tensorguard.loading import WeightFormat, open_model
-from tensorguard.loading.gguf_write import Q, requantize
+from tensorguard.testing.gguf_write import Q, requantize
 
 pytestmark = pytest.mark.real
 

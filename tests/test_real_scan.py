@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tensorguard.loading.gguf_write import Q, requantize
+from tensorguard.testing.gguf_write import Q, requantize
 from test_real_model import smollm2, timed  # noqa: F401  (the fixture that downloads the model)
 
 pytestmark = pytest.mark.real

@@ -196,7 +196,7 @@ def test_refused_schemes_are_named(scheme, tmp_path):
 
 
 def test_a_gguf_file_has_the_signature_of_its_safetensors(llama, llama_sig, tmp_path):
-    from tensorguard.loading.gguf_write import save_gguf
+    from tensorguard.testing.gguf_write import save_gguf
 
     gguf = save_gguf(llama, tmp_path / "m.gguf", arch="llama", heads=SPEC.heads, kv_heads=KV)
     sig = compute_signature(gguf)  # heads from the GGUF metadata; rows un-permuted by the reader

@@ -1,9 +1,9 @@
 """Architectures as data: one registry record per naming scheme, and everything derived from it.
 
 ``schemes.py`` holds the records; ``registry.py`` their types and the name lookup; ``roles``
-(the paper's layer types), ``anatomy`` (vocabulary matrices, MLP blocks) and ``renaming``
-(function-preserving permutations) are read off the records, as are the header summary and the
-synthetic generators. Adding an architecture is one ``Scheme`` in ``schemes.py`` plus a test.
+(the paper's layer types) and ``anatomy`` (vocabulary matrices, MLP blocks) are read off the
+records, as are the header summary, the synthetic generators and the test support's renaming.
+Adding an architecture is one ``Scheme`` in ``schemes.py`` plus a test.
 """
 
 from tensorguard.architectures import schemes as _schemes  # noqa: F401  (registers the records)

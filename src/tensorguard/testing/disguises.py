@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from tensorguard.architectures.renaming import Renaming
 from tensorguard.synthetic import ModelSpec
+from tensorguard.testing.renaming import Renaming
 
 Weights = dict[str, torch.Tensor]
 _BLOCK = "model.layers."
