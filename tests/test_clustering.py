@@ -151,10 +151,10 @@ def test_cli_cluster_text_json_save_and_plot(run_cli, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = save.read_bytes()
     assert json.loads(first)["schema"] == "tensorguard.clusters/2"
-    r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot")  # default: bundled set
+    r = run_cli("cluster", "--centers", centers, "--save", save)  # default: bundled set
     assert r.code == 2 and "already exists" in r.err and "--force" in r.err
     labels = bundled_dir() / "labels.csv"
-    r = run_cli("cluster", "--centers", centers, "--labels", labels, "--save", save, "--no-plot", "--force",
+    r = run_cli("cluster", "--centers", centers, "--labels", labels, "--save", save, "--force",
                 "--json")
     assert r.code == 0
     assert save.read_bytes() == first  # byte-identical on every run
@@ -163,13 +163,23 @@ def test_cli_cluster_text_json_save_and_plot(run_cli, tmp_path):
     assert out["model"]["members"][0]["distance"] >= 0
     assert {m["base_source"] for m in out["model"]["members"]} == {"label"}
     # without labels the bases come from the clustering: saved as such, so the file differs
-    r = run_cli("cluster", "--centers", centers, "--save", save, "--no-plot", "--force", "--json")
+    r = run_cli("cluster", bundled_dir(), "--centers", centers, "--save", save, "--force", "--json")
     assert json.loads(r.out)["evaluation"] is None and save.read_bytes() != first
     assert {m["base_source"] for m in json.loads(r.out)["model"]["members"]} == {"center", "cluster"}
 
 
+def test_cli_cluster_defaults_to_the_bundled_set_and_its_labels_and_draws_only_when_asked(
+        run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("cluster", "--centers", ",".join(PAPER_CENTERS), "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["evaluation"]["correct"] == 40 and out["evaluation"]["evaluated"] == 43
+    assert out["plot"] is None and list(tmp_path.iterdir()) == []
+
+
 def _err(run_cli, *args):
-    r = run_cli("cluster", *args, "--no-plot")
+    r = run_cli("cluster", *args)
     assert r.code == 2, r.out
     assert r.err.count("\n") == 1 and "Traceback" not in r.err
     return r.err

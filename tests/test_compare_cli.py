@@ -74,7 +74,7 @@ def test_three_models_matrix_and_plots(run_cli, models, tmp_path):
     assert again.code == 2 and "already exists" in again.err and "--force" in again.err
     forced = run_cli(*args, "--force")
     assert forced.code == 0 and forced.out == r.out
-    text = run_cli("compare", models["base"], models["tuned"], models["other"], "--no-plot")
+    text = run_cli("compare", models["base"], models["tuned"], models["other"])
     assert "[0] vs [1]: derived" in text.out and "independence: -log10 p" in text.out
 
 

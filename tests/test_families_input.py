@@ -56,7 +56,7 @@ def _one_line_error(r, *needles):
 def test_binary_labels_file(run_cli, tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_bytes(b"model_name,base_model\n\xff\xfe\x00\x81garbage\n")
-    _one_line_error(run_cli("cluster", "--centers", PAPER_CENTERS, "--labels", bad, "--no-plot"),
+    _one_line_error(run_cli("cluster", "--centers", PAPER_CENTERS, "--labels", bad),
                     str(bad), "not a UTF-8 text file")
     _one_line_error(run_cli("predict", PHI, "--centers", PAPER_CENTERS, "--labels", bad),
                     str(bad), "not a UTF-8 text file")
@@ -65,7 +65,7 @@ def test_binary_labels_file(run_cli, tmp_path):
 def test_labels_with_a_byte_order_mark_are_read(run_cli, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_bytes(b"\xef\xbb\xbf" + (bundled_dir() / "labels.csv").read_bytes())
-    r = run_cli("cluster", "--centers", PAPER_CENTERS, "--labels", labels, "--no-plot")
+    r = run_cli("cluster", "--centers", PAPER_CENTERS, "--labels", labels)
     assert r.code == 0 and "40/43" in r.out
 
 
@@ -82,7 +82,7 @@ def test_fifo_is_refused_at_once(run_cli, tmp_path, what):
         r = run_cli("predict", fifo, "--centers", PAPER_CENTERS)
     else:  # a FIFO among the known fingerprints of a folder
         shutil.copy(PHI, tmp_path)
-        r = run_cli("cluster", tmp_path, "--centers", "phi-4", "--no-plot")
+        r = run_cli("cluster", tmp_path, "--centers", "phi-4")
     _one_line_error(r, str(fifo), "not a")
 
 

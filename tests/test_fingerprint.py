@@ -14,6 +14,7 @@ from scipy import stats
 import tensorguard
 from paper_reference import reference_probe
 from tensorguard.devices import resolve_device
+from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import (
     FEATURE_KEYS,
     default_path,
@@ -251,6 +252,24 @@ def test_cli_writes_and_keeps_existing_outputs(tmp_path: Path, run_cli) -> None:
     assert forced.code == 0
     assert json.loads(forced.out) == json.loads(target.read_text())
     assert json.loads(forced.out)["probe"]["num_samples"] == 3
+
+
+def test_cli_default_folder_is_features_in_the_working_directory_never_the_bundled_set(
+        tmp_path: Path, run_cli, monkeypatch) -> None:
+    model = tiny(tmp_path)
+    before = sorted(p.name for p in bundled_dir().iterdir())
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("fingerprint", model, "--samples", "2")
+    assert result.code == 0, result.err
+    assert (tmp_path / "features" / "tiny_features.json").is_file()
+    monkeypatch.chdir(bundled_dir().parent)  # a checkout's root: ./features is the bundled set
+    for args in ((), ("-o", bundled_dir())):
+        refused = run_cli("fingerprint", model, "--samples", "2", *args)
+        assert refused.code == 2 and "bundled reference set, which is read-only" in refused.err
+        assert "-o" in refused.err or "--output" in refused.err
+    with pytest.raises(TensorguardError, match="read-only"):
+        load_fingerprint(tmp_path / "features" / "tiny_features.json").save(bundled_dir() / "x_features.json")
+    assert sorted(p.name for p in bundled_dir().iterdir()) == before
 
 
 def test_cli_json_without_output_writes_no_file(tmp_path: Path, run_cli, monkeypatch) -> None:

@@ -143,8 +143,7 @@ def test_deeply_nested_json_inputs(tmp_path: Path, run_cli) -> None:
     fingerprint = tmp_path / "deep_features.json"
     fingerprint.write_text(nested)
     assert "nested too deeply" in clean_failure(run_cli, "compare", fingerprint, fingerprint)
-    assert "nested too deeply" in clean_failure(run_cli, "cluster", fingerprint, "--centers", "x",
-                                                "--no-plot")
+    assert "nested too deeply" in clean_failure(run_cli, "cluster", fingerprint, "--centers", "x")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

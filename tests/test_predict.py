@@ -194,7 +194,7 @@ def test_cli_round_trip_cluster_save_predict(run_cli, tmp_path):
     save = tmp_path / "clusters.json"
     known, unknown = _known_and_unknown(tmp_path)
     assert run_cli("cluster", known, "--centers", ",".join(PAPER_CENTERS), "--labels",
-                   known / "labels.csv", "--save", save, "--no-plot").code == 0
+                   known / "labels.csv", "--save", save).code == 0
     r = run_cli("predict", unknown, "--clusters", save, "--json")
     assert r.code == 0, r.err
     saved = json.loads(r.out)

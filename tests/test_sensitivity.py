@@ -171,6 +171,16 @@ def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, run_cli) 
     assert code == 0 and json_path.read_bytes() == first
 
 
+def test_cli_without_output_folder_writes_nothing(model: Path, tmp_path: Path, run_cli,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, text, err = astuple(run_cli("sensitivity", str(model), "--samples", "2", "--top", "3"))
+    assert (code, err) == (0, "") and "top 3 layers" in text and "wrote" not in text
+    assert list(work.iterdir()) == []
+
+
 @pytest.mark.parametrize("make_bad", [
     lambda d: d / "missing.safetensors",
     lambda d: (d / "text.safetensors").write_text("not a safetensors file") and d / "text.safetensors",

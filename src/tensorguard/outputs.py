@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tensorguard.errors import OutputExistsError, TensorguardError
+from tensorguard.reference import is_bundled
 
 
 def _cannot_write(path: Path, exc: OSError | ValueError) -> TensorguardError:
@@ -25,8 +26,12 @@ def _cannot_write(path: Path, exc: OSError | ValueError) -> TensorguardError:
 
 
 def check_writable(path: Path, *, force: bool) -> None:
-    """Refuse to overwrite ``path`` unless ``force``, and never replace a directory."""
+    """Refuse to overwrite ``path`` unless ``force``, never replace a directory, and never write
+    into the bundled reference set (it is the package's read-only data)."""
     try:
+        if is_bundled(path.parent):
+            raise TensorguardError(f"{path}: the folder is tensorguard's bundled reference set, "
+                                   "which is read-only; write elsewhere")
         if path.is_dir():
             raise TensorguardError(f"{path}: is a directory; name a file to write")
         if path.exists() and not force:

@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_text_file
 
-#: ``features/`` at the top of the source tree (the editable install and the repository).
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "features"
+#: The package that carries the bundled set: the repository's top-level ``features/``, mapped into
+#: the package at build time (``pyproject.toml``), so a wheel, an sdist and a checkout all have it.
+BUNDLED_PACKAGE = "tensorguard.features"
 LABELS_FILE = "labels.csv"
 
 
@@ -24,13 +27,33 @@ class Label:
     family: str | None = None
 
 
+@functools.cache
 def bundled_dir() -> Path:
-    """The bundled reference fingerprints; an error if this install does not carry them."""
-    if not any(BUNDLED_DIR.glob("*_features.json")):
+    """The folder of the bundled reference fingerprints (read-only package data); an error if this
+    install does not carry them."""
+    try:
+        found = [Path(str(p)) for p in resources.files(BUNDLED_PACKAGE).iterdir()
+                 if p.name.endswith("_features.json")]
+    except (ModuleNotFoundError, OSError, TypeError):
+        found = []
+    if not found:
         raise TensorguardError(
-            f"bundled reference fingerprints not found at {BUNDLED_DIR}; pass a directory of "
-            "*_features.json files instead")
-    return BUNDLED_DIR
+            f"this installation carries no bundled reference fingerprints ({BUNDLED_PACKAGE}); "
+            "pass a directory of *_features.json files instead")
+    return found[0].parent.resolve()
+
+
+def bundled_count() -> int:
+    """How many fingerprints the bundled reference set holds."""
+    return sum(1 for _ in bundled_dir().glob("*_features.json"))
+
+
+def is_bundled(path: str | Path) -> bool:
+    """Whether ``path`` is the bundled reference folder itself (never written to)."""
+    try:
+        return Path(path).resolve() == bundled_dir()
+    except (TensorguardError, OSError):
+        return False
 
 
 def load_labels(path: str | Path) -> dict[str, Label]:

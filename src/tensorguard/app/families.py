@@ -24,7 +24,7 @@ from tensorguard.clustering import (
 from tensorguard.errors import UsageError
 from tensorguard.fingerprints import load_fingerprints
 from tensorguard.outputs import check_writable
-from tensorguard.reference import bundled_dir, load_labels
+from tensorguard.reference import LABELS_FILE, Label, bundled_dir, load_labels
 from tensorguard.report import fmt, table
 
 
@@ -65,18 +65,25 @@ def _inputs(paths: Sequence[str | Path]) -> list[str | Path]:
     return list(paths) if paths else [bundled_dir()]
 
 
+def _labels(paths: Sequence[str | Path], labels: str | Path | None) -> dict[str, Label] | None:
+    """The labels given, or the bundled set's own when the bundled set is the input."""
+    if labels is None and not paths:
+        labels = bundled_dir() / LABELS_FILE
+    return load_labels(labels) if labels is not None else None
+
+
 def cluster_files(features: Sequence[str | Path], *, centers: Sequence[str], k: int | None = None,
                   method: Method | str = Method.KMEANS, random_state: int = 0,
                   labels: str | Path | None = None, save_to: str | Path | None = None,
                   plot: str | Path | None = None, force: bool = False) -> ClusterReport:
-    """Fit on fingerprint files (default: the bundled set) with ``labels`` as the known models'
-    bases, evaluate the clusters against them, save, plot."""
+    """Fit on fingerprint files (default: the bundled set, with its own labels) with ``labels`` as
+    the known models' bases, evaluate the clusters against them, save, plot (only when asked)."""
     from tensorguard.plots import save_png
 
     for out in (save_to, plot):
         if out is not None:
             check_writable(Path(out), force=force)
-    label_map = load_labels(labels) if labels is not None else None
+    label_map = _labels(features, labels)
     clf = FamilyClassifier(centers=centers, k=k, method=method, random_state=random_state)
     clf.fit(load_fingerprints(_inputs(features)), label_map)
     saved = clf.save(save_to, force=force) if save_to is not None else None
@@ -118,7 +125,8 @@ def predict_files(unknowns: Sequence[str | Path], *, clusters: str | Path | None
     paths = [prediction_plot_path(plot, fp.model_name) for fp in fps] if plot is not None else []
     for p in paths:
         check_writable(p, force=force)
-    label_map = load_labels(labels) if labels is not None else None
+    label_map = (load_labels(labels) if labels is not None else None) if clusters is not None \
+        else _labels(features, labels)
     if clusters is not None:
         clf, source = FamilyClassifier.load(clusters), str(clusters)
     else:

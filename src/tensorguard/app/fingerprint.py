@@ -10,6 +10,10 @@ from tensorguard.devices import resolve_device
 from tensorguard.errors import UsageError
 from tensorguard.fingerprints import Fingerprint, default_path, fingerprint_source
 from tensorguard.loading import open_model
+from tensorguard.reference import is_bundled
+
+#: Where the command line writes fingerprints when no folder is named (as the paper's code does).
+DEFAULT_DIR = "features"
 
 
 def fingerprint_models(models: Sequence[str], *, out_dir: str | Path | None, samples: int = 15,
@@ -22,6 +26,9 @@ def fingerprint_models(models: Sequence[str], *, out_dir: str | Path | None, sam
     stopped). A model that fails is recorded and the others go on."""
     if name is not None and len(models) != 1:
         raise UsageError("{name} applies to a single model only", "name")
+    if out_dir is not None and is_bundled(out_dir):
+        raise UsageError(f"{out_dir} is tensorguard's bundled reference set, which is read-only; "
+                         + "name another folder with {out_dir}", "out_dir")
     resolve_device(device)
     seen: dict[str, str] = {}
 

@@ -44,28 +44,30 @@ def output_paths(directory: str | Path, model_name: str) -> tuple[Path, Path]:
     return Path(directory) / f"{stem}.json", Path(directory) / f"{stem}.png"
 
 
-def analyze_models(models: Sequence[str], options: Options, *, out_dir: str | Path,
+def analyze_models(models: Sequence[str], options: Options, *, out_dir: str | Path | None = None,
                    force: bool = False, base: str | None = None,
                    on_outcome: Callable[[Outcome[SensitivityResult]], None] | None = None) -> SensitivityRun:
-    """Analyse each model, writing its JSON and chart (and, for several, the comparison figure).
-    ``base`` is the base model of LoRA adapters among ``models``; ``on_outcome`` hears of each
-    model as it is done."""
+    """Analyse each model; with ``out_dir``, write its JSON and chart (and, for several, the
+    comparison figure) there, otherwise nothing. ``base`` is the base model of LoRA adapters among
+    ``models``; ``on_outcome`` hears of each model as it is done."""
     from tensorguard.plots import png_bytes, save_png
     from tensorguard.plots.sensitivity import depth_figure, layer_figure
 
-    directory = Path(out_dir)
-    comparison = directory / COMPARISON_FILE
-    if len(models) > 1:
+    directory = Path(out_dir) if out_dir is not None else None
+    comparison = directory / COMPARISON_FILE if directory is not None else None
+    if comparison is not None and len(models) > 1:
         check_writable(comparison, force=force)
     seen: dict[str, str] = {}
 
     def one(model: str) -> Outcome[SensitivityResult]:
         with open_model(model, base=base) as source:
             name_collision(seen, model, source.name)
-            paths = output_paths(directory, source.name)
+            paths = output_paths(directory, source.name) if directory is not None else ()
             for path in paths:
                 check_writable(path, force=force)
             result = analyze(source, options)
+        if not paths:
+            return Outcome(model, Status.WRITTEN, (), result=result)
         files = [(paths[0], report.dumps(result).encode()), (paths[1], png_bytes(layer_figure(result)))]
         return Outcome(model, Status.WRITTEN, tuple(map(str, write_all(files, force=force))),
                        result=result)
@@ -73,7 +75,7 @@ def analyze_models(models: Sequence[str], options: Options, *, out_dir: str | Pa
     outcomes = run_batch(models, one, on_outcome=on_outcome)
     results = [o.result for o in outcomes if o.result is not None]
     written = [p for o in outcomes for p in o.paths]
-    if len(results) > 1:
+    if comparison is not None and len(results) > 1:
         written.append(str(save_png(depth_figure(results), comparison, force=force)))
     return SensitivityRun(results, [Failure(o.model, o.error or "") for o in outcomes
                                     if o.status is Status.FAILED], written)

@@ -1,0 +1,1 @@
+"""The bundled reference set (package data): see README.md in this folder."""
