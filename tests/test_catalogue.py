@@ -139,7 +139,8 @@ def test_readers_do_not_wait_for_an_open_write(tmp_path, alpha_row):
 
 
 _CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # not the launcher's (nohup ignores it)
     import tensorguard.catalogue.catalogue as catalogue
     import tensorguard.catalogue.store as store
     from tensorguard.catalogue import Catalogue

@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,21 +239,49 @@ def test_zero_size_and_zero_column_tensors(tmp_path: Path, run_cli) -> None:
         clean_failure(run_cli, *command, codes=(0,))
 
 
-def test_interrupted_sensitivity_leaves_both_outputs_or_neither(tmp_path: Path) -> None:
-    """SIGINT at random moments: the JSON and its chart appear together, or not at all."""
+_SENSITIVITY_CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # not the launcher's (nohup ignores it)
+    import tensorguard.app.sensitivity as app
+    import tensorguard.outputs as outputs
+    stage, model, out = sys.argv[1:]
+    if stage == "analysis":  # stall while the model is analysed: nothing may be written
+        analyze = app.analyze
+        def slow(*args, **kwargs):
+            print("ready", flush=True)
+            time.sleep(60)
+            return analyze(*args, **kwargs)
+        app.analyze = slow
+    else:  # Ctrl-C between the two renames: both files must still appear
+        replace, done = os.replace, []
+        def slow(src, dst):
+            replace(src, dst)
+            done.append(dst)
+            if len(done) == 1:
+                print("ready", flush=True)
+                time.sleep(2)
+        outputs.os.replace = slow
+    sys.argv = ["tensorguard", "sensitivity", model, "-o", out, "--samples", "2", "-q"]
+    from tensorguard.cli import run
+    run()
+""")
+
+
+@pytest.mark.parametrize(("stage", "expected"), [("analysis", []),
+                                                 ("rename", ["m_sensitivity.json", "m_sensitivity.png"])])
+def test_interrupted_sensitivity_leaves_both_outputs_or_neither(tmp_path: Path, stage: str,
+                                                                expected: list[str]) -> None:
+    """Ctrl-C while the model is analysed leaves no file; between the renames, both files."""
     model = save_model(make_weights(ModelSpec(layers=2, hidden=64, intermediate=128, vocab=64), 0),
                        tmp_path / "m.safetensors")
-    rng = random.Random(1)
-    for attempt in range(6):
-        out = tmp_path / f"out{attempt}"
-        proc = subprocess.Popen([sys.executable, "-m", "tensorguard", "sensitivity", str(model), "-o",
-                                 str(out), "--samples", "2", "-q"], stderr=subprocess.PIPE, text=True)
-        try:
-            proc.wait(timeout=rng.uniform(1.0, 4.0))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode in (0, 130, -signal.SIGINT), err  # -SIGINT: before Python started
-        assert "Traceback" not in err and err.count("\n") <= 1, err
-        names = sorted(p.name for p in out.iterdir()) if out.exists() else []
-        assert names in ([], ["m_sensitivity.json", "m_sensitivity.png"]), names
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _SENSITIVITY_CHILD, stage, str(model), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err == "tensorguard: interrupted\n"
+    names = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert names == expected
