@@ -150,7 +150,7 @@ def test_cli_cluster_text_json_save_and_plot(run_cli, tmp_path):
     assert "40/43" in r.out and "accuracy 93.0%" in r.out and "[holds 2 centers]" in r.out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = save.read_bytes()
-    assert json.loads(first)["schema"] == "tensorguard.clusters/2"
+    assert json.loads(first)["schema"] == "tensorguard.clusters/3"
     r = run_cli("cluster", "--centers", centers, "--save", save)  # default: bundled set
     assert r.code == 2 and "already exists" in r.err and "--force" in r.err
     labels = bundled_dir() / "labels.csv"

@@ -17,7 +17,7 @@ def test_demo_claims_hold(tmp_path):
     verdicts = {p.model: p for p in result.predictions}
     assert {p.rule for p in result.predictions} == {clustering.Rule.NEIGHBORS}  # the default rule
     assert verdicts[demo.HELD_OUT].verdict == "alpha-base" and verdicts[demo.HELD_OUT].confidence == 1
-    assert {n.base for n in verdicts[demo.HELD_OUT].neighbours} == {"alpha-base"}
+    assert {n.base for n in verdicts[demo.HELD_OUT].neighbors} == {"alpha-base"}
     assert verdicts[demo.STRANGER].verdict == clustering.UNKNOWN
     assert verdicts[demo.STRANGER].distance > 2 * verdicts[demo.STRANGER].threshold
     assert result.bundled.evaluation.correct == 40 and result.bundled.evaluation.evaluated == 43

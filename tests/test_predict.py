@@ -76,10 +76,10 @@ def test_neighbors_rule_restated_plainly(split, model, labels):
     assert p.rule is Rule.NEIGHBORS and p.base == p.verdict == winner == "Llama-3.1-8B"
     assert p.confidence == pytest.approx(votes[winner] / sum(votes.values()), abs=1e-12)
     assert p.family == "Llama"
-    assert [n.model for n in p.neighbours] == [known[i].model_name for i in nearest]
-    assert [n.distance for n in p.neighbours] == pytest.approx(d[nearest], abs=1e-9)
+    assert [n.model for n in p.neighbors] == [known[i].model_name for i in nearest]
+    assert [n.distance for n in p.neighbors] == pytest.approx(d[nearest], abs=1e-9)
     # MARS-v0.2's single nearest model is a Mistral: the vote of three gets it right
-    assert p.neighbours[0].base == "Mistral-7B-v0.1" and 0.5 < p.confidence < 1
+    assert p.neighbors[0].base == "Mistral-7B-v0.1" and 0.5 < p.confidence < 1
     own = [i for i, f in enumerate(known) if labels[f.model_name].base_model == winner]
     assert p.distance == pytest.approx(d[own].min(), abs=1e-9) and p.distance < p.threshold
     assert p.nearest_center.model == "Llama-3.1-8B"
@@ -123,6 +123,16 @@ def test_bases_from_labels_or_from_the_clustering(bundled, labels):
     assert labelled.family_of("x") == "X"
 
 
+def test_the_file_keeps_every_parameter_it_was_fitted_with(tmp_path, bundled, labels):
+    """predict --clusters FILE --evaluate refits with the saved k and rule, not the defaults."""
+    clf = FamilyClassifier(centers=PAPER_CENTERS, k=10, rule="centroid", n_neighbors=5,
+                           random_state=3).fit(bundled, labels)
+    loaded = FamilyClassifier.load(clf.save(tmp_path / "clusters.json"))
+    assert loaded.get_params() == {**clf.get_params(), "centers": tuple(PAPER_CENTERS)}
+    assert len(loaded.clusters_) == 10
+    assert loaded.to_dict() == clf.to_dict()
+
+
 def test_save_load_round_trip(tmp_path, model, split):
     path = model.save(tmp_path / "clusters.json")
     loaded = FamilyClassifier.load(path)
@@ -130,10 +140,11 @@ def test_save_load_round_trip(tmp_path, model, split):
     for rule in Rule:
         assert loaded.set_params(rule=rule).predict(split[1]) == model.set_params(rule=rule).predict(split[1])
     model.set_params(rule="neighbors")
+    loaded.set_params(rule="neighbors")
     loaded.save(tmp_path / "again.json")
     assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
     saved = json.loads(path.read_text())
-    assert saved["schema"] == clustering.SCHEMA == "tensorguard.clusters/2"
+    assert saved["schema"] == clustering.SCHEMA == "tensorguard.clusters/3"
     assert set(saved["thresholds"]) == {"neighbors", "paper", "centroid"}
     assert {"base", "family", "base_source", "features"} <= set(saved["members"][0])
 
@@ -202,8 +213,8 @@ def test_cli_round_trip_cluster_save_predict(run_cli, tmp_path):
     assert saved["clusters"] == str(save) and saved["rule"] == "neighbors"
     assert (p["rule"], p["verdict"], p["base"], p["family"]) == ("neighbors", "Llama-3.1-8B",
                                                                  "Llama-3.1-8B", "Llama")
-    assert 0 < p["confidence"] < 1 and len(p["neighbours"]) == 3
-    assert set(p["neighbours"][0]) == {"model", "base", "cluster", "distance"}
+    assert 0 < p["confidence"] < 1 and len(p["neighbors"]) == 3
+    assert set(p["neighbors"][0]) == {"model", "base", "cluster", "distance"}
     assert p["nearest_center"]["model"] == "Llama-3.1-8B" and p["distance"] <= p["threshold"]
     # fitting here with --centers on the same set gives the same answer
     r = run_cli("predict", unknown, "--centers", ",".join(PAPER_CENTERS), "--features", known,

@@ -34,6 +34,7 @@ from tensorguard.errors import OptionError, TensorguardError
 from tensorguard.loading import ModelInput, ModelSource, TensorInfo, opened
 from tensorguard.probes import ALL_KINDS, KINDS, fgsm_matrix, make_probes
 from tensorguard.rounding import round_significant
+from tensorguard.validation import choice_option, finite_option, whole_option
 
 SCHEMA = "tensorguard.sensitivity/1"
 
@@ -57,14 +58,6 @@ MEAN = "mean"
 E = TypeVar("E", bound=TextEnum)
 
 
-def _choice(enum: type[E], option: str, value: object) -> E:
-    try:
-        return enum(value)
-    except ValueError:
-        known = ", ".join(m.value for m in enum)
-        raise OptionError(option, value, f"unknown (known: {known})") from None
-
-
 @dataclass(frozen=True)
 class Options:
     """The parameters of an analysis (recorded in every result); validated on construction."""
@@ -78,14 +71,12 @@ class Options:
     attention_test: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "metric", _choice(Metric, "metric", self.metric))
-        object.__setattr__(self, "seeds", _choice(SeedMode, "seeds", self.seeds))
+        object.__setattr__(self, "metric", choice_option(Metric, "metric", self.metric))
+        object.__setattr__(self, "seeds", choice_option(SeedMode, "seeds", self.seeds))
         object.__setattr__(self, "kinds", parse_kinds(self.kinds))
         for option in ("samples", "top"):
-            if getattr(self, option) < 1:
-                raise OptionError(option, getattr(self, option), "must be at least 1")
-        if not math.isfinite(self.threshold):
-            raise OptionError("threshold", self.threshold, "must be a finite number")
+            whole_option(option, getattr(self, option))
+        finite_option("threshold", self.threshold)
 
     @property
     def seed_list(self) -> range:
@@ -289,8 +280,8 @@ def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all"
         result = tensorguard.analyze_sensitivity("./Llama-3.2-1B", kinds="low_frequency")
         print(result.layers[0].name)
     """
-    options = Options(kinds=parse_kinds(kinds), metric=_choice(Metric, "metric", metric),
-                      samples=samples, seeds=_choice(SeedMode, "seeds", seeds), threshold=threshold,
+    options = Options(kinds=parse_kinds(kinds), metric=choice_option(Metric, "metric", metric),
+                      samples=samples, seeds=choice_option(SeedMode, "seeds", seeds), threshold=threshold,
                       top=top, attention_test=attention_test)
     with opened(model, base=base, name=name) as source:
         return analyze(source, options)

@@ -130,7 +130,7 @@ def render_text(result: DemoResult) -> str:
     lines += ["", "Predictions from the saved clusters (rule neighbors: the 3 nearest known models vote):"]
     for p in result.predictions:
         truth = by_name[p.model].family
-        near = ", ".join(f"{n.model} {n.distance:.3g}" for n in p.neighbours)
+        near = ", ".join(f"{n.model} {n.distance:.3g}" for n in p.neighbors)
         lines.append(f"  {p.model}: {p.verdict} (best guess {p.base}, confidence {p.confidence:.0%}, "
                      f"distance {p.distance:.3g}, threshold {p.threshold:.3g}; nearest: {near}; "
                      f"true family: {truth})")

@@ -204,7 +204,7 @@ def _prediction_text(p: UnknownPrediction) -> list[str]:
         extra += [f"confidence {p.confidence:.0%}"] if p.confidence is not None else []
         extra.append(f"distance {fmt(p.distance)} <= threshold {fmt(p.threshold)}")
         head = f"{p.verdict} ({'; '.join(extra)})"
-    rows = [[n.model, n.base, n.distance] for n in p.neighbours]
+    rows = [[n.model, n.base, n.distance] for n in p.neighbors]
     c = p.nearest_center
     return (["", f"{p.model}: {head}", "  nearest known models:"]
             + ["    " + line for line in table(["model", "base", "distance"], rows).splitlines()]

@@ -47,12 +47,13 @@ from tensorguard.catalogue.retrieval import (
     rank_candidates,
 )
 from tensorguard.enums import TextEnum
-from tensorguard.errors import OptionError, TensorguardError
+from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import Fingerprint, fingerprint_source, parse_fingerprint
 from tensorguard.lineage import Context, Subject, compare_subjects
 from tensorguard.lineage.distance import load_reference
 from tensorguard.loading import ModelInput, ModelSource, open_model, opened
 from tensorguard.signatures import compute_signature
+from tensorguard.validation import whole_option
 
 
 class Answer(TextEnum):
@@ -162,8 +163,7 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
     """
     for option, value, least in (("top", top, 1), ("confirm", confirm, 0), ("samples", samples, 1),
                                  ("blocks", blocks, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise OptionError(option, value, f"must be a whole number of at least {least}")
+        whole_option(option, value, least=least)
     cat = catalogue if isinstance(catalogue, Catalogue) else Catalogue(catalogue)
     reference = load_reference(None)
     thresholds = Thresholds(SIGNATURE_THRESHOLD, fingerprint_threshold(reference),

@@ -10,7 +10,7 @@ from tensorguard.clustering.estimator import (
     Cluster,
     FamilyClassifier,
     Member,
-    Neighbour,
+    Neighbor,
     UnknownPrediction,
 )
 from tensorguard.clustering.evaluation import Evaluation, Misassigned, evaluate
@@ -28,5 +28,5 @@ from tensorguard.clustering.validation import (
 
 __all__ = ["PAPER_CENTERS", "PAPER_THRESHOLD", "RULES", "SCHEMA", "UNKNOWN", "BaseSource", "Cluster",
            "Evaluation", "FamilyClassifier", "HeldOutFamily", "Member", "Method", "Misassigned", "Miss",
-           "Neighbour", "Rule", "RuleScore", "RuleSpec", "UnknownPrediction", "Validation", "evaluate",
+           "Neighbor", "Rule", "RuleScore", "RuleSpec", "UnknownPrediction", "Validation", "evaluate",
            "leave_family_out", "leave_one_out", "validate"]

@@ -39,8 +39,9 @@ from tensorguard.fingerprints import FEATURE_KEYS, Fingerprint
 from tensorguard.inputs import read_text_file
 from tensorguard.outputs import write_text_atomic
 from tensorguard.reference import Label
+from tensorguard.validation import choice_option, finite_option, whole_option
 
-SCHEMA = "tensorguard.clusters/2"
+SCHEMA = "tensorguard.clusters/3"
 #: The paper's 8 center models of the bundled reference set.
 PAPER_CENTERS = ("gemma-3-4b-it", "Llama-3.1-8B", "llama-3.2-1b", "Llama-3.2-3B", "Mistral-7B-v0.1",
                  "phi-4", "Qwen2.5-3B", "Qwen2.5-7B-Instruct")
@@ -84,7 +85,7 @@ class Cluster:
 
 
 @dataclass(frozen=True)
-class Neighbour:
+class Neighbor:
     """A known model near a predicted one."""
 
     model: str
@@ -109,18 +110,13 @@ class UnknownPrediction:
     confidence: float | None  # neighbors: the share of the vote that went to ``base``
     distance: float  # what the rule compares with the threshold
     threshold: float
-    neighbours: tuple[Neighbour, ...]
-    nearest_center: Neighbour
+    neighbors: tuple[Neighbor, ...]
+    nearest_center: Neighbor
     nearest_cluster: str
     cluster_distances: dict[str, float]
     center_distances: dict[str, float]
 
 
-def _choice(enum: type[E], option: str, value: Any) -> E:
-    try:
-        return enum(value)
-    except ValueError:
-        raise OptionError(option, value, f"choose one of {', '.join(e.value for e in enum)}") from None
 
 
 def _center_indices(names: Sequence[str], centers: Sequence[str]) -> list[int]:
@@ -199,13 +195,11 @@ class FamilyClassifier:
     # ---- fitting -------------------------------------------------------------------------------
 
     def _validated(self) -> tuple[Method, Rule]:
-        method = _choice(Method, "method", self.method)
-        rule = _choice(Rule, "rule", self.rule)
+        method = choice_option(Method, "method", self.method)
+        rule = choice_option(Rule, "rule", self.rule)
         if self.k is not None and self.k < max(1, len(self.centers)):
             raise OptionError("k", self.k, f"fewer than the {len(self.centers)} named centers")
-        if isinstance(self.n_neighbors, bool) or not isinstance(self.n_neighbors, int) \
-                or self.n_neighbors < 1:
-            raise OptionError("n_neighbors", self.n_neighbors, "must be a whole number of at least 1")
+        whole_option("n_neighbors", self.n_neighbors)
         return method, rule
 
     def fit(self, fingerprints: Sequence[Fingerprint],
@@ -294,8 +288,8 @@ class FamilyClassifier:
         """The unknown-model threshold ``predict`` uses: ``threshold``, or the rule's default."""
         self._check_fitted()
         rule = self._validated()[1]
-        if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
-            raise OptionError("threshold", threshold, "must be a positive number")
+        if threshold is not None:
+            finite_option("threshold", threshold, positive=True)
         limit = self.thresholds_[rule] if threshold is None else float(threshold)
         if limit <= 0:
             raise OptionError("threshold", None, f"{RULES[rule].needs}, so the known set gives no "
@@ -319,9 +313,9 @@ class FamilyClassifier:
                      to_centroids: np.ndarray, limit: float) -> UnknownPrediction:
         choice = spec.choose(known, to_models, to_centroids)
 
-        def neighbour(i: int) -> Neighbour:
+        def neighbor(i: int) -> Neighbor:
             m = self.members_[i]
-            return Neighbour(m.name, m.base, m.cluster, float(to_models[i]))
+            return Neighbor(m.name, m.base, m.cluster, float(to_models[i]))
 
         index = {m.name: i for i, m in enumerate(self.members_)}
         centers = [index[name] for name in self.centers_]
@@ -330,8 +324,8 @@ class FamilyClassifier:
         return UnknownPrediction(
             model, spec.rule, choice.base if choice.distance <= limit else UNKNOWN, choice.base,
             self.family_of(choice.base), choice.confidence, choice.distance, limit,
-            tuple(neighbour(int(i)) for i in nearest),
-            neighbour(centers[int(np.argmin(to_models[centers]))]), self.clusters_[c].name,
+            tuple(neighbor(int(i)) for i in nearest),
+            neighbor(centers[int(np.argmin(to_models[centers]))]), self.clusters_[c].name,
             {cl.name: float(d) for cl, d in zip(self.clusters_, to_centroids, strict=True)},
             {self.members_[i].name: float(to_models[i]) for i in centers})
 
@@ -363,8 +357,9 @@ class FamilyClassifier:
 
         return {
             "schema": SCHEMA, "tensorguard_version": __version__,
-            "method": Method(self.method).value, "random_state": self.random_state,
-            "n_neighbors": self.n_neighbors, "feature_keys": list(FEATURE_KEYS),
+            "method": Method(self.method).value, "k": self.k, "rule": Rule(self.rule).value,
+            "random_state": self.random_state, "n_neighbors": self.n_neighbors,
+            "feature_keys": list(FEATURE_KEYS),
             "scaler_mean": self.mean_.tolist(), "scaler_scale": self.scale_.tolist(),
             "centers": list(self.centers_), "thresholds": to_jsonable(self.thresholds_),
             "silhouette": self.silhouette_,
@@ -404,7 +399,9 @@ class FamilyClassifier:
         if tuple(data["feature_keys"]) != FEATURE_KEYS:
             raise ValueError("feature_keys differ from this tensorguard's 14 features")
         clf = cls(centers=tuple(_texts(data["centers"])), method=Method(data["method"]),
+                  k=None if data["k"] is None else _whole(data["k"]), rule=Rule(data["rule"]),
                   n_neighbors=_whole(data["n_neighbors"]), random_state=_whole(data["random_state"]))
+        clf._validated()
         clf.mean_, clf.scale_ = _vector(data["scaler_mean"]), _vector(data["scaler_scale"])
         if not (clf.scale_ > 0).all():
             raise ValueError("scaler_scale must be positive")
@@ -423,7 +420,8 @@ class FamilyClassifier:
         return clf
 
 
-OLD_SCHEMAS = ("tensorguard.clusters/1",)
+#: Older files: /1 lacks what prediction needs, /2 the ``k`` and ``rule`` it was fitted with.
+OLD_SCHEMAS = ("tensorguard.clusters/1", "tensorguard.clusters/2")
 
 
 class _NonFinite(ValueError):

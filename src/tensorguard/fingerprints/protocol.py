@@ -27,7 +27,7 @@ import torch
 from tensorguard import __version__, progress
 from tensorguard.architectures import Role, role
 from tensorguard.devices import resolve_device
-from tensorguard.errors import OptionError, TensorguardError
+from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints.schema import (
     FEATURE_ROLES,
     ROLE_STATISTICS,
@@ -40,6 +40,7 @@ from tensorguard.loading import ModelInput, ModelSource, opened
 from tensorguard.probes import KINDS, MAX_BLOCK, NOISE_KINDS, fgsm_matrix, make_probe, pool
 from tensorguard.probes.gradients import GradientStats, closed_form_statistics, responses
 from tensorguard.rounding import round_significant
+from tensorguard.validation import whole_option
 
 POOL_LIMIT = 10  # select when the pool has more tensors than this
 PER_GROUP = 3
@@ -134,8 +135,7 @@ def non_finite(source: ModelSource, name: str, what: str = "") -> TensorguardErr
 def fingerprint_source(source: ModelSource, *, samples: int = 15, seed: int = 0,
                        device: str | torch.device = "auto") -> Fingerprint:
     """Probe an opened ``source`` by the paper's protocol and return its fingerprint."""
-    if samples < 1:
-        raise OptionError("samples", samples, "must be at least 1")
+    whole_option("samples", samples)
     target = resolve_device(device)
     plan = plan_probes(source, samples, seed=seed)
     cache: dict[tuple[str, int], torch.Tensor] = {}

@@ -9,7 +9,6 @@ object for auditing; the only numeric top-level keys are the paper's, so readers
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json
 from tensorguard.outputs import write_text_atomic
+from tensorguard.validation import finite, shown
 
 SCHEMA = "tensorguard.fingerprint/1"
 STATISTICS = ("mean", "std", "norm", "skewness", "kurtosis")
@@ -112,10 +112,11 @@ def default_path(directory: str | Path, model_name: str) -> Path:
 
 def _number(path: Path, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TensorguardError(f"{path}: key {key!r} is not a number ({value!r})")
-    if not math.isfinite(value):
-        raise TensorguardError(f"{path}: key {key!r} is {value} (not finite)")
-    return float(value)
+        raise TensorguardError(f"{path}: key {key!r} is not a number ({shown(value)})")
+    number = finite(value)
+    if number is None:
+        raise TensorguardError(f"{path}: key {key!r} is {shown(value)} (not a finite number)")
+    return number
 
 
 def _integer(path: Path, key: str, value: Any) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import torch
 
-from tensorguard.errors import OptionError, TensorguardError, UsageError
+from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.fingerprints import Fingerprint, fingerprint_source, load_fingerprint
 from tensorguard.inputs import read_json
 from tensorguard.lineage.distance import FingerprintDistance, load_reference
@@ -25,6 +25,7 @@ from tensorguard.lineage.verdict import Verdict, decide
 from tensorguard.lineage.weights import WeightEvidence
 from tensorguard.loading import ModelInput, ModelSource, open_model
 from tensorguard.loading.layouts import ADAPTER_CONFIG
+from tensorguard.validation import whole_option
 
 #: A compare input: a model path, an open source, a fingerprint file (``.json``) or a fingerprint.
 CompareInput = Union[str, "PathLike[str]", ModelSource, Fingerprint]
@@ -201,8 +202,7 @@ def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None 
     Options as for ``compare``."""
     if len(inputs) < 2:
         raise TensorguardError("compare needs at least two models or fingerprints")
-    if blocks < 1:
-        raise OptionError("blocks", blocks, "must be at least 1")
+    whole_option("blocks", blocks)
     context = Context(load_reference(reference), blocks)
     with _subjects(inputs, base=base, samples=samples, seed=seed, device=device) as (subjects, notes):
         pairs = {(i, j): compare_subjects(subjects[i], subjects[j], context)

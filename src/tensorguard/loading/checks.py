@@ -3,12 +3,12 @@ is a one-line error naming the file, the setting and the value, never a ``TypeEr
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from tensorguard.errors import TensorguardError
+from tensorguard.validation import finite, is_whole, shown
 
 #: Limits on a pattern key's quantifiers: unbounded ones (``.*``, ``\d+``) each multiply the work
 #: of a match by the name's length, and every one (``a?``) at least doubles it.
@@ -16,32 +16,19 @@ MAX_UNBOUNDED = 2
 MAX_QUANTIFIERS = 4
 
 
-def shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for a message."""
-    try:
-        text = repr(value)
-    except RecursionError:
-        return f"a deeply nested {type(value).__name__}"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def integer(value: Any, what: str, where: Path, *, minimum: int = 1) -> int:
     """A whole-number setting of at least ``minimum`` (a JSON integer: not a boolean, not 4.0)."""
-    if type(value) is not int or value < minimum:
+    if not is_whole(value, minimum):
         raise TensorguardError(f"{where}: {what} is {shown(value)}: must be an integer of at least "
                                f"{minimum}")
-    return value
+    return int(value)
 
 
 def number(value: Any, what: str, where: Path) -> float:
     """A finite real setting (an integer or a float, not a boolean)."""
-    if not isinstance(value, bool) and isinstance(value, (int, float)):
-        try:
-            result = float(value)
-        except OverflowError:  # an integer of hundreds of digits
-            result = math.inf
-        if math.isfinite(result):
-            return result
+    result = finite(value)
+    if result is not None:
+        return result
     raise TensorguardError(f"{where}: {what} is {shown(value)}: must be a finite number")
 
 

@@ -29,13 +29,13 @@ from gguf.constants import GGML_QUANT_SIZES
 from gguf.tensor_mapping import TensorNameMap
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, GgufArch
 from tensorguard.loading.gguf_file import ArrayLength, GgufHeader, GgufTensor, read_gguf_header
 from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.layouts import Resolved
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

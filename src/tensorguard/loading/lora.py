@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json
-from tensorguard.loading.checks import integer, name_pattern, number, shown
+from tensorguard.loading.checks import integer, name_pattern, number
 from tensorguard.loading.header import TensorInfo, read_header
 from tensorguard.loading.layouts import ADAPTER_CONFIG, Resolved
 from tensorguard.loading.safetensors_store import Handles
 from tensorguard.loading.source import ModelSource
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

@@ -158,7 +158,7 @@ def prediction_figure(model: FamilyClassifier, prediction: UnknownPrediction, z:
     ax = fig.add_subplot()
     _scatter(ax, model, xy, alpha=0.6)
     index = {m.name: i for i, m in enumerate(model.members_)}
-    for n in prediction.neighbours:
+    for n in prediction.neighbors:
         ax.plot([u[0], xy[index[n.model], 0]], [u[1], xy[index[n.model], 1]], linestyle="--",
                 color="#D62728", linewidth=0.8, alpha=0.7, zorder=1)
     ax.scatter([u[0]], [u[1]], marker="*", s=520, color="#D62728", edgecolor="black", linewidth=1.2,

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant import awq, bnb, compressed, fp8, gptq, mlx
 from tensorguard.loading.quant.base import PackedFormat, PackedTensor, StoredTensors, quant_config
+from tensorguard.validation import shown
 
 __all__ = ["FORMATS", "PackedFormat", "PackedTensor", "StoredTensors", "plan_packed"]
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
@@ -39,6 +38,7 @@ from tensorguard.loading.quant.base import (
     unpack,
 )
 from tensorguard.loading.quant.gptq import columns_match as _columns_match
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import integer, number, shown
+from tensorguard.loading.checks import integer, number
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
@@ -40,6 +40,7 @@ from tensorguard.loading.quant.base import (
     require,
 )
 from tensorguard.loading.quant.scaled import scaled_tensor
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

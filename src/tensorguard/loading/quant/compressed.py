@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
@@ -39,6 +38,7 @@ from tensorguard.loading.quant.base import (
     unpack,
 )
 from tensorguard.loading.quant.scaled import scaled_tensor
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, INTEGER_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
@@ -43,6 +42,7 @@ from tensorguard.loading.quant.base import (
     to_numpy,
     unpack,
 )
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import (
@@ -31,6 +30,7 @@ from tensorguard.loading.quant.base import (
     to_numpy,
     unpack,
 )
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
-from tensorguard.loading.checks import shown
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
 from tensorguard.loading.quant.base import PackedTensor, StoredTensors, expect, inconsistent, quantization
+from tensorguard.validation import shown
 
 if TYPE_CHECKING:
     import torch
