@@ -1,11 +1,11 @@
-"""``make demo``: the whole method end to end, on tiny synthetic models and the bundled real set.
+"""``tensorguard demo``: the whole method end to end, on tiny synthetic models and the bundled real set.
 
 Three synthetic families differ in architecture (naming scheme, hidden, intermediate and vocab
 sizes); each has a base and derivatives (fine-tune-like noise, a merged low-rank update, a bf16
 cast). They are written as real safetensors files in a temporary folder, fingerprinted, clustered
 with their bases as centers and saved; a held-out derivative and an unrelated model are then
 predicted from the saved clusters (the default rule: a vote of the nearest known models). Finally
-the bundled fingerprints of 43 real LLMs are clustered around the paper's 8 centers and scored
+the bundled fingerprints of real LLMs are clustered around the paper's 8 centers and scored
 against their labels, and each prediction rule is checked by leave-one-out on them.
 """
 

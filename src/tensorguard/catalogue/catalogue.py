@@ -1,6 +1,6 @@
 """``Catalogue``: the known models ``scan`` looks a model up in.
 
-A handle on a catalogue file (SQLite; ``store``) plus, unless ``builtin=False``, the 43 bundled
+A handle on a catalogue file (SQLite; ``store``) plus, unless ``builtin=False``, the bundled
 published fingerprints as read-only entries; a file row of the same name wins over a built-in
 one. Each call opens the file, does its work in one transaction and closes it, so several
 processes may use one catalogue (readers never wait for a writer).
@@ -35,7 +35,7 @@ class Catalogue:
     Args:
         path: the SQLite file (default: ``$TENSORGUARD_CATALOGUE``, else
             ``~/.cache/tensorguard/catalogue.sqlite``); created on the first write.
-        builtin: list and scan the 43 bundled published fingerprints too.
+        builtin: list and scan the bundled published fingerprints too.
 
     Example::
 

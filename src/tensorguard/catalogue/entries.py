@@ -2,7 +2,7 @@
 
 A row holds a model's labels, where its weights were read from (path, and ``header_hash`` so a
 moved or changed file is noticed), its ``inspect`` summary, its paper fingerprint and its weight
-signature. Fingerprint-only rows come from ``*_features.json`` files. The 43 bundled published
+signature. Fingerprint-only rows come from ``*_features.json`` files. The bundled published
 fingerprints form a read-only built-in catalogue (``builtin_entries``).
 """
 
