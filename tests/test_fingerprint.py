@@ -221,7 +221,7 @@ def test_bad_device_and_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             fingerprint_source(source, device="cuda")
         with pytest.raises(Exception, match="not a device"):
             fingerprint_source(source, device="tpu")
-        with pytest.raises(tensorguard.OptionError, match="samples=0: must be at least 1"):
+        with pytest.raises(tensorguard.OptionError, match="samples=0: must be a whole number of at least 1"):
             fingerprint_source(source, samples=0)
 
 

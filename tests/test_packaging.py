@@ -3,11 +3,14 @@ the wheel (the wheel itself is built and installed by ``tests/test_wheel.py``)."
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import pytest
 
 import tensorguard
 from tensorguard import reference
+
+tomllib = pytest.importorskip("tomllib", reason="the standard library reads TOML from Python 3.11")
 
 ROOT = Path(__file__).resolve().parents[1]
 

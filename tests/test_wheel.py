@@ -28,7 +28,8 @@ pytestmark = pytest.mark.wheel
 def _run(*argv: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, check=False,
                           env=env, timeout=900)
-    assert done.returncode == 0, f"{argv}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"{argv}: exit {done.returncode}\n{done.stdout[-2000:]}\n"
+                                  f"{done.stderr[-3000:]}")
     return done
 
 
@@ -56,7 +57,8 @@ def test_the_wheel_carries_the_package_and_its_data_and_nothing_else(dist: Path)
     assert {"tensorguard/features/labels.csv", "tensorguard/features/README.md", "tensorguard/py.typed",
             "tensorguard/cli/__init__.py"} <= set(names)
     assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "docs", "features")]
-    sdist = tarfile.open(next(dist.glob("*.tar.gz"))).getnames()
+    with tarfile.open(next(dist.glob("*.tar.gz"))) as archive:
+        sdist = archive.getnames()
     assert any(n.endswith("/features/labels.csv") for n in sdist)
     assert any(n.endswith("/LICENSE") for n in sdist) and any(n.endswith("/NOTICE") for n in sdist)
 
