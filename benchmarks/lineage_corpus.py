@@ -4,7 +4,7 @@ Built once into ``benchmarks/.data/lineage/`` (git ignores it; nothing here is c
 by ``build_corpus()``, which ``benchmarks/lineage.py`` calls:
 
 * **Bases**: same architecture (RoPE, GQA, SwiGLU, RMSNorm, untied head; Hugging Face names),
-  each trained from its own seed on its own text found offline on this machine (licence texts,
+  each trained from its own seed on its own text found offline on the machine that builds it (licence texts,
   the Python standard library, man pages, Debian changelogs). One pair shares its text and
   differs only in the seed: the hardest independent pair.
 * **Derivatives** of every base, made with the real operations (``TRANSFORMS``): fine-tuning on

@@ -3,12 +3,14 @@
 The public API, imported lazily so that ``import tensorguard`` stays cheap::
 
     import tensorguard
+    from tensorguard.reference import bundled_dir  # the bundled reference fingerprints
 
     fp = tensorguard.fingerprint("./Llama-3.2-1B")               # the paper's gradient fingerprint
     result = tensorguard.compare("./Llama-3.2-1B", "./suspect")  # verdict + evidence
     summary = tensorguard.inspect("./suspect")                   # from the headers alone
     sens = tensorguard.analyze_sensitivity("./suspect")          # per-layer noise sensitivity
-    clf = tensorguard.FamilyClassifier(centers=["phi-4"]).fit(tensorguard.load_fingerprints("features"))
+    known = tensorguard.load_fingerprints(bundled_dir())
+    clf = tensorguard.FamilyClassifier(centers=["phi-4", "Qwen2.5-3B"]).fit(known)
     found = tensorguard.scan("./suspect", catalogue="catalogue.sqlite")  # derived from a known model?
 
 Every verb takes a path or an open ``ModelSource`` and keyword-only options, and returns a typed

@@ -93,17 +93,18 @@ def _fingerprint_files(folder: Path, num_samples: int, say: Callable[[str], None
     return models
 
 
-def run_demo(imgs_dir: str | Path = "imgs/demo", *, num_samples: int = 15,
+def run_demo(imgs_dir: str | Path | None = None, *, num_samples: int = 15,
              log: Callable[[str], None] | None = None) -> DemoResult:
-    """Run the demo; figures go to ``imgs_dir`` (the demo's own previous figures are replaced)."""
+    """Run the demo; figures go to ``imgs_dir`` when it is given (the demo's own previous figures
+    there are replaced), and none are drawn otherwise."""
     say = log or (lambda _msg: None)
-    imgs = Path(imgs_dir)
+    imgs = None if imgs_dir is None else Path(imgs_dir)
     with tempfile.TemporaryDirectory(prefix="tensorguard-demo-") as tmp:
         folder = Path(tmp)
         models = _fingerprint_files(folder, num_samples, say)
         centers = [m.name for m in models if m.role == "center"]
         synth = cluster_files([folder / "known"], centers=centers, save_to=folder / "clusters.json",
-                              plot=imgs / "synthetic_clusters.png", force=True)
+                              plot=_in(imgs, "synthetic_clusters.png"), force=True)
         say(f"clustered the {len(synth.model.members_)} known ones around {', '.join(centers)} "
             "and saved clusters.json")
         report = predict_files([folder / "unknown"], clusters=synth.saved, plot=imgs, force=True)
@@ -111,13 +112,17 @@ def run_demo(imgs_dir: str | Path = "imgs/demo", *, num_samples: int = 15,
             + ", ".join(f"{p.model} -> {p.verdict}" for p in report.predictions))
     bundled = bundled_dir()
     real = cluster_files([bundled], centers=PAPER_CENTERS, labels=bundled / LABELS_FILE,
-                         plot=imgs / "bundled_clusters.png", force=True)
+                         plot=_in(imgs, "bundled_clusters.png"), force=True)
     say(f"clustered the {len(real.model.members_)} bundled fingerprints of real LLMs around the "
         f"paper's {len(PAPER_CENTERS)} centers")
     scores = leave_one_out(real.model)
     say("checked each prediction rule by leave-one-out on them")
     plots = tuple(p for p in (synth.plot, *report.plots, real.plot) if p is not None)
     return DemoResult(tuple(models), replace(synth, saved=None), report.predictions, real, scores, plots)
+
+
+def _in(folder: Path | None, name: str) -> Path | None:
+    return None if folder is None else folder / name
 
 
 def render_text(result: DemoResult) -> str:
@@ -142,5 +147,8 @@ def render_text(result: DemoResult) -> str:
     scores = ", ".join(f"rule {s.rule} {s.right}/{s.evaluated}" for s in result.rules)
     lines += [f"  leave-one-out over its {result.rules[0].evaluated} non-center models (each held out, "
               f"the rest refitted): {scores}"]
-    lines += ["", "Pictures:"] + [f"  {p}" for p in result.plots]
+    if result.plots:
+        lines += ["", "Pictures:"] + [f"  {p}" for p in result.plots]
+    else:
+        lines += ["", "No figures drawn (--plot DIR draws them)."]
     return "\n".join(lines) + "\n"

@@ -9,21 +9,23 @@ from tensorguard.cli.options import standard_options
 
 
 @cli.command()
-@click.option("--imgs", "imgs_dir", default="imgs/demo", show_default=True, type=click.Path(path_type=str),
-              help="Where the demo's figures go (its own previous figures are replaced).")
+@click.option("--plot", "--imgs", "imgs_dir", type=click.Path(file_okay=False, path_type=str),
+              help="Draw the demo's figures into this folder (its own previous figures there are "
+                   "replaced). Default: no figures.")
 @click.option("--samples", type=click.IntRange(min=1), default=15, show_default=True,
               help="Probe samples per fingerprint.")
 @standard_options
-def demo(imgs_dir: str, samples: int, as_json: bool) -> None:
+def demo(imgs_dir: str | None, samples: int, as_json: bool) -> None:
     """Run the whole method end to end on tiny synthetic models and the bundled real fingerprints.
 
-    Builds its models in a temporary folder, prints what each step finds, and writes its figures
-    to --imgs.
+    Builds its models in a temporary folder, removed at the end, and prints what each step finds.
+    Nothing is written elsewhere unless --plot DIR asks for the figures.
 
     \b
     Examples:
       tensorguard demo
-      tensorguard demo --imgs /tmp/tensorguard-demo --json
+      tensorguard demo --plot figures/
+      tensorguard demo --json
     """
     from tensorguard.app.demo import render_text, run_demo
 

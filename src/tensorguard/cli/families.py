@@ -45,7 +45,7 @@ def cluster(features: tuple[str, ...], centers: str, k: int | None, method: str,
     \b
     Examples:
       tensorguard cluster --centers gemma-3-4b-it,Llama-3.1-8B,llama-3.2-1b,Llama-3.2-3B,\\
-          Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --plot clusters.png
+          Mistral-7B-v0.1,phi-4,Qwen2.5-3B,Qwen2.5-7B-Instruct --plot figures/clusters.png
       tensorguard cluster my_features/ --centers base-a,base-b --save clusters.json --force
     """
     from tensorguard.app.families import cluster_files, parse_centers, render_cluster_text
@@ -58,8 +58,8 @@ def cluster(features: tuple[str, ...], centers: str, k: int | None, method: str,
 @cli.command()
 @click.argument("unknowns", nargs=-1, type=click.Path(path_type=str))
 @click.option("--clusters", type=click.Path(path_type=str), help="clusters.json from cluster --save.")
-@click.option("--centers", metavar="NAME,NAME,...", help="Instead of --clusters: fit here around "
-              "these models of --features.")
+@click.option("--centers", metavar="NAME,NAME,...", help="Instead of --clusters: fit the clusters "
+              "on the spot around these models of --features.")
 @click.option("--features", "features", multiple=True, type=click.Path(path_type=str),
               help="With --centers: the known set (repeatable; default: the bundled set).")
 @_k_option

@@ -157,7 +157,7 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
     \b
     Examples:
       tensorguard compare ./Llama-3.2-1B ./my-finetune
-      tensorguard compare a/ b/ c/ --plot-dir imgs --json
+      tensorguard compare a/ b/ c/ --plot-dir figures/ --json
       tensorguard compare base_features.json finetune_features.json
     """
     from tensorguard.app.compare import compare_inputs, render_text

@@ -4,7 +4,7 @@ base model of new ones, as a scikit-learn-style estimator.
 The constructor only stores parameters; ``fit`` validates them and learns attributes ending in
 ``_`` (the standardisation, the clusters, each known model's features and base model, each rule's
 unknown-model threshold); ``predict`` never re-reads the known set. ``save``/``load`` keep all of it
-in ``clusters.json`` (deterministic bytes, schema ``tensorguard.clusters/2``).
+in ``clusters.json`` (deterministic bytes, schema ``tensorguard.clusters/3``).
 """
 
 from __future__ import annotations
@@ -166,8 +166,11 @@ class FamilyClassifier:
 
     Example::
 
-        known = load_fingerprints("features/")
-        clf = FamilyClassifier(centers=PAPER_CENTERS).fit(known, labels=load_labels("features/labels.csv"))
+        from tensorguard.reference import bundled_dir, load_labels
+
+        bundled = bundled_dir()                            # the bundled reference set
+        known = load_fingerprints(bundled)
+        clf = FamilyClassifier(centers=PAPER_CENTERS).fit(known, labels=load_labels(bundled / "labels.csv"))
         print(clf.predict([load_fingerprint("mine_features.json")])[0].verdict)
     """
 

@@ -186,7 +186,7 @@ def fingerprint(model: ModelInput, *, samples: int = 15, seed: int = 0,
     Example::
 
         fp = tensorguard.fingerprint("./Llama-3.2-1B", device="cpu")
-        fp.save("features/")
+        fp.save("my_features/")    # my_features/Llama-3.2-1B_features.json
     """
     with opened(model, base=base, name=name) as source:
         return fingerprint_source(source, samples=samples, seed=seed, device=device)

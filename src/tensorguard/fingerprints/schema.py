@@ -208,7 +208,8 @@ def load_fingerprints(paths: str | Path | Iterable[str | Path], *,
 
     Example::
 
-        fps = load_fingerprints("features/")
+        fps = load_fingerprints("my_features/")   # a folder of your own
+        fps = load_fingerprints(bundled_dir())    # tensorguard.reference: the bundled reference set
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
