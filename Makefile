@@ -40,5 +40,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# docs/cli.md from every command's --help (tests/test_cli_reference.py fails while it is stale)
+docs: $(STAMP)
+	$(BIN)/python tests/cli_reference.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache benchmarks/.data .cache build dist

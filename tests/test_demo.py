@@ -38,3 +38,10 @@ def test_cli_demo_reruns_over_its_own_figures(run_cli, tmp_path):
         r = run_cli("demo", "--imgs", tmp_path, "--samples", "3")
         assert r.code == 0, r.err
     assert "Pictures:" in r.out and str(tmp_path / "bundled_clusters.png") in r.out
+
+
+def test_cli_demo_writes_nothing_unless_asked(run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_cli("demo", "--samples", "3")
+    assert r.code == 0, r.err
+    assert list(tmp_path.iterdir()) == [] and "Pictures:" not in r.out and "--plot DIR" in r.out
