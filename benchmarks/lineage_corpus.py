@@ -1,6 +1,6 @@
 """The lineage evaluation corpus: tiny Llama-style models trained for real, and real derivatives.
 
-Built once into ``benchmarks/.data/lineage/`` (git ignores it; nothing here is committed but code)
+Built once into ``benchmarks/.data/lineage/`` (git ignores it: only the code that builds it is committed)
 by ``build_corpus()``, which ``benchmarks/lineage.py`` calls:
 
 * **Bases**: same architecture (RoPE, GQA, SwiGLU, RMSNorm, untied head; Hugging Face names),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cli_reference import PAGE, render
-
 from tensorguard.cli import cli
 
 

@@ -50,9 +50,7 @@ def test_relative_links_resolve(page):
             continue
         file, _, fragment = target.partition("#")
         resolved = (page.parent / file).resolve() if file else page
-        if not resolved.exists():
-            broken.append(target)
-        elif fragment and fragment not in anchors(resolved):
+        if not resolved.exists() or (fragment and fragment not in anchors(resolved)):
             broken.append(target)
     assert not broken, f"{page.name}: broken links {broken}"
 

@@ -11,7 +11,7 @@ confidence where it has one. Each rule also derives its own default threshold fr
   base: beyond Tukey's far-out fence of those distances, Q3 + 3 x (Q3 - Q1). (Their largest value
   would let a single odd known model set the threshold.)
 - ``paper``: the paper's rule, the nearest center model; ``unknown`` beyond 7.
-- ``centroid``: the nearest K-Means centroid (the rule before the others existed); its cluster
+- ``centroid``: the nearest K-Means centroid; its cluster
   answers with its center nearest to the fingerprint (with its nearest member when it holds no
   center); ``unknown`` beyond 1.25 x the largest member-to-centroid distance.
 """
