@@ -1,8 +1,8 @@
-"""The public API: lazy, complete, in library terms, and exactly as the README shows it."""
+"""The public API: lazy, complete, in library terms (the README's Python session runs in
+``tests/test_docs.py``)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +11,8 @@ import pytest
 
 import tensorguard
 from tensorguard.errors import OptionError, OutputExistsError, UsageError
-from tensorguard.reference import bundled_dir
-from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
+from tensorguard.synthetic import ModelSpec, make_weights, save_model
 
-README = Path(__file__).parents[1] / "README.md"
 HEAVY = ("scipy", "sklearn", "matplotlib")
 
 
@@ -55,23 +53,3 @@ def test_errors_speak_in_library_terms_and_the_cli_translates_them() -> None:
     assert str(usage) == "x: pass its base model with base=" and usage.for_cli({}).endswith("--base")
     exists = OutputExistsError(Path("f.json"))
     assert "force=True" in str(exists) and "--force" in exists.for_cli({})
-
-
-def _readme_python() -> list[str]:
-    section = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
-
-
-def test_readme_python_section_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every snippet of the README's Python section, in order, on real files."""
-    weights = make_weights(ModelSpec(layers=2), 0)
-    save_model(weights, tmp_path / "base-model")
-    save_model(finetune(weights, 0.05, seed=1), tmp_path / "suspect-model")
-    (tmp_path / "features").symlink_to(bundled_dir())
-    monkeypatch.chdir(tmp_path)
-    snippets = _readme_python()
-    assert len(snippets) >= 5
-    namespace: dict[str, object] = {}
-    for snippet in snippets:
-        exec(compile(snippet, str(README), "exec"), namespace)
-    assert (tmp_path / "out" / "base-model_features.json").is_file()

@@ -28,7 +28,7 @@ def validation(model):
 
 
 def test_leave_one_out_on_the_bundled_set(validation):
-    """The README's figures: each of the 35 non-center models held out, the rest refitted."""
+    """The figures of docs/families.md: each of the 35 non-center models held out, the rest refitted."""
     scores = {s.rule: s for s in validation.leave_one_out}
     assert (validation.evaluated, validation.truth_from_labels) == (35, 35)
     assert scores[Rule.NEIGHBORS].right >= 34  # the issue's bar

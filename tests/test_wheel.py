@@ -85,7 +85,7 @@ def test_the_tour_runs_from_an_empty_folder(venv: Path, tmp_path: Path) -> None:
     def run(*args: object) -> str:
         return _run(tg, *args, cwd=work, env=env).stdout
 
-    assert "clustered" in run("demo", "--imgs", tmp_path / "imgs", "-q").lower()
+    assert "clustered" in run("demo", "--plot", tmp_path / "imgs", "-q").lower()
     builtin = json.loads(run("index", "list", "--json"))
     assert len(builtin) == 43 and {e["origin"] for e in builtin} == {"builtin"}
     clusters = json.loads(run("cluster", "--centers", PAPER_CENTERS, "--json"))
