@@ -81,6 +81,8 @@ class ModelSource:
         self.root: Path = resolved.root
         self.shards: tuple[Path, ...] = resolved.shards
         self.name: str = name or resolved.name
+        #: The remote reference the files were read from, pinned to its commit (``None``: local).
+        self.origin: str | None = None
         self._store = store if store is not None else open_store(resolved)
         self.format: WeightFormat = self._store.format
         self.claims: GgufClaims | None = self._store.claims
