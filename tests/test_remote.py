@@ -11,14 +11,13 @@ import pytest
 import torch
 
 import tensorguard
+from remote_support import build_layouts, repo_folder, serving
 from tensorguard.errors import TensorguardError
 from tensorguard.loading import mirror, open_model
 from tensorguard.loading.reference import HubReference, UrlReference, parse_reference
 from tensorguard.report import to_jsonable
 from tensorguard.synthetic import ModelSpec, make_weights, save_model
 from tensorguard.testing.hub_server import HubServer
-
-from remote_support import build_layouts, repo_folder, serving
 
 LAYOUTS = ("file", "directory", "indexed", "shards", "gguf", "split", "packed")
 
@@ -56,12 +55,13 @@ def test_references_parse_and_local_paths_stay_paths() -> None:
     assert parse_reference("models/tiny") is None
     assert parse_reference("hf://org/name") == HubReference("org/name", "main", "")
     assert parse_reference("hf://org/name@v1.0/sub/dir/") == HubReference("org/name", "v1.0", "sub/dir")
-    assert parse_reference("hf://org/name@refs/pr/3/x.gguf") == HubReference("org/name", "refs/pr/3", "x.gguf")
+    assert parse_reference("hf://org/name@refs/pr/3/x.gguf") == \
+        HubReference("org/name", "refs/pr/3", "x.gguf")
     assert parse_reference("https://h.example/a/m.gguf") == UrlReference("https://h.example/a/m.gguf")
     assert str(HubReference("org/name", "main", "x")) == "hf://org/name/x"
     assert HubReference("org/name", "dev", "").pinned("abc") == "hf://org/name@abc"
     for bad in ("hf://name", "hf://org/name/../up", "https://h.example/a/config.json", "http:///x.gguf"):
-        with pytest.raises(TensorguardError, match="not a Hub reference|must name|no host"):
+        with pytest.raises(TensorguardError, match=r"not a Hub reference|must name|no host"):
             parse_reference(bad)
 
 
@@ -100,7 +100,8 @@ def test_subfolder_revision_and_commit(hub, tmp_path) -> None:
     for ref in ("hf://org/nested/sub/inner", f"hf://org/nested@{commit}/sub/inner",
                 "hf://org/nested@v1/sub/inner/model.safetensors"):
         summary = tensorguard.inspect(ref)
-        assert summary.path.startswith(f"hf://org/nested@{commit}/sub/inner") and summary.name in ("inner", "model")
+        assert summary.path.startswith(f"hf://org/nested@{commit}/sub/inner")
+        assert summary.name in ("inner", "model")
     for ref, message in (("hf://org/nested@nope", "no such revision"),
                          ("hf://org/missing", "no such repository"),
                          ("hf://org/nested/elsewhere", "no file or folder 'elsewhere'")):
