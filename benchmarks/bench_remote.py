@@ -2,7 +2,7 @@
 on 127.0.0.1, against the model's size and a full download of it.
 
     python benchmarks/bench_remote.py            # the 2.5 GB Llama-3.2-1B-shaped model
-    python benchmarks/bench_remote.py --small    # a 0.2 GB model of the same shape family
+    python benchmarks/bench_remote.py --small    # a 0.3 GB model of the same shape family
 
 Each command starts from an empty mirror (a first use), except ``scan``, which runs after
 ``index add`` of a fine-tune of the model, as a user checking an upload against a catalogue does;
@@ -12,7 +12,10 @@ Each command starts from an empty mirror (a first use), except ``scan``, which r
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -23,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import LLAMA_1B, bench_model, build_once  # noqa: E402
-from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model  # noqa: E402
+from benchmarks.common import LLAMA_1B, bench_model, build_once
+from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model, tensor_shapes
 
 SMALL = ModelSpec(scheme="llama", hidden=1024, layers=8, intermediate=4096, vocab=32000, heads=16,
                   kv_heads=4, tied=True)
@@ -37,6 +40,24 @@ def small_model(workdir: Path, seed: int = 0, name: str = "llama-small") -> Path
     return build_once(workdir / name, write)
 
 
+def sparse_1b(workdir: Path) -> Path:
+    """The 2.5 GB Llama-3.2-1B-shaped model's file with its real header and the data section
+    left sparse (zeros, no disk space): enough for ``inspect``, which reads headers only."""
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        header, offset = {}, 0
+        for name, shape in tensor_shapes(LLAMA_1B):
+            nbytes = 2 * math.prod(shape)
+            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with (folder / "model.safetensors").open("wb") as fh:
+            fh.write(struct.pack("<Q", len(raw)) + raw)
+            fh.truncate(8 + len(raw) + offset)
+    return build_once(workdir / "llama-1b-shaped-sparse", write)
+
+
 def tuned_copy(model: Path, spec: ModelSpec, workdir: Path) -> Path:
     def write(folder: Path) -> None:
         save_model(finetune(make_weights(spec, 0), 0.01, seed=1), folder, dtype=torch.bfloat16, shards=2)
@@ -45,7 +66,7 @@ def tuned_copy(model: Path, spec: ModelSpec, workdir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="the 0.2 GB model instead of 2.5 GB")
+    parser.add_argument("--small", action="store_true", help="the 0.3 GB model instead of 2.5 GB")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = SMALL if args.small else LLAMA_1B
@@ -58,6 +79,8 @@ def main() -> None:
     from tensorguard.loading import mirror, remote
     from tensorguard.testing.hub_server import HubServer
 
+    described = (f"model: {model.name}, {size / 1e9:.2f} GB in {len(list(model.glob('*.safetensors')))} "
+                 "shards (bf16), served by tensorguard.testing.hub_server on 127.0.0.1")
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory() as tmp, HubServer() as hub:
         hub.add_repo("bench/model", model)
@@ -93,8 +116,12 @@ def main() -> None:
                                     etag=None, where=shard.name)
 
         run("full download (reference)", download)
-    print(f"model: {model.name}, {size / 1e9:.2f} GB in {len(list(model.glob('*.safetensors')))} "
-          f"shards (bf16); served by tensorguard.testing.hub_server on 127.0.0.1")
+        if args.small:  # inspect of the 2.5 GB file (its real header, sparse data)
+            sparse = sparse_1b(WORKDIR)
+            hub.add_repo("bench/sparse-1b", sparse)
+            size = (sparse / "model.safetensors").stat().st_size
+            run("inspect of the 2.5 GB 1B-shaped file", lambda: tensorguard.inspect("hf://bench/sparse-1b"))
+    print(described)
     print("| command | MB fetched | of the file size | wall s |")
     print("| --- | ---: | ---: | ---: |")
     for row in rows:

@@ -80,11 +80,12 @@ class HubServer:
 
     def add_repo(self, repo_id: str, folder: Path, *, branches: dict[str, str] | None = None,
                  access: str = "public", redirect: HubServer | None = None) -> str:
-        """Serve ``folder`` as ``repo_id``; its commit is a digest of the files (returned)."""
+        """Serve ``folder`` as ``repo_id``; its commit is a digest of its files' names and ETags
+        (returned)."""
         digest = hashlib.sha1(repo_id.encode())
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(hashlib.sha1(path.read_bytes()).digest())
+            digest.update(_etag(path).encode())
         commit = digest.hexdigest()
         self.repos[repo_id] = Repo(folder, commit, {"main": commit, **(branches or {})}, access,
                                    redirect.url if redirect else None)
@@ -120,6 +121,12 @@ class HubServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def _etag(path: Path) -> str:
+    """A file's ETag: from its name, size and modification time (as web servers make them)."""
+    stat = path.stat()
+    return hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:32]
 
 
 class _Server(ThreadingHTTPServer):
@@ -214,8 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             fault = hub.faults.popleft() if hub.faults else None
             if fault == "change":
                 hub._changed.add(str(path))
-        data = path.read_bytes()
-        etag = hashlib.sha256(data).hexdigest()[:32]
+        size = path.stat().st_size
+        etag = _etag(path)
         if str(path) in hub._changed:
             etag = "changed-" + etag[:24]
         if fault in ("500", "503", "429"):
@@ -228,33 +235,44 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "stall":
             time.sleep(hub.stall_s)
         match = _RANGE.match(self.headers.get("Range", ""))
+        start, stop = 0, size
         if match and fault != "ignore-range":
             start = int(match[1])
-            stop = min(len(data), int(match[2]) + 1 if match[2] else len(data))
-            if start >= len(data):
+            stop = min(size, int(match[2]) + 1 if match[2] else size)
+            if start >= size:
                 self._error(416, "")
                 return
-            body = data[start:stop]
             shown = (start + 1, stop) if fault == "wrong-range" else (start, stop - 1)
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {shown[0]}-{shown[1]}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {shown[0]}-{shown[1]}/{size}")
         else:
-            body = data
             self.send_response(200)
-        declared = len(body) // 2 if fault == "short" else len(body)
-        if fault == "long":
-            body, declared = body + b"\0" * 16, len(body) + 16
+        length = stop - start
+        declared = {"short": length // 2, "long": length + 16}.get(fault or "", length)
         self.send_header("ETag", f'"{etag}"')
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(declared))
         self.end_headers()
-        if fault in ("drop", "short"):
-            body = body[: len(body) // 2]
-        self.wfile.write(body)
+        sent = self._send(path, start, length // 2 if fault in ("drop", "short") else length)
+        if fault == "long":
+            self.wfile.write(b"\0" * 16)
         with hub._lock:
-            hub.counters.body_bytes += len(body)
+            hub.counters.body_bytes += sent
         if fault == "drop":
             self.connection.shutdown(2)
+
+    def _send(self, path: Path, start: int, length: int) -> int:
+        """Bytes ``start:start+length`` of ``path``, streamed; how many were sent."""
+        sent = 0
+        with path.open("rb") as fh:
+            fh.seek(start)
+            while sent < length:
+                chunk = fh.read(min(1 << 20, length - sent))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        return sent
 
     def _error(self, status: int, code: str) -> None:
         self.send_response(status)
