@@ -70,6 +70,14 @@ class Traffic:
     size: int = 0
     files: set[str] = field(default_factory=set)
 
+    def describe(self, reference: str) -> str:
+        share = f" ({100 * self.fetched / self.size:.2f} %)" if self.size else ""
+        return f"{reference}: {_bytes(self.fetched)} fetched of {_bytes(self.size)}{share}"
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes" if n < 1 << 20 else f"{n / (1 << 20):,.1f} MiB"
+
 
 _lock = threading.Lock()
 _TRAFFIC: dict[str, Traffic] = {}
