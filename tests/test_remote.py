@@ -163,3 +163,16 @@ def test_offline_reads_the_cache_or_says_nothing_is_cached(hub, layouts, monkeyp
     missing = run_cli("inspect", "hf://org/never-fetched")
     assert missing.code == 2 and "HF_HUB_OFFLINE" in missing.err and "Traceback" not in missing.err
     assert len(missing.err.strip().splitlines()) == 1
+
+
+def test_sensitivity_of_a_reference_equals_the_local_one(hub, layouts, run_cli, tmp_path) -> None:
+    ref = remote(hub, layouts, "directory")
+    local = run_cli("sensitivity", layouts["directory"], "-o", tmp_path / "a", "--json", "-q")
+    there = run_cli("sensitivity", ref, "-o", tmp_path / "b", "--json", "-q")
+    assert local.code == there.code == 0, there.err
+    a, b = json.loads(local.out)["results"][0], json.loads(there.out)["results"][0]
+    assert b.pop("path").startswith("hf://directory/tiny@")
+    a.pop("path")
+    assert a == b
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "a").iterdir())
