@@ -12,6 +12,7 @@ import tensorguard
 from remote_support import TOKEN, serving
 from tensorguard.errors import TensorguardError
 from tensorguard.loading import open_model, remote
+from tensorguard.loading.reference import parse_reference
 from tensorguard.synthetic import ModelSpec, make_weights, save_model
 from tensorguard.testing.hub_server import HubServer
 
@@ -139,3 +140,18 @@ def test_cache_limit_empties_the_least_recent_files(hub, model, tmp_path, monkey
     before = hub.counters.body_bytes
     assert_same(REF, model)  # fetched again, right
     assert hub.counters.body_bytes > before
+
+
+def test_names_from_a_server_never_reach_outside_the_mirror(hub, model, tmp_path, monkeypatch) -> None:
+    real = remote.Http.repo_files
+
+    def hostile(self, repo_id, revision):
+        commit, files = real(self, repo_id, revision)
+        return commit, {**files, "../../escaped.safetensors": 10, "/abs.safetensors": 10}
+
+    monkeypatch.setattr(remote.Http, "repo_files", hostile)
+    assert_same(REF, model)
+    assert not list(tmp_path.rglob("escaped.safetensors")) and not Path("/abs.safetensors").exists()
+    for url in ("http://127.0.0.1:1/a/%2E%2E/x.gguf", "http://127.0.0.1:1/a/b%2Fc.gguf"):
+        with pytest.raises(TensorguardError, match="not a plain name"):
+            parse_reference(url)

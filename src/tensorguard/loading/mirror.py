@@ -233,8 +233,8 @@ def _hub(ref: HubReference, http: Http, root: Path) -> Mirrored:
     model = repo / f"key-{commit}" / ref.name
     counter = traffic(where)
     for name, size in sorted(files.items()):
-        if PurePosixPath(name).parent != folder or not _mirrored(name):
-            continue
+        if not _inside(name) or PurePosixPath(name).parent != folder or not _mirrored(name):
+            continue  # a name reaching outside the mirror is never written
         url = http.file_url(ref.repo_id, commit, name)
         _attach(http, url, model / name, size, None, f"{ref.pinned(commit)}: {name}", counter)
     return Mirrored(model / sub if ref.subpath else model, where, str(ref))
@@ -283,7 +283,7 @@ def _url_files(ref: UrlReference, http: Http) -> dict[str, tuple[int, str | None
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if isinstance(weight_map, dict):
             for shard in sorted({v for v in weight_map.values() if isinstance(v, str)}):
-                if "/" in shard or shard in ("", ".", ".."):
+                if "/" in shard or not _inside(shard) or shard == ".":
                     raise RemoteError(f"{ref.url}: shard {shard!r} is outside the index's folder")
                 add(shard, required=False)  # a missing shard: the reader names it
     elif match := SHARD_RE.match(name) or GGUF_SPLIT_RE.match(name):
@@ -311,6 +311,14 @@ def urljoin_file(url: str, name: str) -> str:
     """The address of ``name`` in the folder of ``url``."""
     base, _, _ = url.partition("?")
     return base.rsplit("/", 1)[0] + "/" + name
+
+
+def _inside(name: str) -> bool:
+    """Whether a file name from a server stays inside the model's folder: relative, no ``..``,
+    no backslash or NUL."""
+    path = PurePosixPath(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts \
+        and not any(c in name for c in "\\\0")
 
 
 def _mirrored(name: str) -> bool:

@@ -93,4 +93,8 @@ def parse_reference(model: str | PathLike[str]) -> Reference | None:
     if not parts.path.endswith(URL_SUFFIXES):
         raise TensorguardError(f"{text}: a URL must name a {', '.join(URL_SUFFIXES)} file (use "
                                "hf://ORG/NAME for a Hub repository)")
-    return UrlReference(text)
+    ref = UrlReference(text)
+    if any(c in name for name in (ref.filename, ref.folder) for c in "/\\\0") \
+            or ref.folder in (".", ".."):
+        raise TensorguardError(f"{text}: the file or folder name is not a plain name")
+    return ref
