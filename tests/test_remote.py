@@ -176,3 +176,18 @@ def test_sensitivity_of_a_reference_equals_the_local_one(hub, layouts, run_cli, 
     assert a == b
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == \
         sorted(p.name for p in (tmp_path / "a").iterdir())
+
+
+def test_compare_and_scan_of_gguf_and_sharded_references(hub, layouts, run_cli, tmp_path) -> None:
+    gguf, indexed = remote(hub, layouts, "gguf"), remote(hub, layouts, "indexed")
+    local = run_cli("compare", layouts["gguf"], layouts["indexed"], "--json", "-q", "--samples", "2")
+    there = run_cli("compare", gguf, indexed, "--json", "-q", "--samples", "2")
+    assert there.code == local.code == 0, there.err
+    assert json.loads(there.out) == json.loads(local.out)
+    db = tmp_path / "cat.sqlite"
+    assert run_cli("index", "add", layouts["indexed"], "--db", db, "--samples", "2", "-q").code == 0
+    scans = [json.loads(run_cli("scan", m, "--db", db, "--json", "-q", "--no-builtin", "--samples", "2").out)
+             for m in (layouts["gguf"], gguf)]
+    assert scans[1].pop("path").startswith("hf://gguf/tiny@")
+    scans[0].pop("path")
+    assert scans[0] == scans[1]
