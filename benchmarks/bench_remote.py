@@ -67,11 +67,12 @@ def tuned_copy(model: Path, spec: ModelSpec, workdir: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="the 0.3 GB model instead of 2.5 GB")
+    parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where the models are built")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = SMALL if args.small else LLAMA_1B
-    model = small_model(WORKDIR) if args.small else bench_model(WORKDIR)
-    tuned = tuned_copy(model, spec, WORKDIR)
+    model = small_model(args.workdir) if args.small else bench_model(args.workdir)
+    tuned = tuned_copy(model, spec, args.workdir)
     size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
 
     import tensorguard
@@ -117,7 +118,7 @@ def main() -> None:
 
         run("full download (reference)", download)
         if args.small:  # inspect of the 2.5 GB file (its real header, sparse data)
-            sparse = sparse_1b(WORKDIR)
+            sparse = sparse_1b(args.workdir)
             hub.add_repo("bench/sparse-1b", sparse)
             size = (sparse / "model.safetensors").stat().st_size
             run("inspect of the 2.5 GB 1B-shaped file", lambda: tensorguard.inspect("hf://bench/sparse-1b"))
