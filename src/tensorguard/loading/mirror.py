@@ -38,7 +38,8 @@ PIECE = 8 << 20
 IN_FLIGHT = 4
 DEFAULT_CACHE_GB = 20.0
 #: Files fetched whole when the mirror is laid out (small, and read by every command).
-EAGER = ("config.json", "adapter_config.json", ".safetensors.index.json")
+EAGER = frozenset({"config.json", "adapter_config.json"})
+INDEX_SUFFIX = ".safetensors.index.json"
 #: Files mirrored sparse and fetched as read.
 LAZY = (".safetensors", ".gguf", "tokenizer.json")
 _STATE = ".tensorguard-state"
@@ -87,11 +88,6 @@ def traffic(reference: str) -> Traffic:
     """What reading ``reference`` has cost so far in this process."""
     with _lock:
         return _TRAFFIC.setdefault(reference, Traffic())
-
-
-def total_fetched() -> int:
-    with _lock:
-        return sum(t.fetched for t in _TRAFFIC.values())
 
 
 class RemoteFile:
@@ -152,10 +148,6 @@ class RemoteFile:
         return self.http.read_range(self.url, start, stop - start, size=self.size,
                                     etag=self.etag, where=self.where)
 
-    @property
-    def complete(self) -> bool:
-        return all(self.done)
-
 
 def _runs(blocks: list[int]) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
@@ -187,7 +179,6 @@ class Mirrored:
 
     path: Path
     pinned: str
-    reference: str
 
 
 _LAID_OUT: dict[tuple[str, Settings, Path], Mirrored] = {}
@@ -236,8 +227,8 @@ def _hub(ref: HubReference, http: Http, root: Path) -> Mirrored:
         if not _inside(name) or PurePosixPath(name).parent != folder or not _mirrored(name):
             continue  # a name reaching outside the mirror is never written
         url = http.file_url(ref.repo_id, commit, name)
-        _attach(http, url, model / name, size, None, f"{ref.pinned(commit)}: {name}", counter)
-    return Mirrored(model / sub if ref.subpath else model, where, str(ref))
+        _attach(http, url, model / name, size, None, f"{where}: {name}", counter)
+    return Mirrored(model / sub if ref.subpath else model, where)
 
 
 def _url(ref: UrlReference, http: Http, root: Path) -> Mirrored:
@@ -263,7 +254,7 @@ def _url(ref: UrlReference, http: Http, root: Path) -> Mirrored:
     for name, (size, etag) in files.items():
         _attach(http, urljoin_file(ref.url, name), model / name, size, etag, f"{ref.url}: {name}"
                 if name != ref.filename else ref.url, counter)
-    return Mirrored(model / ref.filename, ref.url, ref.url)
+    return Mirrored(model / ref.filename, ref.url)
 
 
 def _url_files(ref: UrlReference, http: Http) -> dict[str, tuple[int, str | None]]:
@@ -278,7 +269,7 @@ def _url_files(ref: UrlReference, http: Http) -> dict[str, tuple[int, str | None
 
     add(ref.filename, required=True)
     name = ref.filename
-    if name.endswith(".safetensors.index.json"):
+    if name.endswith(INDEX_SUFFIX):
         index = _fetch_whole(http, ref.url, found[name][0], ref.url)
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if isinstance(weight_map, dict):
@@ -321,9 +312,13 @@ def _inside(name: str) -> bool:
         and not any(c in name for c in "\\\0")
 
 
-def _mirrored(name: str) -> bool:
+def _eager(name: str) -> bool:
     base = PurePosixPath(name).name
-    return base in EAGER or base.endswith(EAGER) or base.endswith(LAZY)
+    return base in EAGER or base.endswith(INDEX_SUFFIX)
+
+
+def _mirrored(name: str) -> bool:
+    return _eager(name) or PurePosixPath(name).name.endswith(LAZY)
 
 
 def _attach(http: Http, url: str, path: Path, size: int, etag: str | None, where: str,
@@ -333,8 +328,7 @@ def _attach(http: Http, url: str, path: Path, size: int, etag: str | None, where
         counter.size += size if path.name not in counter.files else 0
         counter.files.add(path.name)
     bytesource.attach(path, file)
-    name = path.name
-    if name in EAGER or name.endswith(EAGER):
+    if _eager(path.name):
         file.need(0, size)
 
 

@@ -60,9 +60,6 @@ class UrlReference:
         parts = [p for p in urlsplit(self.url).path.split("/")[:-1] if p]
         return unquote(parts[-1]) if parts else urlsplit(self.url).hostname or "model"
 
-    def pinned(self, etag: str) -> str:
-        return self.url
-
     def __str__(self) -> str:
         return self.url
 
