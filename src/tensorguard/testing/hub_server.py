@@ -253,26 +253,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(declared))
         self.end_headers()
-        sent = self._send(path, start, length // 2 if fault in ("drop", "short") else length)
+        self._send(path, start, length // 2 if fault in ("drop", "short") else length)
         if fault == "long":
             self.wfile.write(b"\0" * 16)
-        with hub._lock:
-            hub.counters.body_bytes += sent
         if fault == "drop":
             self.connection.shutdown(2)
 
-    def _send(self, path: Path, start: int, length: int) -> int:
-        """Bytes ``start:start+length`` of ``path``, streamed; how many were sent."""
-        sent = 0
+    def _send(self, path: Path, start: int, length: int) -> None:
+        """Bytes ``start:start+length`` of ``path``, streamed, each chunk counted before it is
+        sent (so a client that has read it sees it counted)."""
+        hub, sent = self.server_hub, 0
         with path.open("rb") as fh:
             fh.seek(start)
             while sent < length:
                 chunk = fh.read(min(1 << 20, length - sent))
                 if not chunk:
                     break
+                with hub._lock:
+                    hub.counters.body_bytes += len(chunk)
                 self.wfile.write(chunk)
                 sent += len(chunk)
-        return sent
 
     def _error(self, status: int, code: str) -> None:
         self.send_response(status)
