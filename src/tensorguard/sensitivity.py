@@ -254,7 +254,7 @@ def analyze(source: ModelSource, options: Options) -> SensitivityResult:
     splits = [_split(t, {la.name: la.mean if t == MEAN else la.scores[t] for la in layers},
                      options.threshold) for t in targets]
     contrasts = [attention_contrast(t, layers) for t in targets] if options.attention_test else None
-    path = source.shards[0] if len(source.shards) == 1 else source.root
+    path = source.origin or (source.shards[0] if len(source.shards) == 1 else source.root)
     return SensitivityResult(SCHEMA, __version__, source.name, str(path), options, layers, splits,
                              contrasts)
 

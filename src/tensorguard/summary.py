@@ -101,7 +101,7 @@ def summarize(source: ModelSource) -> ModelSummary:
     return ModelSummary(
         name=source.name,
         layout=source.layout.value,
-        path=str(source.root),
+        path=source.origin or str(source.root),
         shards=[s.name for s in source.shards],
         dtypes=dict(sorted(dtypes.items())),
         total_params=source.total_params,

@@ -22,7 +22,7 @@ from tensorguard.catalogue.store import Row
 from tensorguard.enums import TextEnum
 from tensorguard.errors import OptionError, TensorguardError
 from tensorguard.fingerprints import Fingerprint, load_fingerprints, parse_fingerprint
-from tensorguard.loading import ModelInput, ModelSource, opened
+from tensorguard.loading import ModelInput, ModelSource, bytesource, opened
 from tensorguard.reference import LABELS_FILE, Label, bundled_dir, load_labels
 from tensorguard.report import to_jsonable
 
@@ -107,7 +107,9 @@ def header_hash(source: ModelSource) -> str:
                 size = shard.stat().st_size
                 digest.update(struct.pack("<Q", size))
                 for k in range(SAMPLES):
-                    fh.seek(k * max(0, size - SAMPLE_BYTES) // (SAMPLES - 1))
+                    offset = k * max(0, size - SAMPLE_BYTES) // (SAMPLES - 1)
+                    bytesource.need(shard, offset, SAMPLE_BYTES)
+                    fh.seek(offset)
                     digest.update(fh.read(SAMPLE_BYTES))
         except OSError as exc:
             raise TensorguardError(f"{shard}: cannot read ({exc.strerror or exc})") from None
@@ -143,7 +145,8 @@ def measure_model(model: ModelInput, *, name: str | None = None, base: ModelInpu
         where = (Path(model) if not isinstance(model, ModelSource)
                  else source.root if len(source.shards) > 1 else source.shards[0])
         tokens, vector = retrieval_vector(sig)
-        return Row(source.name, normalise_labels(labels), str(where.resolve()), digest, summary,
+        location = source.origin or str(where.resolve())  # a remote model: pinned to its commit
+        return Row(source.name, normalise_labels(labels), location, digest, summary,
                    fp.to_dict(), features_blob(fp), sig.to_bytes(), tokens, vector.tobytes(), now())
 
 

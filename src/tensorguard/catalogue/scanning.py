@@ -51,7 +51,7 @@ from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import Fingerprint, fingerprint_source, parse_fingerprint
 from tensorguard.lineage import Context, Subject, compare_subjects
 from tensorguard.lineage.distance import load_reference
-from tensorguard.loading import ModelInput, ModelSource, open_model, opened
+from tensorguard.loading import ModelInput, ModelSource, is_reference, open_model, opened
 from tensorguard.signatures import compute_signature
 from tensorguard.validation import whole_option
 
@@ -100,7 +100,7 @@ def _confirm(query: Subject, known: Known, i: int, context: Context,
     path, recorded = known.paths[i], known.hashes[i]
     if path is None:
         return Confirmation(False, None, None, "no weights recorded (fingerprint only)")
-    if not Path(path).exists():
+    if not is_reference(path) and not Path(path).exists():
         return Confirmation(False, None, None, f"weights no longer at {path}")
     try:
         with open_model(path) as source:
@@ -192,7 +192,8 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
     shown = confirmed[:top]
     if chosen is not None and chosen not in shown:
         shown.append(chosen)
-    return ScanResult(name, str(_where(model, source)), answer, chosen.name if chosen else None,
+    where = source.origin or str(_where(model, source))
+    return ScanResult(name, where, answer, chosen.name if chosen else None,
                       chosen.labels if chosen else {}, summary, tuple(shown), str(cat.path),
                       len(known.names), thresholds)
 

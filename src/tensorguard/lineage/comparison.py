@@ -23,7 +23,7 @@ from tensorguard.lineage.independence import IndependenceTest
 from tensorguard.lineage.signals import SIGNALS, Context, Subject
 from tensorguard.lineage.verdict import Verdict, decide
 from tensorguard.lineage.weights import WeightEvidence
-from tensorguard.loading import ModelInput, ModelSource, open_model
+from tensorguard.loading import ModelInput, ModelSource, is_reference, model_path, open_model
 from tensorguard.loading.layouts import ADAPTER_CONFIG
 from tensorguard.validation import whole_option
 
@@ -89,18 +89,17 @@ def is_fingerprint_file(path: Path) -> bool:
 
 
 def _is_adapter(item: CompareInput) -> bool:
-    return (not isinstance(item, (Fingerprint, ModelSource)) and Path(item).is_dir()
-            and (Path(item) / ADAPTER_CONFIG).is_file())
+    return (not isinstance(item, (Fingerprint, ModelSource)) and model_path(item).is_dir()
+            and (model_path(item) / ADAPTER_CONFIG).is_file())
 
 
 def _open(item: CompareInput, stack: ExitStack) -> Fingerprint | ModelSource:
     """A fingerprint, or a model source (opened here when given by path, closed with ``stack``)."""
     if isinstance(item, (Fingerprint, ModelSource)):
         return item
-    path = Path(item)
-    if is_fingerprint_file(path):
-        return load_fingerprint(path)
-    return stack.enter_context(open_model(path))
+    if not is_reference(item) and is_fingerprint_file(Path(item)):
+        return load_fingerprint(Path(item))
+    return stack.enter_context(open_model(item))
 
 
 def _named_base(adapter: Path) -> str | None:
@@ -110,23 +109,24 @@ def _named_base(adapter: Path) -> str | None:
     return str(named).rstrip("/").rsplit("/", 1)[-1].lower() if isinstance(named, str) and named else None
 
 
-def _open_adapter(path: Path, others: Sequence[ModelSource], base: ModelInput | None,
+def _open_adapter(adapter: str, others: Sequence[ModelSource], base: ModelInput | None,
                   stack: ExitStack) -> tuple[ModelSource, str]:
     """A LoRA adapter merged onto ``base``, or onto the other input its config names, or onto the
     first other input it fits; with a note saying which base was used."""
+    path = model_path(adapter)
     if base is not None:
-        source = open_model(path, base=base if isinstance(base, ModelSource) else Path(base))
+        source = open_model(adapter, base=base)
         return stack.enter_context(source), f"{path.name}: a LoRA adapter, merged onto {base}"
     named = _named_base(path)
     ordered = sorted(others, key=lambda o: o.name.lower() != named)  # the named base first
     for other in ordered:
         try:
-            source = stack.enter_context(open_model(path, base=other))
+            source = stack.enter_context(open_model(adapter, base=other))
         except TensorguardError:
             continue  # does not fit this model
         why = "its config names it" if other.name.lower() == named else "its shapes fit"
         return source, f"{path.name}: a LoRA adapter, merged onto the other input {other.name} ({why})"
-    raise UsageError(f"{path}: is a LoRA adapter that fits no other input; pass its base model "
+    raise UsageError(f"{adapter}: is a LoRA adapter that fits no other input; pass its base model "
                      "with {base}", "base")
 
 
@@ -139,7 +139,7 @@ def _open_all(inputs: Sequence[CompareInput], base: ModelInput | None,
     notes = []
     for i, item in enumerate(inputs):
         if i not in opened:
-            opened[i], note = _open_adapter(Path(str(item)), models, base, stack)
+            opened[i], note = _open_adapter(str(item), models, base, stack)
             notes.append(note)
     ordered = [opened[i] for i in range(len(inputs))]
     return ordered, notes + [n for o in ordered if isinstance(o, ModelSource) and (n := _quantized(o))]

@@ -29,6 +29,7 @@ from gguf.constants import GGML_QUANT_SIZES
 from gguf.tensor_mapping import TensorNameMap
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading import bytesource
 from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, GgufArch
@@ -152,6 +153,7 @@ class GgufStore:
         if size == 0:  # no entries: nothing to read (torch.frombuffer refuses an empty buffer)
             return torch.zeros(shape, dtype=dtype)
         buf = bytearray(size)
+        bytesource.need(plan.path, start, size)
         fh = self._file(plan.path)
         fh.seek(start)
         if fh.readinto(buf) != size:

@@ -17,6 +17,7 @@ from typing import Any
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType
 
 from tensorguard.errors import TensorguardError
+from tensorguard.loading import bytesource
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -74,14 +75,25 @@ class _Truncated(Exception):
 
 
 class _Cursor:
-    """Sequential little-endian reads from a buffer; running off its end raises ``_Truncated``."""
+    """Sequential little-endian reads from a buffer; running off its end raises ``_Truncated``.
+    Bytes past ``ready`` are asked of ``fetch`` before they are read (a remote file's header is
+    fetched as it is parsed, in doubling chunks; skipped arrays are not fetched)."""
 
-    def __init__(self, buf: Any, size: int, keep: frozenset[str] = frozenset()) -> None:
+    def __init__(self, buf: Any, size: int, keep: frozenset[str] = frozenset(),
+                 fetch: bytesource.ByteSource | None = None) -> None:
         self.buf, self.size, self.pos, self.keep = buf, size, 0, keep
+        self.fetch, self.ready = fetch, size if fetch is None else 0
+
+    def _ensure(self, end: int) -> None:
+        if end > self.ready and self.fetch is not None:
+            stop = min(self.size, max(end, 2 * self.ready, 1 << 16))
+            self.fetch.need(self.ready, stop - self.ready)
+            self.ready = stop
 
     def unpack(self, fmt: struct.Struct) -> Any:
         if self.pos + fmt.size > self.size:
             raise _Truncated
+        self._ensure(self.pos + fmt.size)
         (value,) = fmt.unpack_from(self.buf, self.pos)
         self.pos += fmt.size
         return value
@@ -95,6 +107,7 @@ class _Cursor:
         n = self.unpack(_U64)
         start = self.pos
         self.skip(n)
+        self._ensure(self.pos)
         return bytes(self.buf[start:self.pos]).decode("utf-8", errors="replace")
 
     def value(self, vtype: int, key: str, path: Path, depth: int = 0) -> Any:
@@ -128,13 +141,15 @@ def read_gguf_header(path: Path, *, keep: frozenset[str] = frozenset()) -> GgufH
             if size < 24:
                 raise TensorguardError(f"{path}: truncated GGUF file ({size} bytes)")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _parse(path, buf, size, keep)
+                return _parse(path, buf, size, keep, bytesource.source_of(path))
     except OSError as exc:
         raise TensorguardError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _parse(path: Path, buf: Any, size: int, keep: frozenset[str]) -> GgufHeader:
-    cur = _Cursor(buf, size, keep)
+def _parse(path: Path, buf: Any, size: int, keep: frozenset[str],
+           fetch: bytesource.ByteSource | None) -> GgufHeader:
+    cur = _Cursor(buf, size, keep, fetch)
+    cur._ensure(4)
     if bytes(buf[:4]) != MAGIC:
         raise TensorguardError(f"{path}: not a GGUF file (no GGUF magic)")
     cur.pos = 4

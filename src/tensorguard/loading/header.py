@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import regular_file
+from tensorguard.loading import bytesource
 from tensorguard.loading.formats import Quantization
 
 #: Bytes per element of every safetensors dtype tensorguard accepts.
@@ -56,6 +57,8 @@ class TensorInfo:
     dtype: str
     shard: Path
     quant: Quantization | None = None
+    #: Where its bytes are in ``shard`` (absolute offsets; safetensors only).
+    span: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
 
     @property
     def numel(self) -> int:
@@ -88,6 +91,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     """Parse and validate the header of ``path``; raise a one-line error naming the problem."""
     try:
         size = regular_file(path).stat().st_size
+        bytesource.need(path, 0, 8)
         with path.open("rb") as fh:
             prefix = fh.read(8)
             if len(prefix) < 8:
@@ -100,6 +104,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                     raise _not_safetensors(path, f"header length field {length} is implausible")
                 raise TensorguardError(
                     f"{path}: truncated: header length {length} exceeds the file size {size}")
+            bytesource.need(path, 8, length)
             raw = fh.read(length)
     except OSError as exc:
         raise TensorguardError(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -108,7 +113,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     header = _parse(path, raw)
     if not isinstance(header, dict):
         raise _corrupt(path, "expected a JSON object")
-    return _validate(path, header, data_size=size - 8 - length)
+    return _validate(path, header, data_size=size - 8 - length, data_start=8 + length)
 
 
 def _parse(path: Path, raw: bytes) -> Any:
@@ -154,7 +159,8 @@ def _duplicate_key(text: str, header: dict[str, Any]) -> str | None:
     return found[0] if found else None
 
 
-def _validate(path: Path, header: dict[str, Any], data_size: int) -> dict[str, TensorInfo]:
+def _validate(path: Path, header: dict[str, Any], data_size: int,
+              data_start: int) -> dict[str, TensorInfo]:
     _check_metadata(path, header.get(_METADATA))
     infos: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int, str]] = []
@@ -162,7 +168,8 @@ def _validate(path: Path, header: dict[str, Any], data_size: int) -> dict[str, T
         if name == _METADATA:
             continue
         info, start, stop = _entry(path, name, entry, data_size)
-        infos[name] = info
+        infos[name] = TensorInfo(info.name, info.shape, info.dtype, path,
+                                 span=(data_start + start, data_start + stop))
         spans.append((start, stop, name))
     _check_coverage(path, spans, data_size)
     return infos

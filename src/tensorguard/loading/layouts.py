@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json, regular_file
+from tensorguard.loading import bytesource
 
 SHARD_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.safetensors$")
 GGUF_SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<part>\d+)-of-(?P<count>\d+)\.gguf$")
@@ -174,6 +175,7 @@ def _shard_set(directory: Path, base: str, count: int, kind: _PartSet = _SHARD_S
 
 def _starts_with(path: Path, magic: bytes) -> bool:
     try:
+        bytesource.need(path, 0, len(magic))
         with path.open("rb") as fh:
             return fh.read(len(magic)) == magic
     except OSError:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json
+from tensorguard.loading import bytesource
 from tensorguard.loading.checks import integer, name_pattern, number
 from tensorguard.loading.header import TensorInfo, read_header
 from tensorguard.loading.layouts import ADAPTER_CONFIG, Resolved
@@ -64,6 +65,7 @@ class LoraStore:
         import torch
 
         if name in self.replacements:
+            bytesource.need_rows(self.replacements[name], rows)
             handle = self._handles.open(self.replacements[name].shard)
             src = self.replacements[name].name
             stored: torch.Tensor = handle.get_tensor(src) if rows is None else handle.get_slice(src)[rows]
@@ -73,6 +75,8 @@ class LoraStore:
         delta = self.deltas.get(name)
         if delta is None:
             return w.to(out_dtype)
+        bytesource.need_rows(delta.a)  # the factors are small: read whole
+        bytesource.need_rows(delta.b)
         handle = self._handles.open(delta.a.shard)
 
         def part(info: TensorInfo, index: Any = None) -> torch.Tensor:

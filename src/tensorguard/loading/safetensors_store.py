@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json, regular_file, special_file
+from tensorguard.loading import bytesource
 from tensorguard.loading.formats import WeightFormat
 from tensorguard.loading.header import TensorInfo, read_header
 from tensorguard.loading.layouts import Resolved
@@ -44,6 +45,7 @@ class SafetensorsStore:
 
     def get(self, name: str, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
         """A stored tensor, or rows and/or columns of it (``StoredTensors`` for packed formats)."""
+        bytesource.need_rows(self.stored[name], rows)
         handle = self._handles.open(self.stored[name].shard)
         tensor: torch.Tensor
         if rows is None and cols is None:

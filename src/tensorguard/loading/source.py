@@ -7,6 +7,7 @@ or a LoRA adapter over a base model. ``ModelSource`` is the one interface every 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from tensorguard.loading.layouts import Layout, Resolved
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 #: Default entries per streamed row block (16 MB as float32): small enough for any laptop, large
 #: enough that per-block overhead is negligible.
@@ -81,6 +84,8 @@ class ModelSource:
         self.root: Path = resolved.root
         self.shards: tuple[Path, ...] = resolved.shards
         self.name: str = name or resolved.name
+        #: The remote reference the files were read from, pinned to its commit (``None``: local).
+        self.origin: str | None = None
         self._store = store if store is not None else open_store(resolved)
         self.format: WeightFormat = self._store.format
         self.claims: GgufClaims | None = self._store.claims
@@ -144,6 +149,10 @@ class ModelSource:
     def close(self) -> None:
         self._store.release()
         self._current = None
+        if self.origin is not None:  # a remote model: what reading it has cost (--verbose)
+            from tensorguard.loading.mirror import traffic
+
+            log.info("%s", traffic(self.origin).describe(self.origin))
 
     def __enter__(self) -> ModelSource:
         return self

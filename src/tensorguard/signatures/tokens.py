@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import read_json, regular_file
-from tensorguard.loading import ModelSource, WeightFormat
+from tensorguard.loading import ModelSource, WeightFormat, bytesource
 
 _VOCABULARY = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"})
 
@@ -29,6 +29,7 @@ def token_strings(source: ModelSource, rows: int) -> list[str | None]:
     vocabulary); ``#<row>`` keys when the model carries no vocabulary."""
     path = source.root / "tokenizer.json"
     if path.is_file():
+        bytesource.need_all(path)
         return _tokenizer_json(path, rows)
     if source.format is WeightFormat.GGUF:
         return _gguf_vocabulary(source.shards[0], rows)
