@@ -218,7 +218,10 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store,
         name = known.names[i]
         parts = None
         if signed[i] and (blob := store.signature(name)) is not None:
-            parts = comparer.similarity(Signature.from_bytes(blob, name))
+            try:
+                parts = comparer.similarity(Signature.from_bytes(blob, name))
+            except TensorguardError as exc:  # a damaged row: said, and the others go on
+                store.record_damage(name, str(exc).partition(": ")[2])
         score = parts.score if parts is not None else None
         distance = float(distances[i]) if np.isfinite(distances[i]) else None
         match = (score is not None and score >= SIGNATURE_THRESHOLD) if signed[i] else (
