@@ -26,6 +26,7 @@ def add_models(catalogue: Catalogue, models: Sequence[str], *, labels: Mapping[s
     resolve_device(device)
     with catalogue.open() as store:
         present = set(store.light().names)  # refused before the slow part, unless replace
+    catalogue.check_writable()
     seen: dict[str, str] = {}
 
     def one(model: str) -> Outcome[Row]:

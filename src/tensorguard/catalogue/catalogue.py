@@ -23,7 +23,7 @@ from tensorguard.catalogue.entries import (
     normalise_labels,
     now,
 )
-from tensorguard.catalogue.store import BUSY_TIMEOUT_S, Damage, Row, Store, default_db_path
+from tensorguard.catalogue.store import BUSY_TIMEOUT_S, Damage, Row, Store, check_writable, default_db_path
 from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.fingerprints import load_fingerprints
 from tensorguard.loading import ModelInput
@@ -58,6 +58,10 @@ class Catalogue:
     def open(self, *, writable: bool = False) -> Store:
         """The file, opened (a missing file reads as empty)."""
         return Store.open(self.path, writable=writable, timeout=self.timeout)
+
+    def check_writable(self) -> None:
+        """Refuse at once a catalogue that cannot be written (a read-only file or folder)."""
+        check_writable(self.path)
 
     # ---- adding
 
@@ -107,6 +111,7 @@ class Catalogue:
         row is left out, with a warning naming it (``check`` lists them, ``repair`` removes them)."""
         with self.open() as store:
             found = [e for r in store.all() if (e := _entry(store, r)) is not None]
+            store.warn()
         if self.builtin:
             names = {e.name for e in found}
             found += [e for e in builtin_entries() if e.name not in names]

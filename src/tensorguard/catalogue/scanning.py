@@ -189,6 +189,7 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
                 c = dataclasses.replace(c, confirmation=_confirm(query, known, i, context, stored))
             confirmed.append(c)
         name = source.name
+        store.warn()
     answer, chosen, summary = _answer(confirmed, thresholds)
     shown = confirmed[:top]
     if chosen is not None and chosen not in shown:

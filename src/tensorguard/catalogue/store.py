@@ -211,6 +211,7 @@ class Store:
                 else:
                     store._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                                                 timeout=timeout, isolation_level=None)
+                store._db.text_factory = _text  # a column of bad UTF-8 must not stop every read
                 store._check_schema(writable)
             except BaseException:
                 store.close()
@@ -237,7 +238,11 @@ class Store:
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
-        for table, columns in _expected_columns().items():
+        expected = _expected_columns()
+        if not tables & expected.keys():
+            raise TensorguardError(f"{self.path}: an SQLite database of another program (tables "
+                                   f"{', '.join(sorted(tables)) or 'none'}), not a tensorguard catalogue")
+        for table, columns in expected.items():
             found = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
             if missing := [c for c in columns if c not in found]:
                 raise TensorguardError(
@@ -316,8 +321,11 @@ class Store:
 
     def _damaged(self, rowid: int, name: object, problem: str) -> None:
         if rowid not in self.damage:
-            found = Damage(rowid, name if isinstance(name, str) else None, problem)
-            self.damage[rowid] = found
+            self.damage[rowid] = Damage(rowid, name if isinstance(name, str) else None, problem)
+
+    def warn(self) -> None:
+        """Say (on the ``tensorguard`` logger) which damaged rows were skipped."""
+        for found in self.damage.values():
             _log.warning("%s: %s; skipped (tensorguard index repair lists and removes damaged entries)",
                          self.path, found)
 
@@ -472,6 +480,11 @@ class Store:
         self.close()
 
 
+def check_writable(path: Path) -> None:
+    """A read-only catalogue file or folder, said before any slow work (nothing is opened)."""
+    _check_writable(path, path.exists())
+
+
 def _check_writable(path: Path, exists: bool) -> None:
     """A read-only file or folder, said before SQLite fails half-way."""
     folder = path.parent if path.parent != Path() else Path(".")
@@ -481,6 +494,16 @@ def _check_writable(path: Path, exists: bool) -> None:
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise TensorguardError(f"{path}: its folder {folder} is read-only (SQLite writes its journal "
                                "beside the file); the catalogue can be listed and scanned, not changed")
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def _size(blob: object) -> str:
+    """What a blob column holds, for a message: ``113 bytes``, ``text``, ``a number``."""
+    return f"{len(blob)} bytes" if isinstance(blob, bytes) else "text" if isinstance(blob, str) \
+        else "a number"
 
 
 def _loads(text: object) -> Any:
@@ -506,8 +529,7 @@ def _light_problem(name: object, path: object, digest: object, features: object,
         return "its path or header hash is not text"
     if features is not None:
         if not isinstance(features, bytes) or len(features) != 8 * FEATURE_COUNT:
-            size = len(features) if isinstance(features, bytes | str) else type(features).__name__
-            return f"its features are {size} bytes, not {8 * FEATURE_COUNT}"
+            return f"its features are {_size(features)}, not {8 * FEATURE_COUNT} bytes"
         values = struct.unpack(f"<{FEATURE_COUNT}d", features)
         if not all(math.isfinite(v) and abs(v) <= MAX_FEATURE for v in values):
             return f"its features are not finite numbers within +-{MAX_FEATURE:g}"
@@ -518,8 +540,7 @@ def _light_problem(name: object, path: object, digest: object, features: object,
             return "a retrieval vector without a token list"
         n = len(lists[tokens])
         if not isinstance(retrieval, bytes) or len(retrieval) != n * (n - 1):
-            size = len(retrieval) if isinstance(retrieval, bytes | str) else type(retrieval).__name__
-            return f"its retrieval vector is {size} bytes, not {n * (n - 1)} for {n} tokens"
+            return f"its retrieval vector is {_size(retrieval)}, not {n * (n - 1)} bytes for {n} tokens"
     return None
 
 
