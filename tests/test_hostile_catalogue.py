@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from lineage_models import base_weights, save
-from test_hostile import FUZZ, clean_failure, deadline
 from tensorguard.catalogue import Catalogue, CatalogueBusyError, Store
 from tensorguard.errors import TensorguardError
 from tensorguard.reference import bundled_dir
+from test_hostile import FUZZ, clean_failure, deadline
 
 FAST = ("--samples", "2", "--device", "cpu")
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -61,7 +61,8 @@ def dump(path: Path) -> list[list[tuple]]:
 
 
 def write_commands(path: Path, model: Path) -> list[tuple[object, ...]]:
-    return [("index", "add", model, "--db", path, "--replace", *FAST), ("index", "remove", "phi-4", "--db", path),
+    return [("index", "add", model, "--db", path, "--replace", *FAST),
+            ("index", "remove", "phi-4", "--db", path),
             ("index", "import", bundled_dir() / "phi-4_features.json", "--db", path, "--replace"),
             ("index", "repair", "--remove", "--db", path)]
 
@@ -251,7 +252,8 @@ DAMAGE = [  # (entry, SQL making it damaged, what the warning says)
         "000000000000f07f" * 14), "not finite numbers"),
     ("gemma-3-4b-it", "UPDATE models SET fingerprint = '{\"model_name\": 1}' WHERE name = 'gemma-3-4b-it'",
      "fingerprint is unreadable"),
-    ("Mistral-7B-v0.3", "UPDATE models SET architecture = '\"text\"' WHERE name = 'Mistral-7B-v0.3'", "architecture is not"),
+    ("Mistral-7B-v0.3", "UPDATE models SET architecture = '\"text\"' WHERE name = 'Mistral-7B-v0.3'",
+     "architecture is not"),
     ("Llama-3.2-3B", "UPDATE models SET tokens = 999 WHERE name = 'Llama-3.2-3B'",
      "token list 999 does not exist"),
     (None, "INSERT INTO models (name, labels, added_at) VALUES (NULL, '{}', 'now')", "no name"),
