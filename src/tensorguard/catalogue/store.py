@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorguard.errors import TensorguardError, UsageError
+from tensorguard.fingerprints.schema import FEATURE_KEYS, MAX_MAGNITUDE
 from tensorguard.inputs import special_file
 
 SCHEMA_VERSION = 1
@@ -45,8 +46,8 @@ BUSY_TIMEOUT_S = 30.0
 NOTICE_AFTER_S = 0.25
 DB_NAME = "catalogue.sqlite"
 ENVIRONMENT = "TENSORGUARD_CATALOGUE"
-#: Stored features: the fingerprint's 14 values as little-endian float64, each within +-MAX_FEATURE.
-FEATURE_COUNT, MAX_FEATURE = 14, 1e100
+#: Stored features: the fingerprint's values as little-endian float64, each within +-MAX_FEATURE.
+FEATURE_COUNT, MAX_FEATURE = len(FEATURE_KEYS), MAX_MAGNITUDE
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _log = logging.getLogger("tensorguard")
 
