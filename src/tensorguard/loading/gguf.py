@@ -334,7 +334,7 @@ def _claims(metadata: Mapping[str, Any], arch_name: str, present: set[str], mapp
     if file_type is not None:
         known = file_type in {t.value for t in LlamaFileType}
         file_type = LlamaFileType(file_type).name if known else str(file_type)
-    tokens = metadata_value(metadata, "tokenizer.ggml.tokens", (tuple, ArrayLength), where)
+    tokens = metadata_value(metadata, "tokenizer.ggml.tokens", (tuple, ArrayLength), where, items=str)
     token_count = (tokens.count if isinstance(tokens, ArrayLength)
                    else len(tokens) if isinstance(tokens, tuple) else None)
     count = metadata_value(metadata, "general.base_model.count", int, where) or 0

@@ -82,7 +82,7 @@ def _is(value: object, kind: type) -> bool:
 
 
 def _kind(value: object) -> str:
-    return next((name for kind, name in reversed(_KINDS.items()) if _is(value, kind)), type(value).__name__)
+    return next((name for kind, name in _KINDS.items() if _is(value, kind)), type(value).__name__)
 
 
 def metadata_value(metadata: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], path: Path, *,
@@ -101,7 +101,7 @@ def metadata_value(metadata: Mapping[str, Any], key: str, kinds: type | tuple[ty
         bad = next((v for v in value if not _is(v, items)), None)
         if bad is not None:
             raise TensorguardError(f"{path}: GGUF metadata {key!r} is an array holding {_kind(bad)}, "
-                                   f"expected {_KINDS[items]}s only")
+                                   f"expected {_KINDS[items].partition(' ')[2]}s only")
     return value
 
 
