@@ -531,8 +531,8 @@ def _light_problem(name: object, path: object, digest: object, features: object,
     if features is not None:
         if not isinstance(features, bytes) or len(features) != 8 * FEATURE_COUNT:
             return f"its features are {_size(features)}, not {8 * FEATURE_COUNT} bytes"
-        values = struct.unpack(f"<{FEATURE_COUNT}d", features)
-        if not all(math.isfinite(v) and abs(v) <= MAX_FEATURE for v in values):
+        sizes = tuple(map(abs, struct.unpack(f"<{FEATURE_COUNT}d", features)))
+        if not (math.isfinite(sum(sizes)) and max(sizes) <= MAX_FEATURE):  # a NaN makes the sum NaN
             return f"its features are not finite numbers within +-{MAX_FEATURE:g}"
     if tokens is not None and (type(tokens) is not int or tokens not in lists):
         return f"its token list {tokens!r} does not exist or is damaged"
