@@ -216,3 +216,31 @@ def test_compare_of_huge_weights(tmp_path, run_cli):
         assert result.code in (0, 2) and "Warning" not in result.err, result.err
         if result.code == 2:
             assert result.err.count("\n") == 1
+
+
+# --- messages name the offending file inside a model folder ----------------------------------------
+
+NAMED_FILE = {  # packed-format case of test_hostile_loading -> the file its message must name
+    "gptq group_size string": "config.json", "gptq bits string": "config.json",
+    "gptq bits list": "config.json", "gptq format list": "config.json", "fp8 block zero": "config.json",
+    "fp8 block string": "config.json", "ct format list": "config.json", "mlx bits string": "config.json",
+    "mlx group list": "config.json", "gptq float zeros": "model.safetensors",
+    "gptq float g_idx": "model.safetensors", "gptq 1-D scales": "model.safetensors",
+    "bnb state float": "model.safetensors", "bnb state shape": "model.safetensors",
+    "bnb blocksize 0": "model.safetensors", "bnb state not json": "model.safetensors",
+    "bnb 2-D absmax": "model.safetensors", "ct weight_shape of 3": "model.safetensors",
+    "ct float shape": "model.safetensors",
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAMED_FILE))
+def test_messages_name_the_file_inside_the_folder(tmp_path, run_cli, case):
+    from test_hostile_loading import PACKED, K, N, checkpoint, gptq_tensors
+
+    _, tensors, qconfig, config, message = next(p for p in PACKED if p[0] == case)
+    w = torch.randn(N, K) * 0.02
+    if tensors is None or callable(tensors):
+        tensors = gptq_tensors(w) if tensors is None else tensors(gptq_tensors(w))
+    root = checkpoint(tmp_path / "m", tensors, qconfig, **config)
+    err = clean_failure(run_cli, "inspect", root)
+    assert f"error: {root / NAMED_FILE[case]}: " in err and message in err, err
