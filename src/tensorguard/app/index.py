@@ -91,4 +91,5 @@ def render_damage(damage: Sequence[Damage], path: Path, *, removed: bool) -> str
         return f"{path}: no damaged entries"
     lines = [f"{d}" for d in damage]
     done = "removed" if removed else "found (remove them with tensorguard index repair --remove)"
-    return "\n".join([*lines, f"{path}: {len(damage)} damaged entries {done}"])
+    count = f"{len(damage)} damaged {'entry' if len(damage) == 1 else 'entries'}"
+    return "\n".join([*lines, f"{path}: {count} {done}"])
