@@ -289,6 +289,21 @@ def test_damaged_rows_are_named_and_skipped(db, run_cli, model):
     assert json.loads(scanned.out)["rows"] == 45 - 5  # less the rows whose ranked columns are damaged
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_non_finite_retrieval_vectors_and_signatures(db, run_cli, model):
+    nan = b"\x00\x7e"  # float16 NaN
+    with sqlite3.connect(db) as con:
+        (vector,) = con.execute("SELECT retrieval FROM models WHERE name = 'alpha'").fetchone()
+        con.execute("UPDATE models SET retrieval = ? WHERE name = 'alpha'", (vector[:-2] + nan,))
+    scanned = run_cli("scan", model, "--db", db, *FAST, "--no-builtin")
+    assert scanned.code == 0 and "'alpha'" in scanned.err and "not finite" in scanned.err, scanned.err
+    with sqlite3.connect(db) as con:
+        (blob,) = con.execute("SELECT signature FROM signatures").fetchone()
+        con.execute("UPDATE signatures SET signature = ?", (blob[:-2] + nan,))
+    found = run_cli("index", "repair", "--db", db)
+    assert found.code == 0 and "'alpha'" in found.out and "not finite" in found.out, found.out
+
+
 def test_a_damaged_token_list_damages_its_rows(db, run_cli, model):
     with sqlite3.connect(db) as con:
         con.execute("UPDATE token_lists SET tokens = '\"abc\"'")
@@ -339,8 +354,10 @@ def test_truncated_catalogue(db, run_cli, model):
         clean_failure(run_cli, "scan", model, "--db", db, *FAST, codes=(0, 2))
 
 
-def test_fuzzed_catalogue(db, run_cli):
-    """Seeded byte flips (header and pages) and truncations: every command answers 0 or 2."""
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a numpy warning would be exit 70
+def test_fuzzed_catalogue(db, run_cli, model):
+    """Seeded byte flips (header and pages) and truncations: every command answers 0 or 2 (scan on
+    every tenth case: it measures the model each time)."""
     data = db.read_bytes()
     rng = random.Random(FUZZ.seed(23))
     for i in range(FUZZ.cases(60)):
@@ -352,7 +369,8 @@ def test_fuzzed_catalogue(db, run_cli):
                 at = rng.randrange(0, 100) if i % 3 == 0 else rng.randrange(0, len(buf))
                 buf[at] ^= 1 << rng.randrange(8)
         db.write_bytes(bytes(buf))
-        for command in (*read_commands(db), ("index", "remove", "phi-4", "--db", db)):
+        scan = [("scan", model, "--db", db, *FAST)] if i % 10 == 0 else []
+        for command in (*read_commands(db), ("index", "remove", "phi-4", "--db", db), *scan):
             try:
                 clean_failure(run_cli, *command, codes=(0, 2))
             except AssertionError as exc:

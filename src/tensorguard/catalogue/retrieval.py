@@ -113,6 +113,8 @@ def load_known(store: Store, *, builtin: bool) -> Known:
         ids = np.flatnonzero(token_ids == list_id)
         blob = b"".join(light.retrieval[i] or b"" for i in ids)
         vectors = np.frombuffer(blob, dtype="<f2").reshape(len(ids), -1).astype(np.float32)
+        for i in ids[~np.isfinite(vectors).all(axis=1)]:  # damaged: scored NaN, never shortlisted
+            store.record_damage(names[i], "its retrieval vector holds values that are not finite")
         groups[lists[int(list_id)]] = (ids, vectors)
     labels: dict[str, dict[str, str]] = {}
     if builtin:
