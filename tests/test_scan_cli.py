@@ -55,7 +55,7 @@ def test_index_round_trip_and_scan_exit_codes(models, tmp_path, run_cli, monkeyp
 
 @pytest.mark.parametrize(("args", "message"), [
     (("index", "add", "MODEL", "--label", "base"), "--label base: 'base': expected key=value"),
-    (("index", "list", "--db", "TMP"), "is a directory; --db names a catalogue file"),
+    (("index", "list", "--db", "TMP"), "is a directory, not a catalogue file (--db names"),
     (("index", "show", "no-such-model", "--db", "TMP/x.sqlite"), "'no-such-model' is not in the catalogue"),
     (("index", "remove", "phi-4", "--db", "TMP/x.sqlite"), "built-in entry"),
     (("scan", "MODEL", "--policy", "licence"), "--policy licence: 'licence': expected key=value"),

@@ -5,9 +5,10 @@ text reports."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from tensorguard.app.batch import Outcome, Status, name_collision, run_batch
-from tensorguard.catalogue import KNOWN_LABELS, Catalogue, Entry, Row
+from tensorguard.catalogue import KNOWN_LABELS, Catalogue, Damage, Entry, Row
 from tensorguard.devices import resolve_device
 from tensorguard.errors import UsageError
 from tensorguard.loading import open_model
@@ -25,6 +26,7 @@ def add_models(catalogue: Catalogue, models: Sequence[str], *, labels: Mapping[s
     resolve_device(device)
     with catalogue.open() as store:
         present = set(store.light().names)  # refused before the slow part, unless replace
+    catalogue.check_writable()
     seen: dict[str, str] = {}
 
     def one(model: str) -> Outcome[Row]:
@@ -81,3 +83,13 @@ def render_entry(e: Entry) -> str:
         lines += [f"fingerprint   {len(e.fingerprint.features)} features over {e.fingerprint.num_layers} "
                   "tensors"]
     return "\n".join(lines)
+
+
+def render_damage(damage: Sequence[Damage], path: Path, *, removed: bool) -> str:
+    """One line per damaged row, then what was done."""
+    if not damage:
+        return f"{path}: no damaged entries"
+    lines = [f"{d}" for d in damage]
+    done = "removed" if removed else "found (remove them with tensorguard index repair --remove)"
+    count = f"{len(damage)} damaged {'entry' if len(damage) == 1 else 'entries'}"
+    return "\n".join([*lines, f"{path}: {count} {done}"])

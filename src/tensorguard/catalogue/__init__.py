@@ -25,9 +25,17 @@ from tensorguard.catalogue.retrieval import (
     Evidence,
 )
 from tensorguard.catalogue.scanning import Answer, ScanResult, Thresholds, scan
-from tensorguard.catalogue.store import ENVIRONMENT, SCHEMA_VERSION, Row, Store, default_db_path
+from tensorguard.catalogue.store import (
+    ENVIRONMENT,
+    SCHEMA_VERSION,
+    CatalogueBusyError,
+    Damage,
+    Row,
+    Store,
+    default_db_path,
+)
 
 __all__ = ["ENVIRONMENT", "FINGERPRINT_QUANTILE", "KNOWN_LABELS", "SCHEMA_VERSION", "SHORTLIST",
-           "SIGNATURE_THRESHOLD", "Answer", "Candidate", "Catalogue", "Confirmation", "Entry",
-           "Evidence", "Origin", "Row", "ScanResult", "Store", "Thresholds", "builtin_entries",
-           "default_db_path", "header_hash", "normalise_labels", "parse_labels", "scan"]
+           "SIGNATURE_THRESHOLD", "Answer", "Candidate", "Catalogue", "CatalogueBusyError", "Confirmation",
+           "Damage", "Entry", "Evidence", "Origin", "Row", "ScanResult", "Store", "Thresholds",
+           "builtin_entries", "default_db_path", "header_hash", "normalise_labels", "parse_labels", "scan"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tensorguard.catalogue.entries import (
     Entry,
+    Origin,
     builtin_entries,
     entry_of,
     fingerprint_row,
@@ -22,7 +23,7 @@ from tensorguard.catalogue.entries import (
     normalise_labels,
     now,
 )
-from tensorguard.catalogue.store import Row, Store, default_db_path
+from tensorguard.catalogue.store import BUSY_TIMEOUT_S, Damage, Row, Store, check_writable, default_db_path
 from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.fingerprints import load_fingerprints
 from tensorguard.loading import ModelInput
@@ -36,6 +37,7 @@ class Catalogue:
         path: the SQLite file (default: ``$TENSORGUARD_CATALOGUE``, else
             ``~/.cache/tensorguard/catalogue.sqlite``); created on the first write.
         builtin: list and scan the bundled published fingerprints too.
+        timeout: the longest wait, in seconds, for another process writing the file.
 
     Example::
 
@@ -44,16 +46,22 @@ class Catalogue:
         print([e.name for e in catalogue.entries()])
     """
 
-    def __init__(self, path: str | Path | None = None, *, builtin: bool = True) -> None:
+    def __init__(self, path: str | Path | None = None, *, builtin: bool = True,
+                 timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.builtin = builtin
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"Catalogue({str(self.path)!r}, builtin={self.builtin})"
 
     def open(self, *, writable: bool = False) -> Store:
         """The file, opened (a missing file reads as empty)."""
-        return Store.open(self.path, writable=writable)
+        return Store.open(self.path, writable=writable, timeout=self.timeout)
+
+    def check_writable(self) -> None:
+        """Refuse at once a catalogue that cannot be written (a read-only file or folder)."""
+        check_writable(self.path)
 
     # ---- adding
 
@@ -99,9 +107,11 @@ class Catalogue:
     # ---- reading and removing
 
     def entries(self) -> list[Entry]:
-        """Every entry of the file, then the built-in ones it does not shadow, by name."""
+        """Every entry of the file, then the built-in ones it does not shadow, by name. A damaged
+        row is left out, with a warning naming it (``check`` lists them, ``repair`` removes them)."""
         with self.open() as store:
-            found = [entry_of(r) for r in store.all()]
+            found = [e for r in store.all() if (e := _entry(store, r)) is not None]
+            store.warn()
         if self.builtin:
             names = {e.name for e in found}
             found += [e for e in builtin_entries() if e.name not in names]
@@ -111,8 +121,12 @@ class Catalogue:
         """One entry by exact name; an error naming close matches when there is none."""
         with self.open() as store:
             row = store.get(name)
-        if row is not None:
-            return entry_of(row)
+            found = _entry(store, row) if row is not None else None
+            damaged = [d for d in store.damage.values() if d.name == name]
+        if damaged:
+            raise TensorguardError(f"{self.path}: {damaged[0]} (tensorguard index repair removes it)")
+        if found is not None:
+            return found
         known = self.entries()
         for entry in known:
             if entry.name == name:
@@ -120,20 +134,56 @@ class Catalogue:
         raise self._unknown(name, [e.name for e in known])
 
     def remove(self, name: str) -> Entry:
-        """Remove one row of the file (built-in entries cannot be removed)."""
+        """Remove one row of the file (built-in entries cannot be removed); a damaged row too."""
         with self.open(writable=True) as store:
             row = store.get(name)
-            if row is None:
+            entry = _entry(store, row) if row is not None else None
+            damaged = [d for d in store.damage.values() if d.name == name]
+            if damaged:  # a damaged row can always be removed by name
+                store.delete_rows(damaged)
+                return Entry(name, Origin.FINGERPRINT, {}, None, None, None, None, None, None)
+            if entry is None:
                 if any(e.name == name for e in builtin_entries()):
                     raise TensorguardError(f"{name!r} is a built-in entry (read-only); it cannot be removed")
                 raise self._unknown(name, [r.name for r in store.all()])
             store.delete(name)
-        return entry_of(row)
+        return entry
+
+    def check(self) -> list[Damage]:
+        """The file's damaged rows (nothing is changed)."""
+        with self.open() as store:
+            return _check(store)
+
+    def repair(self) -> list[Damage]:
+        """Remove the file's damaged rows in one transaction; the rows removed."""
+        with self.open() as store:
+            damage = _check(store)
+        if damage:
+            with self.open(writable=True) as store:
+                store.delete_rows(damage)
+        return damage
 
     def _unknown(self, name: str, names: list[str]) -> TensorguardError:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
         hint = f"; closest: {', '.join(close)}" if close else ""
         return TensorguardError(f"{name!r} is not in the catalogue {self.path}{hint}")
+
+
+def _entry(store: Store, row: Row) -> Entry | None:
+    """``row`` as an entry; ``None`` (and recorded as damaged) when its fingerprint is unreadable."""
+    try:
+        return entry_of(row)
+    except TensorguardError as exc:
+        store.record_damage(row.name, f"its fingerprint is unreadable ({str(exc).partition(': ')[2]})")
+        return None
+
+
+def _check(store: Store) -> list[Damage]:
+    found = {d.rowid: d for d in store.check()}
+    for row in store.all():
+        _entry(store, row)
+    found.update(store.damage)
+    return sorted(found.values(), key=lambda d: d.rowid)
 
 
 def _labels_for(paths: Sequence[str | Path], labels_file: str | Path | None) -> dict[str, Label]:

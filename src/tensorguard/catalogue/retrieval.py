@@ -113,6 +113,8 @@ def load_known(store: Store, *, builtin: bool) -> Known:
         ids = np.flatnonzero(token_ids == list_id)
         blob = b"".join(light.retrieval[i] or b"" for i in ids)
         vectors = np.frombuffer(blob, dtype="<f2").reshape(len(ids), -1).astype(np.float32)
+        for i in ids[~np.isfinite(vectors).all(axis=1)]:  # damaged: scored NaN, never shortlisted
+            store.record_damage(names[i], "its retrieval vector holds values that are not finite")
         groups[lists[int(list_id)]] = (ids, vectors)
     labels: dict[str, dict[str, str]] = {}
     if builtin:
@@ -218,7 +220,10 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store,
         name = known.names[i]
         parts = None
         if signed[i] and (blob := store.signature(name)) is not None:
-            parts = comparer.similarity(Signature.from_bytes(blob, name))
+            try:
+                parts = comparer.similarity(Signature.from_bytes(blob, name))
+            except TensorguardError as exc:  # a damaged row: said, and the others go on
+                store.record_damage(name, str(exc).partition(": ")[2])
         score = parts.score if parts is not None else None
         distance = float(distances[i]) if np.isfinite(distances[i]) else None
         match = (score is not None and score >= SIGNATURE_THRESHOLD) if signed[i] else (

@@ -21,10 +21,10 @@ from tensorguard.cli.options import (
 )
 
 
-def _catalogue(db: str | None, no_builtin: bool = False) -> Any:
+def _catalogue(db: str | None, timeout: float, no_builtin: bool = False) -> Any:
     from tensorguard.catalogue import Catalogue
 
-    return Catalogue(db, builtin=not no_builtin)
+    return Catalogue(db, builtin=not no_builtin, timeout=timeout)
 
 
 @cli.group()
@@ -38,6 +38,7 @@ def index() -> None:
       tensorguard index list
       tensorguard index show Llama-3.2-1B --json
       tensorguard index remove Llama-3.2-1B
+      tensorguard index repair --remove
     """
 
 
@@ -53,7 +54,8 @@ def index() -> None:
 @db_option
 @standard_options
 def index_add(models: tuple[str, ...], label: str | None, name: str | None, base: str | None,
-              replace: bool, samples: int, device: str, db: str | None, as_json: bool) -> None:
+              replace: bool, samples: int, device: str, db: str | None, timeout: float,
+              as_json: bool) -> None:
     """Read each MODEL (fingerprint, weight signature, header summary) into the catalogue.
 
     The models are written together when all have been read, so an interrupted add changes
@@ -63,7 +65,7 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
     from tensorguard.catalogue import parse_labels
     from tensorguard.catalogue.entries import entry_of
 
-    catalogue = _catalogue(db)
+    catalogue = _catalogue(db, timeout)
     outcomes = add_models(catalogue, models, labels=parse_labels(label), name=name, base=base,
                           replace=replace, samples=samples, device=device, on_outcome=report_failure)
     emit([entry_of(o.result) for o in outcomes if o.result is not None], as_json, render_added)
@@ -79,7 +81,7 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
 @db_option
 @standard_options
 def index_import(features: tuple[str, ...], labels_file: str | None, label: str | None, replace: bool,
-                 db: str | None, as_json: bool) -> None:
+                 db: str | None, timeout: float, as_json: bool) -> None:
     """Add fingerprint-only entries from FEATURES (*_features.json files or folders).
 
     Fingerprint-only entries can be named as the closest known model, never as a confirmed base.
@@ -87,7 +89,7 @@ def index_import(features: tuple[str, ...], labels_file: str | None, label: str 
     from tensorguard.app.index import render_added
     from tensorguard.catalogue import parse_labels
 
-    added = _catalogue(db).import_fingerprints(
+    added = _catalogue(db, timeout).import_fingerprints(
         list(features), labels_file=labels_file, labels=parse_labels(label), replace=replace)
     emit(added, as_json, render_added)
 
@@ -95,31 +97,44 @@ def index_import(features: tuple[str, ...], labels_file: str | None, label: str 
 @index.command("list")
 @catalogue_options
 @standard_options
-def index_list(db: str | None, no_builtin: bool, as_json: bool) -> None:
+def index_list(db: str | None, timeout: float, no_builtin: bool, as_json: bool) -> None:
     """List the catalogue's entries (and the built-in published fingerprints)."""
     from tensorguard.app.index import render_entries
 
-    emit(_catalogue(db, no_builtin).entries(), as_json, render_entries)
+    emit(_catalogue(db, timeout, no_builtin).entries(), as_json, render_entries)
 
 
 @index.command("show")
 @click.argument("name")
 @catalogue_options
 @standard_options
-def index_show(name: str, db: str | None, no_builtin: bool, as_json: bool) -> None:
+def index_show(name: str, db: str | None, timeout: float, no_builtin: bool, as_json: bool) -> None:
     """Show one entry: labels, where its weights were read, its summary and fingerprint."""
     from tensorguard.app.index import render_entry
 
-    emit(_catalogue(db, no_builtin).entry(name), as_json, render_entry)
+    emit(_catalogue(db, timeout, no_builtin).entry(name), as_json, render_entry)
 
 
 @index.command("remove")
 @click.argument("name")
 @db_option
 @standard_options
-def index_remove(name: str, db: str | None, as_json: bool) -> None:
+def index_remove(name: str, db: str | None, timeout: float, as_json: bool) -> None:
     """Remove one entry of the catalogue file (built-in entries are read-only)."""
-    emit(_catalogue(db).remove(name), as_json, lambda e: f"{e.name}: removed")
+    emit(_catalogue(db, timeout).remove(name), as_json, lambda e: f"{e.name}: removed")
+
+
+@index.command("repair")
+@click.option("--remove", is_flag=True, help="Remove the damaged entries (else only list them).")
+@db_option
+@standard_options
+def index_repair(remove: bool, db: str | None, timeout: float, as_json: bool) -> None:
+    """List the catalogue's damaged entries (unreadable rows); --remove removes them."""
+    from tensorguard.app.index import render_damage
+
+    catalogue = _catalogue(db, timeout)
+    damage = catalogue.repair() if remove else catalogue.check()
+    emit(damage, as_json, lambda d: render_damage(d, catalogue.path, removed=remove))
 
 
 @cli.command()
@@ -139,8 +154,8 @@ def index_remove(name: str, db: str | None, as_json: bool) -> None:
 @catalogue_options
 @standard_options
 def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samples: int, blocks: int,
-         device: str, policy: str | None, policy_unconfirmed: bool, db: str | None, no_builtin: bool,
-         as_json: bool) -> None:
+         device: str, policy: str | None, policy_unconfirmed: bool, db: str | None, timeout: float,
+         no_builtin: bool, as_json: bool) -> None:
     """Which catalogued model is each MODEL derived from?
 
     Answers "derived from X" (signature match confirmed by compare, with its p-value),
@@ -157,7 +172,7 @@ def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samp
     from tensorguard.catalogue import parse_labels
 
     labels = parse_labels(policy, option="policy")
-    outcomes = scan_models(_catalogue(db, no_builtin), models, top=top, confirm=confirm, base=base,
+    outcomes = scan_models(_catalogue(db, timeout, no_builtin), models, top=top, confirm=confirm, base=base,
                            samples=samples, blocks=blocks, device=device, on_outcome=report_failure)
     results = [o.result for o in outcomes if o.result is not None]
     if as_json:

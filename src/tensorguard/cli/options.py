@@ -92,7 +92,11 @@ def name_option(func: F) -> F:
 
 
 def db_option(func: F) -> F:
-    """``--db``: the catalogue file a command reads or writes."""
+    """``--db``: the catalogue file a command reads or writes; ``--timeout``: the longest wait for
+    another process writing it."""
+    func = click.option("--timeout", default=30.0, show_default=True, metavar="SECONDS",
+                        type=click.FloatRange(min=0, max=86400),
+                        help="Longest wait for another process writing the catalogue.")(func)
     return click.option("--db", type=click.Path(path_type=str), metavar="PATH",
                         help="Catalogue file [default: $TENSORGUARD_CATALOGUE, else "
                              "~/.cache/tensorguard/catalogue.sqlite].")(func)
