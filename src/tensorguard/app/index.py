@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from tensorguard.app.batch import Outcome, Status, name_collision, run_batch
-from tensorguard.catalogue import KNOWN_LABELS, Catalogue, Entry, Row
+from tensorguard.catalogue import KNOWN_LABELS, Catalogue, Entry, PackImport, PackInfo, Row, is_pack
 from tensorguard.devices import resolve_device
 from tensorguard.errors import UsageError
 from tensorguard.loading import open_model
@@ -54,6 +54,32 @@ def render_added(entries: Sequence[Entry]) -> str:
 
 def _labels(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+
+
+def import_pack(inputs: Sequence[str], *, labels_file: str | None, label: str | None) -> bool:
+    """Whether ``index import``'s inputs are one signature pack (else fingerprint files)."""
+    packs = [p for p in inputs if is_pack(p)]
+    if not packs:
+        return False
+    if len(inputs) > 1:
+        raise UsageError(f"{packs[0]}: a signature pack is imported alone (one per run)")
+    if labels_file is not None or label is not None:
+        raise UsageError(f"{packs[0]}: a pack carries its own labels; {{labels_file}} and {{label}} "
+                         "apply to fingerprint files", "labels_file", "label")
+    return True
+
+
+def render_pack(info: PackInfo) -> str:
+    return (f"{info.path}: {info.rows} entries, {fmt(info.size)} bytes, pack version {info.version}, "
+            f"sha256 {info.sha256[:16]}...")
+
+
+def render_pack_import(result: PackImport) -> str:
+    lines = [f"{e.name}: {'replaced' if e.name in result.replaced else 'added'} ({e.origin}; labels "
+             f"{_labels(e.labels)})" for e in result.added]
+    lines.append(f"{result.pack.path}: {len(result.added)} entries imported ({len(result.replaced)} "
+                 f"replaced), {len(result.unchanged)} already present and equal")
+    return "\n".join(lines)
 
 
 def render_entries(entries: Sequence[Entry]) -> str:

@@ -13,6 +13,7 @@ from tensorguard.cli.options import (
     catalogue_options,
     db_option,
     device_option,
+    force_option,
     models_argument,
     name_option,
     replace_option,
@@ -38,6 +39,8 @@ def index() -> None:
       tensorguard index list
       tensorguard index show Llama-3.2-1B --json
       tensorguard index remove Llama-3.2-1B
+      tensorguard index export team.tgpack
+      tensorguard index import team.tgpack
     """
 
 
@@ -80,16 +83,38 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
 @standard_options
 def index_import(features: tuple[str, ...], labels_file: str | None, label: str | None, replace: bool,
                  db: str | None, as_json: bool) -> None:
-    """Add fingerprint-only entries from FEATURES (*_features.json files or folders).
+    """Add fingerprint-only entries from FEATURES (*_features.json files or folders), or merge a
+    signature pack (index export) into the catalogue.
 
     Fingerprint-only entries can be named as the closest known model, never as a confirmed base.
+    A pack is checked whole first; its entries named like different ones of the catalogue are
+    reported and nothing is imported, unless --replace.
     """
-    from tensorguard.app.index import render_added
+    from tensorguard.app.index import import_pack, render_added, render_pack_import
     from tensorguard.catalogue import parse_labels
+
+    if import_pack(features, labels_file=labels_file, label=label):
+        emit(_catalogue(db).import_pack(features[0], replace=replace), as_json, render_pack_import)
+        return
 
     added = _catalogue(db).import_fingerprints(
         list(features), labels_file=labels_file, labels=parse_labels(label), replace=replace)
     emit(added, as_json, render_added)
+
+
+@index.command("export")
+@click.argument("pack", type=click.Path(path_type=str))
+@force_option
+@db_option
+@standard_options
+def index_export(pack: str, force: bool, db: str | None, as_json: bool) -> None:
+    """Write the catalogue's entries to PACK, one signature pack (a checked, read-only file).
+
+    Others import it (index import PACK) or scan against it directly (scan --db PACK).
+    """
+    from tensorguard.app.index import render_pack
+
+    emit(_catalogue(db).export_pack(pack, force=force), as_json, render_pack)
 
 
 @index.command("list")
