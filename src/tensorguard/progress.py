@@ -44,9 +44,8 @@ class Tally:
     def update(self, status: str) -> None:
         """One model finished with ``status`` (``written``, ``skipped`` or ``failed``)."""
         self.counts[status] = self.counts.get(status, 0) + 1
-        self._bar.set_postfix({**self.counts, "remaining": self.total - sum(self.counts.values())},
-                              refresh=False)
         self._bar.update(1)
+        self._bar.set_postfix({**self.counts, "remaining": self.total - sum(self.counts.values())})
 
     def close(self) -> None:
         self._bar.close()
