@@ -43,7 +43,8 @@ def test_the_tally_counts_outcomes(models, tmp_path, capsys):
     finally:
         progress.configure(None)
     err = capsys.readouterr().err
-    assert "1/2" in err and "written=1, remaining=1" in err and "2/2" in err and "failed=1, remaining=0" in err
+    assert "1/2" in err and "written=1, remaining=1" in err
+    assert "2/2" in err and "failed=1, remaining=0" in err
     assert "model/s" in err or "s/model" in err  # throughput
 
 
@@ -116,5 +117,5 @@ def test_missing_extra_is_one_line(monkeypatch, run_cli, models, tmp_path):
                         lambda name, package=None: no_dask(name))
     result = run_cli("index", "add", models[0], "--workers", "2", "--db", tmp_path / "c.sqlite")
     assert result.code == 2
-    assert result.err == ("tensorguard: error: --workers and --scheduler run on Dask, which is not installed: "
-                          "pip install 'tensorguard[distributed]'\n")
+    assert result.err == ("tensorguard: error: --workers and --scheduler run on Dask, which is not "
+                          "installed: pip install 'tensorguard[distributed]'\n")
