@@ -80,8 +80,12 @@ class DaskExecutor:
         self.workers, self.scheduler = workers, scheduler
         self.client: Any = None
         self._cluster: Any = None
+        self._depth = 0  # nested with blocks share one client
 
     def __enter__(self) -> DaskExecutor:
+        self._depth += 1
+        if self.client is not None:
+            return self
         try:
             dist = _distributed()
         except ImportError:
@@ -91,18 +95,22 @@ class DaskExecutor:
             try:
                 self.client = dist.Client(self.scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
             except (OSError, TimeoutError, ValueError) as exc:
+                self._depth -= 1
                 why = " ".join(str(exc).split()) or type(exc).__name__
                 raise UsageError(f"{self.scheduler}: cannot reach the Dask scheduler ({why})",
                                  "scheduler") from None
         else:
             self._cluster = dist.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         host="127.0.0.1", dashboard_address=None,
+                                         host="127.0.0.1", dashboard_address=":0",
                                          silence_logs=logging.ERROR)
             self.client = dist.Client(self._cluster, set_as_default=False)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         if self.client is not None:
             self.client.close()
         if self._cluster is not None:
@@ -113,11 +121,12 @@ class DaskExecutor:
             **shared: Any) -> Iterator[tuple[int, Outcome[T]]]:
         if self.client is None:
             raise RuntimeError("DaskExecutor.run outside its with block")
-        sent = {k: self.client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
+        # each value sent once to every worker (in a list: Dask would scatter a dict item by item)
+        sent = {k: self.client.scatter([v], broadcast=True, hash=False)[0] for k, v in shared.items()}
         futures = {self.client.submit(on_worker, work, model, key=f"tensorguard-{i}-{model}",
                                       pure=False, **sent): i for i, model in enumerate(models)}
         try:
-            for future in _distributed().as_completed(futures):
+            for future in _distributed().as_completed(futures, loop=self.client.loop):
                 i = futures[future]
                 yield i, self._outcome(future, models[i])
         finally:
