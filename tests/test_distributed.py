@@ -44,9 +44,10 @@ def _dask() -> list[str]:
 def scheduler(tmp_path_factory):
     """A scheduler and two workers (one thread each), stopped at the end."""
     logs = tmp_path_factory.mktemp("dask")
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
     common = {"stdout": subprocess.DEVNULL, "cwd": logs}
-    procs = [subprocess.Popen([*_dask(), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+    procs = [subprocess.Popen([*_dask(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], stderr=(logs / "scheduler.log").open("w"), **common)]
     procs += [subprocess.Popen([*_dask(), "worker", address, "--nthreads", "1", "--nworkers", "1",
                                 "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
