@@ -167,12 +167,15 @@ class Store:
 
     # ---- reading
 
-    def light(self) -> Light:
-        """The columns ``scan`` reads of every row, in name order."""
+    def light(self, *, vectors: bool = True) -> Light:
+        """The columns ``scan`` reads of every row, in name order. Without ``vectors`` the
+        retrieval vectors stay in the file (``retrieval`` holds ``b""`` for a row that has one;
+        ``vector_chunks`` streams them)."""
         out = Light([], [], [], [], [], [])
+        column = "retrieval" if vectors else "CASE WHEN retrieval IS NULL THEN NULL ELSE x'' END"
         if self._db is not None:
             for name, path, digest, features, tokens, retrieval in self._db.execute(
-                    "SELECT name, path, header_hash, features, tokens, retrieval FROM models ORDER BY name"):
+                    f"SELECT name, path, header_hash, features, tokens, {column} FROM models ORDER BY name"):
                 out.names.append(name)
                 out.paths.append(path)
                 out.hashes.append(digest)
@@ -180,6 +183,15 @@ class Store:
                 out.tokens.append(tokens)
                 out.retrieval.append(retrieval)
         return out
+
+    def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
+        """Every row's name, token-list id and retrieval vector, in name order, ``size`` rows at a
+        time (one query: memory bounded by the chunk, whatever the catalogue's size)."""
+        if self._db is None:
+            return
+        cursor = self._db.execute("SELECT name, tokens, retrieval FROM models ORDER BY name")
+        while batch := cursor.fetchmany(size):
+            yield batch
 
     def token_lists(self) -> dict[int, tuple[str, ...]]:
         if self._db is None:
