@@ -140,13 +140,13 @@ def vector_groups(ids: np.ndarray, token_ids: list[int | None], blobs: list[byte
     return groups
 
 
-def stream_scores(sig: Signature, store: Store, known: Known, chunk: int = CHUNK_ROWS) -> np.ndarray:
-    """``retrieval_scores`` over every file row, read ``chunk`` rows at a time."""
+def stream_scores(sig: Signature, store: Store, known: Known, chunk: int | None = None) -> np.ndarray:
+    """``retrieval_scores`` over every file row, read ``chunk`` (default ``CHUNK_ROWS``) rows at a time."""
     out = np.full(len(known.names), np.nan)
     query = retrieval_vector(sig)
     lists = store.token_lists()
     start = 0
-    for batch in store.vector_chunks(chunk):
+    for batch in store.vector_chunks(chunk or CHUNK_ROWS):
         if [name for name, _, _ in batch] != known.names[start:start + len(batch)]:
             raise TensorguardError(f"{store.path}: the catalogue changed while it was scanned; scan again")
         ids = np.arange(start, start + len(batch))
