@@ -103,7 +103,8 @@ def synthetic_catalogue(db: Path, rows: int, query: Path) -> None:
                           "model_name": name}
                 batch.append(Row(name, {"base": name}, None, None, None, row_fp,
                                  scaled.astype("<f8").tobytes(), blob if planted else None,
-                                 tokens if planted else lists[i % len(lists)], v.astype(np.float16).tobytes(), "2026-01-01T00:00:00"))
+                                 tokens if planted else lists[i % len(lists)],
+                                 v.astype(np.float16).tobytes(), "2026-01-01T00:00:00"))
             store.put(batch, replace=False)
 
 
