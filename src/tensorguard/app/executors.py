@@ -91,6 +91,9 @@ class DaskExecutor:
         except ImportError:
             raise UsageError("{workers} and {scheduler} run on Dask, which is not installed: "
                              f"{EXTRA}", "workers", "scheduler") from None
+        # Dask's own notices (cluster start, connections) only at tensorguard's debug level
+        quiet = logging.getLogger("tensorguard").getEffectiveLevel() > logging.DEBUG
+        logging.getLogger("distributed").setLevel(logging.ERROR if quiet else logging.INFO)
         if self.scheduler is not None:
             try:
                 self.client = dist.Client(self.scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
