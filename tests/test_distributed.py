@@ -18,7 +18,7 @@ import pytest
 
 from lineage_models import base_weights, save
 from tensorguard.app import executors
-from tensorguard.app.batch import Status
+from tensorguard.app.batch import Outcome, Status
 from tensorguard.app.executors import DaskExecutor
 from tensorguard.app.index import add_models
 from tensorguard.catalogue import Catalogue, Store
@@ -142,3 +142,22 @@ def test_an_unreachable_scheduler_is_one_line(models, tmp_path, run_cli, monkeyp
     assert result.err.startswith(f"tensorguard: error: {address}: cannot reach the Dask scheduler (")
     assert result.err.count("\n") == 1
     assert not (tmp_path / "c.sqlite").exists()
+
+
+def test_a_model_that_crashes_its_workers_fails_after_bounded_tries(scheduler):
+    """A task that kills every worker it runs on is recorded as failed (after Dask's
+    allowed-failures), the other models are done, and each task runs torch on one thread."""
+
+    def work(model: str) -> Outcome[int]:
+        import torch
+
+        if model == "crash":
+            os._exit(1)
+        return Outcome(model, Status.WRITTEN, result=torch.get_num_threads())
+
+    with DaskExecutor(scheduler=scheduler) as runner:
+        found = dict(runner.run(work, ["a", "crash", "b"]))
+        runner.client.wait_for_workers(2, timeout=120)
+    assert [found[i].status for i in range(3)] == [Status.WRITTEN, Status.FAILED, Status.WRITTEN]
+    assert "killed the workers that ran it" in (found[1].error or "")
+    assert found[0].result == found[2].result == 1
