@@ -125,4 +125,5 @@ def test_no_model_at_all_is_one_line(run_cli, tmp_path):
     for command in ("index add", "scan"):
         result = run_cli(*command.split(), "--db", tmp_path / "c.sqlite")
         assert result.code == 2
-        assert result.err == "tensorguard: error: name at least one model (as arguments, or one a line in --from)\n"
+        assert result.err == ("tensorguard: error: name at least one model (as arguments, or one a line "
+                              "in --from)\n")
