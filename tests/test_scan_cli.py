@@ -28,7 +28,9 @@ def test_index_round_trip_and_scan_exit_codes(models, tmp_path, run_cli, monkeyp
     assert added.code == 0, added.err
     assert [e["name"] for e in json.loads(added.out)] == ["alpha"]
     again = run_cli("index", "add", models["alpha"], "--db", db, *FAST)
-    assert again.code == 2 and "--replace" in again.err  # refused before the slow part
+    assert again.code == 0 and again.out.endswith("same header hash (skipped)\n")  # resumable
+    other = run_cli("index", "add", models["beta"], "--name", "alpha", "--db", db, *FAST)
+    assert other.code == 2 and "--replace" in other.err  # other weights: refused before the slow part
     monkeypatch.setenv("TENSORGUARD_CATALOGUE", str(db))  # --db's default
     listed = json.loads(run_cli("index", "list", "--no-builtin", "--json").out)
     assert [(e["name"], e["origin"], e["labels"]["licence"]) for e in listed] == [

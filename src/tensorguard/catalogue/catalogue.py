@@ -8,8 +8,10 @@ processes may use one catalogue (readers never wait for a writer).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tensorguard.catalogue.entries import (
@@ -23,11 +25,22 @@ from tensorguard.catalogue.entries import (
     normalise_labels,
     now,
 )
+from tensorguard.catalogue.packs import PackInfo, is_pack, read_pack, rows_digest, verify_pack, write_pack
 from tensorguard.catalogue.store import BUSY_TIMEOUT_S, Damage, Row, Store, check_writable, default_db_path
 from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.fingerprints import load_fingerprints
 from tensorguard.loading import ModelInput
 from tensorguard.reference import LABELS_FILE, Label, load_labels
+
+
+@dataclass(frozen=True)
+class PackImport:
+    """What ``import_pack`` did: entries added, left as they were (equal), replaced."""
+
+    pack: PackInfo
+    added: tuple[Entry, ...]
+    unchanged: tuple[str, ...]
+    replaced: tuple[str, ...]
 
 
 class Catalogue:
@@ -56,11 +69,20 @@ class Catalogue:
         return f"Catalogue({str(self.path)!r}, builtin={self.builtin})"
 
     def open(self, *, writable: bool = False) -> Store:
-        """The file, opened (a missing file reads as empty)."""
+        """The file, opened (a missing file reads as empty). A signature pack is read directly,
+        once checked whole (``packs``), and is never written to."""
+        if is_pack(self.path):
+            if writable:
+                raise TensorguardError(f"{self.path}: is a signature pack (read-only); import it into a "
+                                       "catalogue to add or remove entries")
+            verify_pack(self.path)
         return Store.open(self.path, writable=writable, timeout=self.timeout)
 
     def check_writable(self) -> None:
-        """Refuse at once a catalogue that cannot be written (a read-only file or folder)."""
+        """Refuse at once a catalogue that cannot be written (a read-only file or folder, or a pack)."""
+        if is_pack(self.path):
+            raise TensorguardError(f"{self.path}: is a signature pack (read-only); import it into a "
+                                   "catalogue to add or remove entries")
         check_writable(self.path)
 
     # ---- adding
@@ -103,6 +125,43 @@ class Catalogue:
         extra, added_at = normalise_labels(labels), now()
         return self.insert([fingerprint_row(fp, {**label_of(table.get(fp.model_name)), **extra}, added_at)
                             for fp in fps], replace=replace)
+
+    # ---- signature packs
+
+    def export_pack(self, path: str | Path, *, force: bool = False) -> PackInfo:
+        """Write every entry of the file (signatures included; not the built-in ones, which ship
+        with tensorguard) as one signature pack at ``path``."""
+        from tensorguard import __version__
+
+        with self.open() as store:
+            rows = [dataclasses.replace(r, signature=store.signature(r.name), signature_size=None)
+                    for r in store.all()]
+        if not rows:
+            raise TensorguardError(f"{self.path}: the catalogue has no entries to export")
+        return write_pack(rows, path, force=force, created_by=f"tensorguard {__version__}")
+
+    def import_pack(self, path: str | Path, *, replace: bool = False) -> PackImport:
+        """Merge the pack at ``path`` (checked whole first) into the file, in one transaction.
+        Entries equal to the file's are left as they are; an entry whose name is taken by a
+        different one is a conflict: all are reported and nothing is written, unless ``replace``."""
+        info, rows = read_pack(path)
+        with self.open() as store:
+            present = {r.name: r for r in store.all()}
+            same: list[str] = []
+            conflicts: list[str] = []
+            for row in rows:
+                if (old := present.get(row.name)) is not None:
+                    old = dataclasses.replace(old, signature=store.signature(old.name), signature_size=None)
+                    (same if rows_digest([old]) == rows_digest([row]) else conflicts).append(row.name)
+        if conflicts and not replace:
+            more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+            shown = ", ".join(conflicts[:5]) + more
+            raise UsageError(f"{path}: {len(conflicts)} entries of the pack are named like different entries "
+                             f"of {self.path}: {shown}; nothing was imported (replace them with {{replace}})",
+                             "replace")
+        new = [r for r in rows if r.name not in same]
+        added = self.insert(new, replace=replace) if new else []
+        return PackImport(info, tuple(added), tuple(same), tuple(conflicts))
 
     # ---- reading and removing
 

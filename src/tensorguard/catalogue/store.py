@@ -335,13 +335,21 @@ class Store:
         for (rowid,) in self._query("SELECT rowid FROM models WHERE name = ?", (name,)):
             self._damaged(rowid, name, problem)
 
-    def light(self) -> Light:
-        """The columns ``scan`` reads of every row, in name order (damaged rows left out)."""
+    def light(self, *, vectors: bool = True) -> Light:
+        """The columns ``scan`` reads of every row, in name order (damaged rows left out). Without
+        ``vectors`` the retrieval vectors stay in the file (``retrieval`` holds ``b""`` for a row
+        that has one; ``vector_chunks`` streams them)."""
         out = Light([], [], [], [], [], [])
         lists = self.token_lists()
+        # without vectors, a vector's size stands for it (checked as the vector would be)
+        column = "retrieval" if vectors else \
+            "CASE WHEN retrieval IS NULL THEN NULL WHEN typeof(retrieval) = 'blob' THEN length(retrieval) " \
+            "ELSE -1 END"
         for rowid, name, path, digest, features, tokens, retrieval in self._query(
-                "SELECT rowid, name, path, header_hash, features, tokens, retrieval FROM models "
+                f"SELECT rowid, name, path, header_hash, features, tokens, {column} FROM models "
                 "ORDER BY name"):
+            if not vectors and retrieval is not None:
+                retrieval = Length(retrieval) if retrieval >= 0 else "not a blob"
             if problem := _light_problem(name, path, digest, features, tokens, retrieval, lists):
                 self._damaged(rowid, name, problem)
                 continue
@@ -350,8 +358,19 @@ class Store:
             out.hashes.append(digest)
             out.features.append(features)
             out.tokens.append(tokens)
-            out.retrieval.append(retrieval)
+            out.retrieval.append(retrieval if vectors or retrieval is None else b"")
         return out
+
+    def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
+        """Every undamaged row's name, token-list id and retrieval vector, in name order, ``size``
+        rows at a time (one query: memory bounded by the chunk, whatever the catalogue's size)."""
+        if self._db is None:
+            return
+        with self._errors():
+            cursor = self._db.execute("SELECT rowid, name, tokens, retrieval FROM models ORDER BY name")
+            while batch := cursor.fetchmany(size):
+                yield [(name, tokens, vector) for rowid, name, tokens, vector in batch
+                       if rowid not in self.damage]
 
     def token_lists(self) -> dict[int, tuple[str, ...]]:
         """The readable token lists by id (a damaged one is left out: its rows read as damaged)."""
@@ -501,9 +520,16 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+class Length(int):
+    """A blob column's size, read in its place (``len`` is the size)."""
+
+    def __len__(self) -> int:
+        return int(self)
+
+
 def _size(blob: object) -> str:
     """What a blob column holds, for a message: ``113 bytes``, ``text``, ``a number``."""
-    return f"{len(blob)} bytes" if isinstance(blob, bytes) else "text" if isinstance(blob, str) \
+    return f"{len(blob)} bytes" if isinstance(blob, bytes | Length) else "text" if isinstance(blob, str) \
         else "a number"
 
 
@@ -540,7 +566,7 @@ def _light_problem(name: object, path: object, digest: object, features: object,
         if tokens is None:
             return "a retrieval vector without a token list"
         n = len(lists[tokens])
-        if not isinstance(retrieval, bytes) or len(retrieval) != n * (n - 1):
+        if not isinstance(retrieval, bytes | Length) or len(retrieval) != n * (n - 1):
             return f"its retrieval vector is {_size(retrieval)}, not {n * (n - 1)} bytes for {n} tokens"
     return None
 
