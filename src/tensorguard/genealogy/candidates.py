@@ -59,7 +59,7 @@ def similarity_matrix(profiles: Sequence[ModelProfile]) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         sim = np.nanmedian(np.stack(per_matrix), axis=0)
     np.fill_diagonal(sim, 1.0)
-    return np.clip(sim, -1.0, 1.0)
+    return np.asarray(np.clip(sim, -1.0, 1.0), dtype=float)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ def _sign(x: float) -> int:
 
 
 CUES = (
-    Cue("precision", "the child's values are coarser (quantized or cast)", lambda a, b: _sign(a.bits - b.bits)),
+    Cue("precision", "the child's values are coarser (quantized or cast)",
+        lambda a, b: _sign(a.bits - b.bits)),
     Cue("sparsity", "the child holds more exact zeros (pruned)",
         lambda a, b: _sign(b.zeros - a.zeros) if abs(b.zeros - a.zeros) > ZERO_MARGIN else 0),
     Cue("drift", "the child's weights are larger (updates add energy)", lambda a, b: _sign(b.rms - a.rms)),

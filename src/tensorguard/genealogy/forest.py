@@ -44,7 +44,7 @@ def _candidates(sim: np.ndarray, merges: dict[int, MergeFit]) -> np.ndarray:
         for other in range(n):
             if other in fit.parents or 1 - sim[child, other] >= reach:
                 allowed[child, other] = allowed[other, child] = False
-    return allowed
+    return np.asarray(allowed, dtype=bool)
 
 
 def _arborescence(members: list[int], allowed: np.ndarray, sim: np.ndarray, merges: dict[int, MergeFit],

@@ -17,7 +17,7 @@ KIND_COLOURS = {kind: PALETTE[i] for i, kind in enumerate(EdgeKind)}
 def _layout(t: Tree) -> dict[str, tuple[float, float]]:
     """(x, depth) of every model: leaves left to right in family order, a parent above the middle
     of its children, a merge below the deeper of its parents."""
-    first_parent = {}
+    first_parent: dict[str, str] = {}
     for e in t.edges:
         first_parent.setdefault(e.child, e.parent)
     children: dict[str, list[str]] = {}
