@@ -110,9 +110,9 @@ def test_outputs_are_not_overwritten_and_bad_input_is_one_line(run_cli, family: 
 
 
 def test_similarities_are_symmetric_and_unrelated_models_are_apart(family: dict[str, Path]) -> None:
-    from tensorguard.genealogy.candidates import RELATED, similarity_matrix
+    from tensorguard.genealogy.candidates import RELATED, products, similarity_matrix
     from tensorguard.genealogy.profiles import profile
 
-    sim = similarity_matrix([profile(family["base"]), profile(family["other"]), profile(family["ft1"])])
+    sim = similarity_matrix(products([profile(family[n]) for n in ("base", "other", "ft1")]))
     assert np.allclose(sim, sim.T)
     assert abs(sim[0, 1]) < RELATED < sim[0, 2]

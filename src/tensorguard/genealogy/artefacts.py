@@ -40,6 +40,8 @@ GRIDS = (
 )
 #: Entries per quantization group tried (0: the whole row).
 GROUPS = (32, 64, 128, 0)
+#: Groups looked at first: a grid they do not sit on is not tried on the rest.
+_FIRST = 8
 
 
 def _share_on_grid(chunks: np.ndarray, grid: Grid) -> float:
@@ -66,7 +68,8 @@ def grid_of(rows: np.ndarray) -> Grid | None:
             size = group or width
             if width % size or size < 8:
                 continue
-            if _share_on_grid(rows.reshape(-1, size), grid) >= ON_GRID:
+            chunks = rows.reshape(-1, size)
+            if _share_on_grid(chunks[:_FIRST], grid) >= ON_GRID and _share_on_grid(chunks, grid) >= ON_GRID:
                 return grid
     return None
 

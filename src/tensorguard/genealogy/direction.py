@@ -1,13 +1,15 @@
 """Which end of a related pair is the parent, from the weights alone.
 
-Each cue votes on a pair ``(a, b)`` with a number in [-1, 1], positive when ``a`` is the parent,
-over the matrices both hold: the share of matrices where it points one way minus the share where
-it points the other. The cues are data (``CUES``), tried in order; the first whose vote reaches
+Each cue votes on a pair ``(a, b)`` with a number in [-1, 1], positive when ``a`` is the parent;
+most vote per matrix, over the matrices both hold: the share of matrices where it points one way
+minus the share where it points the other. The cues are data (``CUES``), tried in order; the first whose vote reaches
 ``DECISIVE`` decides, else the pair's direction is not told (``score`` stays near 0 and the edge is
 reported undirected). Artefacts come first, because a derivative gains them and never loses them:
 
 * ``precision``: fewer bits (values on a quantization grid, or exactly 16-bit floats) in the child;
 * ``sparsity``: more exact zeros in the child (pruning);
+* ``depth``: fewer matrices in the child (blocks removed; a model grown by stacking blocks would
+  be read the wrong way round);
 * ``drift``: a larger root-mean-square weight in the child (an update adds energy that is
   independent of the weights; weight decay during long training can reverse it).
 
@@ -33,18 +35,23 @@ ZERO_MARGIN = 0.01
 
 @dataclass(frozen=True)
 class Cue:
-    """One directional cue: ``order(a, b)`` is +1 when matrix ``a`` looks like the parent of ``b``,
-    -1 for the reverse, 0 when it cannot tell."""
+    """One directional cue: ``vote(a, b)`` in [-1, 1], positive when ``a`` looks like the parent."""
 
     name: str
     description: str
-    order: Callable[[MatrixProfile, MatrixProfile], int]
+    vote: Callable[[ModelProfile, ModelProfile], float]
 
-    def vote(self, a: ModelProfile, b: ModelProfile) -> float:
+
+def per_matrix(order: Callable[[MatrixProfile, MatrixProfile], int],
+               ) -> Callable[[ModelProfile, ModelProfile], float]:
+    """A vote from a per-matrix ``order`` (+1: the first matrix looks like the parent's, -1: the
+    reverse, 0: cannot tell), averaged over the matrices both models hold."""
+
+    def vote(a: ModelProfile, b: ModelProfile) -> float:
         names = shared(a, b)
-        if not names:
-            return 0.0
-        return float(np.mean([self.order(a.matrices[n], b.matrices[n]) for n in names]))
+        return float(np.mean([order(a.matrices[n], b.matrices[n]) for n in names])) if names else 0.0
+
+    return vote
 
 
 def _sign(x: float) -> int:
@@ -53,13 +60,16 @@ def _sign(x: float) -> int:
 
 CUES = (
     Cue("precision", "the child's values are coarser (quantized or cast)",
-        lambda a, b: _sign(a.bits - b.bits)),
+        per_matrix(lambda a, b: _sign(a.bits - b.bits))),
     Cue("sparsity", "the child holds more exact zeros (pruned)",
-        lambda a, b: _sign(b.zeros - a.zeros) if abs(b.zeros - a.zeros) > ZERO_MARGIN else 0),
-    Cue("drift", "the child's weights are larger (updates add energy)", lambda a, b: _sign(b.rms - a.rms)),
+        per_matrix(lambda a, b: _sign(b.zeros - a.zeros) if abs(b.zeros - a.zeros) > ZERO_MARGIN else 0)),
+    Cue("depth", "the child has fewer matrices (blocks removed)",
+        lambda a, b: float(_sign(len(a.matrices) - len(b.matrices)))),
+    Cue("drift", "the child's weights are larger (updates add energy)",
+        per_matrix(lambda a, b: _sign(b.rms - a.rms))),
 )
 KURTOSIS = Cue("kurtosis", "the child's weights have heavier tails (MoTHer)",
-               lambda a, b: _sign(b.kurtosis - a.kurtosis))
+               per_matrix(lambda a, b: _sign(b.kurtosis - a.kurtosis)))
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,15 @@
 weights say, and merges given both parents.
 
 1. Candidate edges: every related pair (``RELATED``), both ways. A merge has no edge to its parents
-   (step 3) nor to any model as far from it as they are, and no edge into it: its own tree (its
+   (step 3) nor to any model farther from it than ``DERIVATIVE_REACH`` times the nearer parent's
+   distance, and no edge into it: its own tree (its
    derivatives) is rooted at it, and it never becomes the hub of its parents' family.
 2. Each connected set of candidates gets its minimum spanning arborescence (Chu-Liu/Edmonds) under
    the cost ``d (1 + PENALTY * max(0, -s))``: ``d = 1 - similarity``, ``s`` the direction cue's
    vote for that way round. An edge against the cues costs more, so a quantized copy is never the
    parent of the float model it sits beside; an edge the cues cannot orient costs the same both
-   ways. The arborescence's root is the family's root; it is ``told`` when every edge out of it
-   is oriented by a cue (or it stands alone).
+   ways. The arborescence's root is the family's root; it is ``told`` when a cue orients an edge
+   out of it (or it stands alone).
 3. A merge gets one ``merge parent`` edge from each parent; a family is the trees joined so (with
    unrelated parents it has two roots).
 """
@@ -23,13 +24,15 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from tensorguard.genealogy.candidates import RELATED, MergeFit, find_merges, similarity_matrix
+from tensorguard.genealogy.candidates import RELATED, MergeFit, find_merges, products, similarity_matrix
 from tensorguard.genealogy.direction import DECISIVE, Direction, direction
 from tensorguard.genealogy.kinds import edge_kind
 from tensorguard.genealogy.profiles import ModelProfile
 from tensorguard.genealogy.results import Edge, EdgeKind, Family, Node, Tree
 
 _DIGITS = 6
+#: How close to a merge, relative to its nearer parent, a model must be to hang from it.
+DERIVATIVE_REACH = 0.5
 #: Extra cost, per unit of the cues' vote against it, of an edge that runs against the cues.
 PENALTY = 1.0
 _MERGE = Direction(1.0, "merge", {})
@@ -40,7 +43,7 @@ def _candidates(sim: np.ndarray, merges: dict[int, MergeFit]) -> np.ndarray:
     n = len(sim)
     allowed = (np.nan_to_num(sim, nan=-1.0) >= RELATED) & ~np.eye(n, dtype=bool)
     for child, fit in merges.items():
-        reach = min(1 - sim[child, p] for p in fit.parents)
+        reach = DERIVATIVE_REACH * min(1 - sim[child, p] for p in fit.parents)
         for other in range(n):
             if other in fit.parents or 1 - sim[child, other] >= reach:
                 allowed[child, other] = allowed[other, child] = False
@@ -67,8 +70,9 @@ def _arborescence(members: list[int], allowed: np.ndarray, sim: np.ndarray, merg
 
 def build_forest(profiles: Sequence[ModelProfile]) -> Tree:
     """The forest over ``profiles`` (names must be distinct)."""
-    sim = similarity_matrix(profiles)
-    merges = find_merges(profiles, sim)
+    found = products(profiles)
+    sim = similarity_matrix(found)
+    merges = find_merges(found, sim)
     allowed = _candidates(sim, merges)
     cues: dict[tuple[int, int], Direction] = {}
 
@@ -93,7 +97,7 @@ def build_forest(profiles: Sequence[ModelProfile]) -> Tree:
         if root in merges:
             edges += [_edge(profiles, sim, p, root, _MERGE, merges) for p in merges[root].parents]
         else:
-            root_told = all(told(p, c).score >= DECISIVE for p, c in local if p == root)
+            root_told = not local or any(told(p, c).score >= DECISIVE for p, c in local if p == root)
             roots.setdefault(int(family_of[root]), []).append((root, root_told))
     families = []
     first = {int(f): int(np.flatnonzero(family_of == f)[0]) for f in set(family_of.tolist())}

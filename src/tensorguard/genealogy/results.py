@@ -14,6 +14,7 @@ class EdgeKind(TextEnum):
     CAST = "cast"
     QUANTIZED = "quantized"
     PRUNED = "pruned"
+    RESCALED = "rescaled"
     ADAPTER = "adapter"
     FINETUNED = "fine-tuned"
     MERGE = "merge parent"
