@@ -6,10 +6,10 @@ weights say, and merges given both parents.
    distance, and no edge into it: its own tree (its
    derivatives) is rooted at it, and it never becomes the hub of its parents' family.
 2. Each connected set of candidates gets its minimum spanning arborescence (Chu-Liu/Edmonds) under
-   the cost ``d (1 + PENALTY * max(0, -s))``: ``d = 1 - similarity``, ``s`` the direction cue's
-   vote for that way round. An edge against the cues costs more, so a quantized copy is never the
-   parent of the float model it sits beside; an edge the cues cannot orient costs the same both
-   ways. The arborescence's root is the family's root; it is ``told`` when a cue orients an edge
+   the cost ``d + PENALTY * max(0, -s)``: ``d = 1 - similarity``, ``s`` the direction cue's vote
+   for that way round. An edge against the cues costs more, so a quantized or cast copy is never
+   the parent of the float model it sits beside, even when it happens to sit a hair closer to
+   their own parent; an edge the cues cannot orient costs the same both ways. The arborescence's root is the family's root; it is ``told`` when a cue orients an edge
    out of it (or it stands alone).
 3. A merge gets one ``merge parent`` edge from each parent; a family is the trees joined so (with
    unrelated parents it has two roots).
@@ -33,8 +33,9 @@ from tensorguard.genealogy.results import Edge, EdgeKind, Family, Node, Tree
 _DIGITS = 6
 #: How close to a merge, relative to its nearer parent, a model must be to hang from it.
 DERIVATIVE_REACH = 0.5
-#: Extra cost, per unit of the cues' vote against it, of an edge that runs against the cues.
-PENALTY = 1.0
+#: Extra cost (in units of ``1 - similarity``), per unit of the cues' vote against it, of an
+#: edge that runs against the cues.
+PENALTY = 0.05
 _MERGE = Direction(1.0, "merge", {})
 
 
@@ -61,7 +62,7 @@ def _arborescence(members: list[int], allowed: np.ndarray, sim: np.ndarray, merg
         for v in members:
             if allowed[u, v] and v not in merges:
                 d = max(0.0, 1 - float(sim[u, v])) + 1e-9
-                graph.add_edge(u, v, weight=d * (1 + PENALTY * max(0.0, -told(u, v).score)))
+                graph.add_edge(u, v, weight=d + PENALTY * max(0.0, -told(u, v).score))
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     edges = sorted((int(u), int(v)) for u, v in tree.edges)
     children = {v for _, v in edges}
