@@ -80,8 +80,8 @@ RECIPE: dict[str, tuple[str, EdgeKind, object]] = {
     "merge": ("ft", EdgeKind.MERGE, lambda m, s: merge(m["ft"], m["ftm"])),  # and from ftm
     "drop-blocks": ("base", EdgeKind.PRUNED, lambda m, s: drop_blocks(m["base"], (2, 3))),
     "rescale": ("ftm", EdgeKind.RESCALED, lambda m, s: rescale(m["ftm"], SPEC, seed=s + 7)),
-    "permute": ("ft", EdgeKind.FINETUNED, lambda m, s: rename(m["ft"], SPEC, seed=s + 8)),
-    "rotate": ("ft", EdgeKind.FINETUNED, lambda m, s: rotate(m["ft"], SPEC, seed=s + 9)),
+    "permute": ("ft", EdgeKind.DISGUISED, lambda m, s: rename(m["ft"], SPEC, seed=s + 8)),
+    "rotate": ("ft", EdgeKind.DISGUISED, lambda m, s: rotate(m["ft"], SPEC, seed=s + 9)),
 }
 SECOND_PARENT = {"merge": "ftm"}
 BF16 = {"bf16"}
@@ -129,7 +129,8 @@ def evaluate(result: Tree, families: int, profiles: dict[str, object]) -> str:
          mother / max(1, len(recovered))],
         ["edge kind", f"{kinds}/{len(recovered)}", kinds / max(1, len(recovered))],
         ["root precision", f"{len(roots & true_roots)}/{len(roots)}", len(roots & true_roots) / len(roots)],
-        ["root recall", f"{len(roots & true_roots)}/{len(true_roots)}", len(roots & true_roots) / len(true_roots)],
+        ["root recall", f"{len(roots & true_roots)}/{len(true_roots)}",
+         len(roots & true_roots) / len(true_roots)],
     ]
     per: dict[str, Counter[str]] = {}
     for (parent, child), kind in true_edges.items():

@@ -3,7 +3,8 @@
 ``tree(models)`` reads each model once (``profiles``: a sketch of every matrix and its artefacts),
 finds related pairs and merges from the sketches (``candidates``), orients each pair from what a
 derivative gains (``direction``), names each edge (``kinds``) and builds the rooted forest
-(``forest``); ``results`` holds the typed result.
+(``forest``), and joins families whose roots are disguised copies of one another (``disguised``);
+``results`` holds the typed result.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from tensorguard.errors import UsageError
+from tensorguard.genealogy.disguised import relink
 from tensorguard.genealogy.forest import build_forest
 from tensorguard.genealogy.profiles import ModelProfile, profile
 from tensorguard.genealogy.results import Edge, EdgeKind, Family, Node, Tree
@@ -41,4 +43,4 @@ def tree(models: Sequence[ModelInput], *, names: Sequence[str] | None = None) ->
                     for m, p in zip(models, profiles, strict=True)]
         if len({p.name for p in profiles}) < len(profiles):
             raise UsageError("the same model is given twice", "models")
-    return build_forest(profiles)
+    return relink(build_forest(profiles), models)

@@ -2,9 +2,10 @@
 
 Each cue votes on a pair ``(a, b)`` with a number in [-1, 1], positive when ``a`` is the parent;
 most vote per matrix, over the matrices both hold: the share of matrices where it points one way
-minus the share where it points the other. The cues are data (``CUES``), tried in order; the first whose vote reaches
-``DECISIVE`` decides, else the pair's direction is not told (``score`` stays near 0 and the edge is
-reported undirected). Artefacts come first, because a derivative gains them and never loses them:
+minus the share where it points the other. The cues are data (``CUES``), tried in order; the
+first whose vote reaches ``DECISIVE`` decides, else the pair's direction is not told (``score``
+stays 0 and the edge is reported undirected). Artefacts come first, because a derivative gains
+them and never loses them:
 
 * ``precision``: fewer bits (values on a quantization grid, or exactly 16-bit floats) in the child;
 * ``sparsity``: more exact zeros in the child (pruning);

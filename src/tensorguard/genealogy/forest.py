@@ -3,14 +3,16 @@ weights say, and merges given both parents.
 
 1. Candidate edges: every related pair (``RELATED``), both ways. A merge has no edge to its parents
    (step 3) nor to any model farther from it than ``DERIVATIVE_REACH`` times the nearer parent's
-   distance, and no edge into it: its own tree (its
-   derivatives) is rooted at it, and it never becomes the hub of its parents' family.
+   distance, and no edge into it: its own tree (its derivatives) is rooted at it, and it never
+   becomes the hub of its parents' family.
 2. Each connected set of candidates gets its minimum spanning arborescence (Chu-Liu/Edmonds) under
    the cost ``d + PENALTY * max(0, -s)``: ``d = 1 - similarity``, ``s`` the direction cue's vote
    for that way round. An edge against the cues costs more, so a quantized or cast copy is never
    the parent of the float model it sits beside, even when it happens to sit a hair closer to
-   their own parent; an edge the cues cannot orient costs the same both ways. The arborescence's root is the family's root; it is ``told`` when a cue orients an edge
-   out of it (or it stands alone).
+   their own parent; an edge the cues cannot orient costs the same both ways. A parent below full
+   precision costs ``COARSE_PARENT`` more (a tie-break: a quantizer starts from the float release,
+   not from its 16-bit cast, when both fit alike). The arborescence's root is the family's root;
+   it is ``told`` when a cue orients an edge out of it (or it stands alone).
 3. A merge gets one ``merge parent`` edge from each parent; a family is the trees joined so (with
    unrelated parents it has two roots).
 """
@@ -24,6 +26,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from tensorguard.genealogy.artefacts import FULL
 from tensorguard.genealogy.candidates import RELATED, MergeFit, find_merges, products, similarity_matrix
 from tensorguard.genealogy.direction import DECISIVE, Direction, direction
 from tensorguard.genealogy.kinds import edge_kind
@@ -36,6 +39,8 @@ DERIVATIVE_REACH = 0.5
 #: Extra cost (in units of ``1 - similarity``), per unit of the cues' vote against it, of an
 #: edge that runs against the cues.
 PENALTY = 0.05
+#: Extra cost of a parent with fewer bits than a float32 one (at 0 bits; in proportion).
+COARSE_PARENT = 1e-4
 _MERGE = Direction(1.0, "merge", {})
 
 
@@ -51,8 +56,9 @@ def _candidates(sim: np.ndarray, merges: dict[int, MergeFit]) -> np.ndarray:
     return np.asarray(allowed, dtype=bool)
 
 
-def _arborescence(members: list[int], allowed: np.ndarray, sim: np.ndarray, merges: dict[int, MergeFit],
-                  told: Callable[[int, int], Direction]) -> tuple[int, list[tuple[int, int]]]:
+def _arborescence(members: list[int], profiles: Sequence[ModelProfile], allowed: np.ndarray, sim: np.ndarray,
+                  merges: dict[int, MergeFit], told: Callable[[int, int], Direction],
+                  ) -> tuple[int, list[tuple[int, int]]]:
     """The root and the (parent, child) edges of one connected set of candidates."""
     if len(members) == 1:
         return members[0], []
@@ -62,7 +68,8 @@ def _arborescence(members: list[int], allowed: np.ndarray, sim: np.ndarray, merg
         for v in members:
             if allowed[u, v] and v not in merges:
                 d = max(0.0, 1 - float(sim[u, v])) + 1e-9
-                graph.add_edge(u, v, weight=d + PENALTY * max(0.0, -told(u, v).score))
+                coarse = COARSE_PARENT * max(0, FULL - profiles[u].bits) / FULL
+                graph.add_edge(u, v, weight=d + PENALTY * max(0.0, -told(u, v).score) + coarse)
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     edges = sorted((int(u), int(v)) for u, v in tree.edges)
     children = {v for _, v in edges}
@@ -93,7 +100,7 @@ def build_forest(profiles: Sequence[ModelProfile]) -> Tree:
     roots: dict[int, list[tuple[int, bool]]] = {}
     for part in sorted(set(parts.tolist()), key=lambda lab: int(np.flatnonzero(parts == lab)[0])):
         members = [int(i) for i in np.flatnonzero(parts == part)]
-        root, local = _arborescence(members, allowed, sim, merges, told)
+        root, local = _arborescence(members, profiles, allowed, sim, merges, told)
         edges += [_edge(profiles, sim, p, c, told(p, c), merges) for p, c in local]
         if root in merges:
             edges += [_edge(profiles, sim, p, root, _MERGE, merges) for p in merges[root].parents]

@@ -18,6 +18,7 @@ class EdgeKind(TextEnum):
     ADAPTER = "adapter"
     FINETUNED = "fine-tuned"
     MERGE = "merge parent"
+    DISGUISED = "disguised"
 
 
 @dataclass(frozen=True)
