@@ -116,3 +116,16 @@ def test_similarities_are_symmetric_and_unrelated_models_are_apart(family: dict[
     sim = similarity_matrix(products([profile(family[n]) for n in ("base", "other", "ft1")]))
     assert np.allclose(sim, sim.T)
     assert abs(sim[0, 1]) < RELATED < sim[0, 2]
+
+
+def test_a_renamed_copy_joins_its_family_undirected(tmp_path: Path) -> None:
+    import lineage_models as lm
+
+    base = lm.base_weights(4)
+    ft = finetune(base, 0.25, 7)
+    models = {"base": base, "ft": ft, "ft-renamed": lm.rename(ft, 11), "stranger": lm.base_weights(5)}
+    paths = [lm.save(tmp_path / name, w) for name, w in models.items()]
+    t = tensorguard.tree(paths)
+    assert t.roots == ("base", "stranger")
+    (edge,) = [e for e in t.edges if e.child == "ft-renamed"]
+    assert (edge.parent, edge.kind, edge.directed) == ("ft", EdgeKind.DISGUISED, False)

@@ -40,8 +40,6 @@ GRIDS = (
 )
 #: Entries per quantization group tried (0: the whole row).
 GROUPS = (32, 64, 128, 0)
-#: Groups looked at first: a grid they do not sit on is not tried on the rest.
-_FIRST = 8
 
 
 def _share_on_grid(chunks: np.ndarray, grid: Grid) -> float:
@@ -60,18 +58,31 @@ def _share_on_grid(chunks: np.ndarray, grid: Grid) -> float:
     return float((np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE).mean())
 
 
+def _plausible(chunk: np.ndarray) -> list[Grid]:
+    """The grids one group's entries sit on (all grids at once: the quick test before the full one)."""
+    scale = np.array([np.abs(chunk).max() if g.symmetric else chunk.max() - chunk.min() for g in GRIDS])
+    low = np.array([0.0 if g.symmetric else chunk.min() for g in GRIDS])
+    steps = np.array([g.steps for g in GRIDS], dtype=float)
+    step = np.where(scale > 0, scale / steps, 1.0)
+    q = (chunk[None, :] - low[:, None]) / step[:, None]
+    fits = (np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE) & (scale > 0)
+    return [g for g, ok in zip(GRIDS, fits, strict=True) if ok]
+
+
 def grid_of(rows: np.ndarray) -> Grid | None:
     """The coarsest grid that ``rows`` (whole rows of one matrix, float64) sit on, else ``None``."""
     width = rows.shape[1]
-    for grid in sorted(GRIDS, key=lambda g: g.bits):
-        for group in GROUPS:
-            size = group or width
-            if width % size or size < 8:
-                continue
-            chunks = rows.reshape(-1, size)
-            if _share_on_grid(chunks[:_FIRST], grid) >= ON_GRID and _share_on_grid(chunks, grid) >= ON_GRID:
-                return grid
-    return None
+    found = []
+    for group in GROUPS:
+        size = group or width
+        if width % size or size < 8:
+            continue
+        chunks = rows.reshape(-1, size)
+        first = next((c for c in chunks if c.any()), None)  # an all-zero group says nothing
+        if first is None:
+            continue
+        found += [g for g in _plausible(first) if _share_on_grid(chunks, g) >= ON_GRID]
+    return min(found, key=lambda g: (g.bits, GRIDS.index(g))) if found else None
 
 
 def float_bits(values: np.ndarray) -> int:
