@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from tensorguard.genealogy.profiles import ModelProfile
 
@@ -50,8 +51,8 @@ class Products:
     def gram(self, models: Sequence[int]) -> np.ndarray:
         """The Gram matrix of ``models`` over the matrices all of them hold."""
         idx = list(models)
-        keep = self.present[:, idx].all(axis=1)
-        return np.asarray(self.dots[keep][:, idx][:, :, idx].sum(axis=0), dtype=float)
+        keep = np.flatnonzero(self.present[:, idx].all(axis=1))
+        return np.asarray(self.dots[np.ix_(keep, idx, idx)].sum(axis=0), dtype=float)
 
 
 def products(profiles: Sequence[ModelProfile]) -> Products:
@@ -64,9 +65,9 @@ def products(profiles: Sequence[ModelProfile]) -> Products:
                if name in p.matrices and p.matrices[name].shape == shape]
         if len(idx) < 2:
             continue
-        x = np.stack([profiles[i].matrices[name].sketch.reshape(-1) for i in idx])
+        x = torch.from_numpy(np.stack([profiles[i].matrices[name].sketch.reshape(-1) for i in idx]))
         full = np.zeros((n, n))
-        full[np.ix_(idx, idx)] = x @ x.T
+        full[np.ix_(idx, idx)] = (x @ x.T).numpy()  # torch's product: float64, as numpy's
         dots.append(full)
         present.append(np.isin(np.arange(n), idx))
     if not dots:

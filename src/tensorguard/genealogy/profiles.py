@@ -23,6 +23,8 @@ from tensorguard.loading import ModelInput, opened
 
 #: Entries sampled per matrix (16 KB as float32).
 SKETCH = 1 << 12
+#: Matrices up to this many entries (1 MB as float32) are read whole and sampled in memory.
+WHOLE = 1 << 18
 #: Bits per weight of each stored float type.
 DTYPE_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "F8_E4M3": 8, "F8_E5M2": 8}
 
@@ -89,8 +91,13 @@ def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
         matrices = {}
         for info in progress.bar(source.matrices(), desc=f"reading {source.name}", unit="tensor"):
             rows, width = info.shape
-            blocks = [source.read_rows(info.name, start, stop, torch.float32).double().numpy()
-                      for start, stop in sample_runs(rows, width, SKETCH)]
+            runs = sample_runs(rows, width, SKETCH)
+            if rows * width <= WHOLE:  # one read beats many small ones
+                whole = source.read(info.name, torch.float32).double().numpy()
+                blocks = [whole[start:stop] for start, stop in runs]
+            else:
+                blocks = [source.read_rows(info.name, start, stop, torch.float32).double().numpy()
+                          for start, stop in runs]
             stored = info.quant.bits if info.quant is not None else DTYPE_BITS.get(info.dtype, FULL)
             matrices[info.name] = _matrix(info.shape, np.concatenate(blocks), stored)
         return ModelProfile(name or source.name, source.total_params, matrices)
