@@ -50,7 +50,7 @@ class Products:
 
     def gram(self, models: Sequence[int]) -> np.ndarray:
         """The Gram matrix of ``models`` over the matrices all of them hold."""
-        idx = list(models)
+        idx = np.asarray(models, dtype=np.intp)
         keep = np.flatnonzero(self.present[:, idx].all(axis=1))
         return np.asarray(self.dots[np.ix_(keep, idx, idx)].sum(axis=0), dtype=float)
 
