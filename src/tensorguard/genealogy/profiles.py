@@ -94,11 +94,10 @@ def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
             rows, width = info.shape
             runs = sample_runs(rows, width, SKETCH)
             if rows * width <= WHOLE:  # one read beats many small ones
-                whole = source.read(info.name, torch.float32).double().numpy()
+                whole = source.read(info.name, torch.float32)
                 blocks = [whole[start:stop] for start, stop in runs]
             else:
-                blocks = [source.read_rows(info.name, start, stop, torch.float32).double().numpy()
-                          for start, stop in runs]
+                blocks = [source.read_rows(info.name, start, stop, torch.float32) for start, stop in runs]
             stored = info.quant.bits if info.quant is not None else DTYPE_BITS.get(info.dtype, FULL)
-            matrices[info.name] = _matrix(info.shape, np.concatenate(blocks), stored)
+            matrices[info.name] = _matrix(info.shape, torch.cat(blocks).double().numpy(), stored)
         return ModelProfile(name or source.name, source.total_params, matrices)

@@ -96,9 +96,11 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(wide.to(narrow.dtype), narrow)
 
 
-def sample_runs(rows: int, row_length: int, budget: int = EXACT_LIMIT) -> list[tuple[int, int]]:
+def sample_runs(rows: int, row_length: int, budget: int | None = None) -> list[tuple[int, int]]:
     """The row ranges a cosine is computed over: all rows when there are at most ``budget``
-    entries, else ``RUNS`` runs of equal length drawn with seed 0 (about ``budget`` entries)."""
+    (default ``EXACT_LIMIT``) entries, else ``RUNS`` runs of equal length drawn with seed 0 (about
+    ``budget`` entries)."""
+    budget = EXACT_LIMIT if budget is None else budget
     if rows * row_length <= budget:
         return [(0, rows)]
     length = max(1, budget // (RUNS * row_length))  # rows per run
