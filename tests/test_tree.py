@@ -129,3 +129,18 @@ def test_a_renamed_copy_joins_its_family_undirected(tmp_path: Path) -> None:
     assert t.roots == ("base", "stranger")
     (edge,) = [e for e in t.edges if e.child == "ft-renamed"]
     assert (edge.parent, edge.kind, edge.directed) == ("ft", EdgeKind.DISGUISED, False)
+
+
+def test_catalogue_entries_are_read_where_they_were_indexed(run_cli, family: dict[str, Path],  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    db = tmp_path / "team.sqlite"
+    added = run_cli("index", "add", family["base"], "--name", "the-base", "--db", db, "--samples", "2",
+                    "--device", "cpu", "-q")
+    assert added.code == 0, added.err
+    found = run_cli("tree", "the-base", family["ft1"], family["ft1-int8"], "--db", db, "--json")
+    assert found.code == 0, found.err
+    data = json.loads(found.out)
+    assert [f["root"] for f in data["families"]] == ["the-base"]
+    assert {(e["parent"], e["child"]) for e in data["edges"]} == {("the-base", "ft1"), ("ft1", "ft1-int8")}
+    unknown = run_cli("tree", "nobody", family["ft1"], "--db", db)
+    assert unknown.code == 2 and len(unknown.err.strip().splitlines()) == 1

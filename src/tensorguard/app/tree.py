@@ -7,18 +7,38 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from tensorguard.catalogue import Catalogue
+from tensorguard.errors import TensorguardError
 from tensorguard.genealogy import Edge, Tree, tree
-from tensorguard.loading import ModelInput
 from tensorguard.outputs import check_writable, write_all
 
 
-def tree_models(models: Sequence[ModelInput], *, dot: str | Path | None = None,
+def resolve(models: Sequence[str], catalogue: Catalogue | None) -> tuple[list[str], list[str | None]]:
+    """Paths (and names) of ``models``: a path as it is; with a catalogue, a name that is no path is
+    an entry, read where the catalogue read it."""
+    paths = list(models)
+    names: list[str | None] = [None] * len(models)
+    if catalogue is None:
+        return paths, names
+    for i, model in enumerate(models):
+        if Path(model).exists():
+            continue
+        entry = catalogue.entry(model)
+        if entry.path is None:
+            raise TensorguardError(f"{entry.name}: a fingerprint-only catalogue entry: a tree needs weights")
+        paths[i], names[i] = entry.path, entry.name
+    return paths, names
+
+
+def tree_models(models: Sequence[str], *, catalogue: Catalogue | None = None, dot: str | Path | None = None,
                 plot: str | Path | None = None, force: bool = False) -> Tree:
-    """``tree`` over ``models``; the DOT file and the PNG figure written when given."""
+    """``tree`` over ``models`` (paths, or with ``catalogue`` its entries' names); the DOT file and
+    the PNG figure written when given."""
     outputs = [Path(p) for p in (dot, plot) if p is not None]
     for path in outputs:  # before any slow work
         check_writable(path, force=force)
-    result = tree(models)
+    paths, names = resolve(models, catalogue)
+    result = tree(paths, names=names)
     files = []
     if dot is not None:
         files.append((Path(dot), render_dot(result).encode("utf-8")))

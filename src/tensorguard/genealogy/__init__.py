@@ -22,25 +22,24 @@ from tensorguard.loading import ModelInput, ModelSource
 __all__ = ["Edge", "EdgeKind", "Family", "ModelProfile", "Node", "Tree", "profile", "tree"]
 
 
-def tree(models: Sequence[ModelInput], *, names: Sequence[str] | None = None) -> Tree:
+def tree(models: Sequence[ModelInput], *, names: Sequence[str | None] | None = None) -> Tree:
     """The family tree of ``models`` (paths or open ``ModelSource``s), each read once.
 
-    ``names``: what each model is called in the result (default: its folder or file name, or the
-    path as given where two would share a name).
+    ``names``: what each model is called in the result (``None`` or left out: its folder or file
+    name, or the path as given where two would share a name).
     """
     if len(models) < 2:
         raise UsageError("a family tree needs at least two models", "models")
     if names is not None and len(names) != len(models):
         raise UsageError("{names} must name every model, in order", "names")
-    given = list(names) if names is not None else [m.name if isinstance(m, ModelSource) else None
-                                                   for m in models]
-    profiles = [profile(m, name=n) for m, n in zip(models, given, strict=True)]
+    given = list(names) if names is not None else [None] * len(models)
+    profiles = [profile(m, name=n if n is not None or not isinstance(m, ModelSource) else m.name)
+                for m, n in zip(models, given, strict=True)]
     counts = Counter(p.name for p in profiles)
     if any(c > 1 for c in counts.values()):
-        if names is not None:
-            raise UsageError("{names} must be distinct", "names")
-        profiles = [ModelProfile(str(m), p.params, p.matrices) if counts[p.name] > 1 else p
-                    for m, p in zip(models, profiles, strict=True)]
-        if len({p.name for p in profiles}) < len(profiles):
-            raise UsageError("the same model is given twice", "models")
+        profiles = [ModelProfile(str(m), p.params, p.matrices) if counts[p.name] > 1 and n is None else p
+                    for m, n, p in zip(models, given, profiles, strict=True)]
+        twice = [name for name, c in Counter(p.name for p in profiles).items() if c > 1]
+        if twice:
+            raise UsageError(f"two models are named {twice[0]!r}", "models")
     return relink(build_forest(profiles), models)
