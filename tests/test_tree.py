@@ -94,6 +94,7 @@ def test_cli_text_json_dot_and_png_are_deterministic(run_cli, family: dict[str, 
     assert (tmp_path / "t.dot").read_text() == (tmp_path / "u.dot").read_text()
     assert '"ft1" -> "ft1-int8" [label="quantized"];' in (tmp_path / "t.dot").read_text()
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "t.png").read_bytes() == (tmp_path / "u.png").read_bytes()
 
 
 def test_outputs_are_not_overwritten_and_bad_input_is_one_line(run_cli, family: dict[str, Path],  # type: ignore[no-untyped-def]
