@@ -145,3 +145,22 @@ def test_catalogue_entries_are_read_where_they_were_indexed(run_cli, family: dic
     assert {(e["parent"], e["child"]) for e in data["edges"]} == {("the-base", "ft1"), ("ft1", "ft1-int8")}
     unknown = run_cli("tree", "nobody", family["ft1"], "--db", db)
     assert unknown.code == 2 and len(unknown.err.strip().splitlines()) == 1
+
+
+def test_gguf_copies_are_quantized_children_of_the_float_model(tmp_path: Path) -> None:
+    from gguf import GGMLQuantizationType
+
+    import lineage_models as lm
+    from tensorguard.testing.gguf_write import save_gguf
+
+    base = lm.base_weights(4)
+    paths = [lm.save(tmp_path / "base", base)]
+    for name, qtype in (("q8_0", GGMLQuantizationType.Q8_0), ("q4_1", GGMLQuantizationType.Q4_1)):
+        paths.append(save_gguf(base, tmp_path / f"base-{name}.gguf", arch="llama", heads=lm.SPEC.heads,
+                               kv_heads=lm.SPEC.kv_heads, qtype=qtype))
+    t = tensorguard.tree(paths)
+    assert t.roots == ("base",)
+    assert [(e.parent, e.child, e.kind, e.cue) for e in t.edges] == [
+        ("base", "base-q8_0", EdgeKind.QUANTIZED, "precision"),
+        ("base", "base-q4_1", EdgeKind.QUANTIZED, "precision")]
+    assert [m.bits for m in t.models] == [32, 8, 4]
