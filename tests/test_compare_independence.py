@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from lineage_models import write_tokenizer
 from tensorguard.architectures import mlp_blocks
 from tensorguard.lineage import compare, independence
 from tensorguard.lineage.independence import (
@@ -22,7 +23,7 @@ from tensorguard.lineage.independence import (
 )
 from tensorguard.loading import open_model
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
-from tensorguard.testing.disguises import drop_blocks, llama_logits, rename, rescale
+from tensorguard.testing.disguises import drop_blocks, llama_logits, rename, rescale, vocabulary
 
 LLAMA = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=256, heads=4,
                   kv_heads=2)
@@ -43,6 +44,8 @@ def base() -> Weights:
 
 
 def _save(tmp_path, name: str, w: Weights) -> str:
+    """A model file beside the tokenizer every model here shares (rows paired by token string)."""
+    write_tokenizer(tmp_path, vocabulary(LLAMA.vocab + 40))  # + 40: room for an extension
     return str(save_model(w, tmp_path / f"{name}.safetensors"))
 
 
