@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorguard.reference import bundled_dir
 from lineage_models import write_tokenizer
+from tensorguard.reference import bundled_dir
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_lora_adapter, save_model
 from tensorguard.testing.disguises import vocabulary
 

@@ -27,8 +27,8 @@ import math
 from dataclasses import dataclass
 
 from tensorguard.enums import TextEnum
-from tensorguard.lineage.distance import FingerprintDistance
 from tensorguard.lineage.alignment import BY_STRING
+from tensorguard.lineage.distance import FingerprintDistance
 from tensorguard.lineage.independence import IndependenceTest, block_log_p, fisher_log_p
 from tensorguard.lineage.weights import WeightEvidence
 

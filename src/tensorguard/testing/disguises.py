@@ -1,15 +1,16 @@
-"""Function-preserving disguises of a Llama-style model, and the decoder that proves them.
+"""Disguises of a Llama-style model, and the decoder that proves them.
 
 Whoever re-uploads a model under a new name can rename its hidden units, rescale paired matrices
 or rotate its residual basis without changing one output: these are the attacks that the weight
 signature and compare's independence test must see through. Others change the function a little
-(``slice_residual``, SliceGPT-style; ``quantize_4bit``) or only the token axis (``shuffle_vocabulary``,
-``insert_tokens``, ``swap_tokenizer``, which return the new token strings with the weights). Each disguise takes a weight dict
-with Hugging Face Llama names (``make_weights`` of a ``llama`` spec, or a trained one) and
-returns a new dict; ``llama_logits`` runs the decoder (RMSNorm, RoPE, causal GQA attention,
-SwiGLU) so that a test or benchmark can check that the logits are unchanged; ``drop_blocks``
-(depth pruning) is the one change here that is not function-preserving. Shared, like
-``synthetic``, by the tests and the benchmarks; every draw comes from an explicit seed.
+(``slice_residual``, SliceGPT-style; ``quantize_4bit``) or only the token axis
+(``shuffle_vocabulary``, ``insert_tokens``, ``swap_tokenizer``, which return the new token strings
+with the weights). Each disguise takes a weight dict with Hugging Face Llama names
+(``make_weights`` of a ``llama`` spec, or a trained one) and returns a new dict; ``llama_logits``
+runs the decoder (RMSNorm, RoPE, causal GQA attention, SwiGLU) so that a test or benchmark can
+check that the logits are unchanged; ``drop_blocks`` (depth pruning) is another change that is
+not function-preserving. Shared, like ``synthetic``, by the tests and the benchmarks; every draw
+comes from an explicit seed.
 """
 
 from __future__ import annotations
