@@ -117,3 +117,15 @@ def test_gather_rows_streams_any_order(tmp_path, monkeypatch):
         rows = np.array([93, 4, 50, 51, 7, 4])
         assert torch.equal(gather_rows(source, "emb.weight", rows), x[rows])
         assert torch.equal(gather_rows(source, "emb.weight", np.arange(3, 9)), x[3:9])
+
+
+def test_hadamard_rotation_is_the_orthogonal_map_it_names(tuned):
+    right, left = disguises.hadamard_rotation(SPEC.hidden, seed=1)
+    r = right(torch.eye(SPEC.hidden))
+    assert torch.allclose(r @ r.T, torch.eye(SPEC.hidden), atol=1e-5)
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(5, SPEC.hidden, generator=gen), torch.randn(SPEC.hidden, 7, generator=gen)
+    assert torch.allclose(right(x), x @ r, atol=1e-5) and torch.allclose(left(y), r.T @ y, atol=1e-5)
+    rotated = disguises.map_residual(tuned, right, left, SPEC.hidden)
+    tokens = torch.arange(10) * 5
+    assert torch.allclose(forward(tuned, tokens), forward(rotated, tokens), atol=1e-4)

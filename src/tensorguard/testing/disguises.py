@@ -15,21 +15,24 @@ comes from an explicit seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 
 from tensorguard.synthetic import ModelSpec
 from tensorguard.testing.renaming import Renaming
 
 Weights = dict[str, torch.Tensor]
+Map = Callable[[torch.Tensor], torch.Tensor]
 _BLOCK = "model.layers."
 
 
-def num_blocks(w: Weights) -> int:
+def num_blocks(w: Mapping[str, torch.Tensor]) -> int:
     """How many decoder blocks ``w`` holds (blocks are numbered from 0 without gaps)."""
     return 1 + max(int(n.split(".")[2]) for n in w if n.startswith(_BLOCK))
 
 
-def output_head(w: Weights) -> torch.Tensor:
+def output_head(w: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The output head (the embedding itself when they are tied)."""
     return w.get("lm_head.weight", w["model.embed_tokens.weight"])
 
@@ -125,7 +128,29 @@ def rotate(w: Weights, spec: ModelSpec, *, seed: int) -> Weights:
     do. A tied head is untied: it becomes the final norm times the embedding, rotated."""
     gen = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(spec.hidden, spec.hidden, generator=gen, dtype=torch.float64))
-    return _map_residual(w, (q * torch.sign(torch.diagonal(r))).float())
+    rot = (q * torch.sign(torch.diagonal(r))).float()
+    return map_residual(w, lambda x: x @ rot, lambda x: rot.T @ x, spec.hidden)
+
+
+def hadamard_rotation(hidden: int, *, seed: int) -> tuple[Map, Map]:
+    """QuaRot's randomized Hadamard rotation ``R = diag(signs) H / sqrt(hidden)`` (``hidden`` a
+    power of two) as the two maps ``map_residual`` takes, ``x -> x R`` and ``x -> R^T x``, each
+    a fast Walsh-Hadamard transform: ``O(hidden log hidden)`` a row instead of ``hidden^2``."""
+    signs = torch.randint(0, 2, (hidden,), generator=torch.Generator().manual_seed(seed)) * 2.0 - 1.0
+    return (lambda x: _walsh_hadamard(x.float() * signs),
+            lambda x: _walsh_hadamard((signs[:, None] * x.float()).T).T)
+
+
+def _walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
+    """``x H / sqrt(n)`` along the last axis (``n`` a power of two), H the Sylvester Hadamard matrix."""
+    n, h = x.shape[-1], 1
+    y = x.reshape(-1, n)
+    while h < n:
+        pairs = y.view(-1, n // (2 * h), 2, h)
+        y = torch.stack((pairs[:, :, 0] + pairs[:, :, 1], pairs[:, :, 0] - pairs[:, :, 1]), dim=2)
+        h *= 2
+    out: torch.Tensor = y.reshape(x.shape) / n**0.5
+    return out
 
 
 def slice_residual(w: Weights, spec: ModelSpec, *, remove: float) -> Weights:
@@ -138,27 +163,30 @@ def slice_residual(w: Weights, spec: ModelSpec, *, remove: float) -> Weights:
     emb = w["model.embed_tokens.weight"].double()
     _, vectors = torch.linalg.eigh(emb.T @ emb)  # ascending eigenvalues
     basis = vectors.flip(1)[:, :keep].float()
-    out = _map_residual(w, basis)
+    out = map_residual(w, lambda x: x @ basis, lambda x: basis.T @ x, keep)
     gain = (spec.hidden / keep) ** 0.5
     return {n: t * gain if n.endswith("layernorm.weight") or n == "model.norm.weight" else t
             for n, t in out.items()}
 
 
-def _map_residual(w: Weights, basis: torch.Tensor) -> Weights:
-    """The residual stream mapped by ``basis`` (hidden x kept, orthonormal columns), norms folded."""
-    out: Weights = {"model.embed_tokens.weight": w["model.embed_tokens.weight"] @ basis}
+def map_residual(w: Mapping[str, torch.Tensor], right: Map, left: Map, width: int) -> Weights:
+    """The residual stream mapped by a matrix B (hidden x ``width``, orthonormal columns), norms
+    folded: ``right(x) = x B`` for matrices that read the stream, ``left(x) = B^T x`` for those
+    that write it. ``w`` may be any mapping (one that reads each tensor when asked streams a
+    large model through)."""
+    out: Weights = {"model.embed_tokens.weight": right(w["model.embed_tokens.weight"])}
     for i in range(num_blocks(w)):
         p = f"{_BLOCK}{i}."
         for norm, mats in (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
                            ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
             g = w[p + f"{norm}.weight"]
-            out[p + f"{norm}.weight"] = torch.ones(basis.shape[1])
+            out[p + f"{norm}.weight"] = torch.ones(width)
             for m in mats:
-                out[p + f"{m}.weight"] = (w[p + f"{m}.weight"] * g) @ basis
+                out[p + f"{m}.weight"] = right(w[p + f"{m}.weight"] * g)
         for m in ("self_attn.o_proj", "mlp.down_proj"):
-            out[p + f"{m}.weight"] = basis.T @ w[p + f"{m}.weight"]
-    out["model.norm.weight"] = torch.ones(basis.shape[1])
-    out["lm_head.weight"] = (output_head(w) * w["model.norm.weight"]) @ basis
+            out[p + f"{m}.weight"] = left(w[p + f"{m}.weight"])
+    out["model.norm.weight"] = torch.ones(width)
+    out["lm_head.weight"] = right(output_head(w) * w["model.norm.weight"])
     return out
 
 
