@@ -129,3 +129,22 @@ def test_hadamard_rotation_is_the_orthogonal_map_it_names(tuned):
     rotated = disguises.map_residual(tuned, right, left, SPEC.hidden)
     tokens = torch.arange(10) * 5
     assert torch.allclose(forward(tuned, tokens), forward(rotated, tokens), atol=1e-4)
+
+
+def test_scan_confirms_rotated_sliced_and_retokenized_copies(base_dir, tmp_path, tuned):
+    from tensorguard.catalogue import Answer, Catalogue, scan
+
+    cat = Catalogue(tmp_path / "cat.sqlite", builtin=False)
+    other = save(tmp_path / "other", base_weights(1), TOKENS)
+    cat.insert([cat.measure(base_dir, samples=2, device="cpu"), cat.measure(other, samples=2, device="cpu")])
+    suspects = {
+        "rotated": (disguises.quantize_4bit(disguises.rotate(tuned, SPEC, seed=6)), TOKENS),
+        "sliced": (disguises.slice_residual(tuned, SPEC, remove=0.25), TOKENS),
+        "retokenized": disguises.swap_tokenizer(disguises.rotate(tuned, SPEC, seed=7), TOKENS, share=0.8, seed=1),
+    }
+    for name, (w, tokens) in suspects.items():
+        found = scan(save(tmp_path / name, w, tokens), catalogue=cat, samples=2, device="cpu")
+        assert found.answer is Answer.DERIVED and found.base == base_dir.name, (name, found.summary)
+    unrelated = scan(save(tmp_path / "unrelated", base_weights(2), TOKENS), catalogue=cat, samples=2,
+                     device="cpu")
+    assert unrelated.answer is Answer.NONE

@@ -65,7 +65,8 @@ def test_three_models_matrix_and_plots(run_cli, models, tmp_path):
     data = json.loads(r.out)
     assert data["models"] == ["base", "tuned", "other"]
     signals = {s["signal"]: s["values"] for s in data["signals"]}
-    assert set(signals) == {"fingerprint", "cosine", "independence"}
+    assert set(signals) == {"fingerprint", "cosine", "independence", "signature"}
+    assert signals["signature"][0][1] > 0.5 and signals["signature"][0][2] < 0.2
     assert signals["cosine"][0][1] > 0.9 and abs(signals["cosine"][0][2]) < 0.1
     assert signals["independence"][0][1] > 6 and signals["independence"][0][2] < 3
     assert signals["fingerprint"][1][0] == signals["fingerprint"][0][1]
@@ -73,7 +74,8 @@ def test_three_models_matrix_and_plots(run_cli, models, tmp_path):
                                                                     "independent"]
     names = sorted(p.name for p in imgs.iterdir())
     assert names == ["similarity_cosine.png", "similarity_dendrogram.png",
-                     "similarity_fingerprint.png", "similarity_independence.png"]
+                     "similarity_fingerprint.png", "similarity_independence.png",
+                     "similarity_signature.png"]
     assert all((imgs / n).read_bytes()[:4] == b"\x89PNG" for n in names)
     again = run_cli(*args)
     assert again.code == 2 and "already exists" in again.err and "--force" in again.err

@@ -16,6 +16,7 @@ from tensorguard.lineage.verdict import format_p
 from tensorguard.lineage.weights import WeightEvidence
 from tensorguard.outputs import check_writable
 from tensorguard.report import fmt, table, to_jsonable
+from tensorguard.signatures import SignatureSimilarity
 
 DENDROGRAM = "similarity_dendrogram.png"
 _LISTED = 5  # tensor names listed before "and N more"
@@ -114,9 +115,17 @@ def _test(t: IndependenceTest) -> list[str]:
     return lines
 
 
+def _signature(s: SignatureSimilarity) -> list[str]:
+    embed = (f"embedding {s.embed:.3f} over {s.shared_tokens} shared tokens" if s.embed is not None
+             else "no embedding part")
+    kinds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(s.kinds.items()))
+    return [f"weight signature: similarity {s.score:.3f} ({embed}; {len(s.pairs)} block pairs"
+            f"{': ' + kinds if kinds else ''})"]
+
+
 #: How each signal reads in text; a signal without an entry is shown as its JSON fields.
 RENDERERS: dict[str, Callable[[Any], list[str]]] = {
-    "fingerprint": _distance, "weights": _weights, "independence": _test}
+    "fingerprint": _distance, "weights": _weights, "independence": _test, "signature": _signature}
 
 
 def _evidence(name: str, evidence: Any) -> list[str]:

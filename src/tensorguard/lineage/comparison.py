@@ -170,7 +170,7 @@ def compare_subjects(a: Subject, b: Subject, context: Context) -> Comparison:
     distance = evidence["fingerprint"]
     assert isinstance(distance, FingerprintDistance)  # the fingerprint signal always applies
     test = evidence["independence"]
-    verdict = decide(distance, evidence["weights"], test)
+    verdict = decide(distance, evidence["weights"], test, evidence["signature"])
     notes = (test.alignment.note,) if test is not None and test.alignment and test.alignment.note else ()
     return Comparison(a.name, b.name, (a.kind, b.kind), verdict, evidence, notes)
 
