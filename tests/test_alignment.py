@@ -140,7 +140,8 @@ def test_scan_confirms_rotated_sliced_and_retokenized_copies(base_dir, tmp_path,
     suspects = {
         "rotated": (disguises.quantize_4bit(disguises.rotate(tuned, SPEC, seed=6)), TOKENS),
         "sliced": (disguises.slice_residual(tuned, SPEC, remove=0.25), TOKENS),
-        "retokenized": disguises.swap_tokenizer(disguises.rotate(tuned, SPEC, seed=7), TOKENS, share=0.8, seed=1),
+        "retokenized": disguises.swap_tokenizer(disguises.rotate(tuned, SPEC, seed=7), TOKENS, share=0.8,
+                                                seed=1),
     }
     for name, (w, tokens) in suspects.items():
         found = scan(save(tmp_path / name, w, tokens), catalogue=cat, samples=2, device="cpu")
