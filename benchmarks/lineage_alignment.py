@@ -7,7 +7,7 @@ that independence is tested against a hard null, not white noise: the same privi
 dimensions (four outlier dimensions, 4x the scale, in the embedding and in every matrix that
 reads the residual stream, as Adam-trained models have), the same row-norm profile over the
 vocabulary (leading tokens larger), and, within each MLP, a gate and an up row per neuron that
-share a direction (correlation 0.2). A much stronger coupling (about 0.65) inflates the null of
+share a direction (correlation 0.2). A much stronger coupling (about 0.6) inflates the null of
 the test itself, with or without the alignment (``docs/alignment.md``). Each base comes from its
 own seed: the pairs are "same architecture, trained from different seeds".
 
@@ -130,7 +130,7 @@ def main() -> None:
             tuned = finetune(base, FINETUNE, seed=100 + i)
             for g, (group, make) in enumerate(DISGUISES.items()):
                 models.add(f"{group}/{i}", make(tuned, 10 * i + g))
-        derived_rows, null = [], []
+        derived_rows, null, signatures = [], [], []
         for group in DISGUISES:
             found = [models.compare(f"base{i}", f"{group}/{i}") for i in range(DERIVED_BASES)]
             labels = Counter(c.verdict.label.value for c in found)
@@ -139,8 +139,9 @@ def main() -> None:
             fits = [c.independence.alignment.fit for c in found
                     if c.independence and c.independence.alignment]
             worst = "< -300" if max(log_ps) < -300 else f"{max(log_ps):.1f}"
+            signed = [c.evidence["signature"].score for c in found if c.evidence["signature"]]
             derived_rows.append([group, f"{labels['derived']}/{len(found)}", worst,
-                                 f"{min(rhos):.2f}", f"{min(fits):.3f}"])
+                                 f"{min(rhos):.2f}", f"{min(fits):.3f}", f"{min(signed):.3f}"])
         n = args.bases
         pairs = [(f"base{i}", f"base{j}", "plain") for i in range(n) for j in range(i + 1, n)]
         pairs += [(f"base{i}", f"{group}/{(i + k) % n}", group) for group in DISGUISES
@@ -151,11 +152,14 @@ def main() -> None:
             p = t.p_value if t is not None and t.applicable else None
             rho = detectable_rho(t) if t is not None and t.applicable else None
             null.append((kind, c.verdict.label.value, p, rho))
+            if c.evidence["signature"] is not None:
+                signatures.append(c.evidence["signature"].score)
         for s in models.subjects.values():
             if s.source is not None:
                 s.source.close()
     print("derived: each disguise group against its base\n" + table(
-        ["disguise", "derived", "worst log10 p", "lowest block rho", "lowest fit"], derived_rows))
+        ["disguise", "derived", "worst log10 p", "lowest block rho", "lowest fit", "lowest signature"],
+        derived_rows))
     kinds = list(dict.fromkeys(kind for kind, *_ in null))
     rows = [_null_row(kind, [x for x in null if x[0] == kind]) for kind in kinds]
     rows.append(_null_row("all", null))
@@ -163,7 +167,8 @@ def main() -> None:
         ["pair", "pairs", "derived", "independent", "inconclusive", "smallest p", "p < 0.05",
          "p < 0.01", "KS distance (p)", "deciles of p"], rows))
     print(f"largest detectable rho of a test that did not reject: "
-          f"{max(r for *_, r in null if r is not None):.2f}")
+          f"{max(r for *_, r in null if r is not None):.2f}; highest signature similarity: "
+          f"{max(signatures):.3f}")
 
 
 def _null_row(kind: str, found: list[tuple[str, str, float | None, float | None]]) -> list[object]:
