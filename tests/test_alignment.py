@@ -82,7 +82,9 @@ def test_without_a_tokenizer_rows_are_paired_by_index_and_independence_is_not_cl
     assert c.independence.alignment.rows_by == BY_INDEX
     assert c.verdict.label == "inconclusive"  # a blind test: never "independent"
     assert "paired by index" in c.verdict.reason
-    assert any("no tokenizer beside" in n for n in c.notes)
+    assert any("no readable tokenizer beside" in n for n in c.notes)
+    (tmp_path / "b" / "tokenizer.json").write_text('{"model": 3}')  # unreadable: the same, no error
+    assert compare(a, b, samples=3).independence.alignment.rows_by == BY_INDEX
 
 
 def test_too_little_power_is_inconclusive(tmp_path):

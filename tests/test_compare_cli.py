@@ -132,7 +132,7 @@ def test_a_lora_adapter_is_compared_as_its_merged_model(tmp_path: Path, run_cli)
         assert data["verdict"]["label"] == "derived"
         assert data["notes"][0] == ("tuned: a LoRA adapter, merged onto the other input Base-Model "
                                     "(its config names it)")
-        assert data["notes"][1].startswith("no tokenizer beside ")  # rows paired by index
+        assert data["notes"][1].startswith("no readable tokenizer beside ")  # rows paired by index
     unnamed = save_lora_adapter(tmp_path / "unnamed", lora, r=4, lora_alpha=4)
     assert "(its shapes fit)" in run_cli("compare", base, unnamed, "--samples", "2").out
     explicit = run_cli("compare", adapter, base, "--base", base, "--samples", "2")
@@ -156,5 +156,5 @@ def test_a_quantized_copy_is_derived_and_said_to_be_quantized(tmp_path: Path) ->
     result = compare(source, q4, samples=2, device="cpu")
     assert result.verdict.label == "derived"
     assert result.notes[0] == "q4: stored quantized (gguf: Q4_0)"
-    assert result.notes[1].startswith("no tokenizer beside src")
+    assert result.notes[1].startswith("no readable tokenizer beside src")
     assert 0.99 < result.weights.matrix_cosine < 1.0

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tensorguard.errors import TensorguardError
 from tensorguard.loading import ModelSource
 from tensorguard.loading.source import BLOCK_ELEMENTS
 from tensorguard.signatures.tokens import token_strings
@@ -74,12 +75,12 @@ def shared_rows(a: ModelSource, b: ModelSource, rows_a: int, rows_b: int,
                 limit: int) -> tuple[np.ndarray, np.ndarray, str, str | None]:
     """Paired embedding rows ``(index in A, index in B)``, how they were paired, and a note when
     by index. By string: A's rows in order whose token B also holds (one row per string)."""
-    strings_a, strings_b = token_strings(a, rows_a), token_strings(b, rows_b)
-    missing = [s.name for s, strings in ((a, strings_a), (b, strings_b)) if _keys_only(strings)]
-    if missing:
+    strings_a, strings_b = _strings(a, rows_a), _strings(b, rows_b)
+    missing = [s.name for s, strings in ((a, strings_a), (b, strings_b)) if strings is None]
+    if strings_a is None or strings_b is None:
         n = min(rows_a, rows_b, limit)
-        note = (f"no tokenizer beside {' and '.join(missing)}: embedding rows paired by index "
-                "(a re-ordered vocabulary would not be seen)")
+        note = (f"no readable tokenizer beside {' and '.join(missing)}: embedding rows paired by "
+                "index (a re-ordered vocabulary would not be seen)")
         return np.arange(n), np.arange(n), BY_INDEX, note
     in_b: dict[str, int] = {}
     for i, s in enumerate(strings_b):
@@ -96,9 +97,14 @@ def shared_rows(a: ModelSource, b: ModelSource, rows_a: int, rows_b: int,
     return np.asarray(pairs_a, dtype=np.int64), np.asarray(pairs_b, dtype=np.int64), BY_STRING, None
 
 
-def _keys_only(strings: list[str | None]) -> bool:
-    """``token_strings`` found no vocabulary: it stands in ``#<row>`` keys."""
-    return all(s == f"#{i}" for i, s in enumerate(strings))
+def _strings(source: ModelSource, rows: int) -> list[str | None] | None:
+    """The token string of each embedding row; ``None`` when the model carries no vocabulary
+    (``token_strings`` then stands in ``#<row>`` keys) or its tokenizer cannot be read."""
+    try:
+        strings = token_strings(source, rows)
+    except TensorguardError:
+        return None
+    return None if all(s == f"#{i}" for i, s in enumerate(strings)) else strings
 
 
 def gather_rows(source: ModelSource, name: str, rows: np.ndarray) -> torch.Tensor:
