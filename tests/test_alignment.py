@@ -151,3 +151,9 @@ def test_scan_confirms_rotated_sliced_and_retokenized_copies(base_dir, tmp_path,
     unrelated = scan(save(tmp_path / "unrelated", base_weights(2), TOKENS), catalogue=cat, samples=2,
                      device="cpu")
     assert unrelated.answer is Answer.NONE
+
+
+def test_vocabularies_without_shared_strings_make_the_test_not_applicable(base_dir, tmp_path, tuned):
+    c = _compare(base_dir, tmp_path, tuned, [f"other{i}" for i in range(SPEC.vocab)])
+    assert not c.independence.applicable and "share no token strings" in c.independence.reason
+    assert c.verdict.label != "independent"

@@ -129,6 +129,8 @@ def gather_rows(source: ModelSource, name: str, rows: np.ndarray) -> torch.Tenso
 def procrustes(x_b: torch.Tensor, x_a: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The (semi-)orthogonal ``W`` minimising ``|x_b W - x_a|`` over centred rows, and the
     Procrustes similarity ``sum(sigma) / (|x_a| |x_b|)`` of the centred rows."""
+    if x_a.shape[0] < 2:  # nothing to fit
+        return torch.zeros(x_b.shape[1], x_a.shape[1], dtype=torch.float64), 0.0
     x_a = x_a.double() - x_a.double().mean(dim=0)
     x_b = x_b.double() - x_b.double().mean(dim=0)
     u, sigma, vh = torch.linalg.svd(x_b.T @ x_a, full_matrices=False)

@@ -249,6 +249,8 @@ def independence_test(a: ModelSource, b: ModelSource, *, blocks: int = 4) -> Ind
     if min(mlp_a[0].neurons, mlp_b[0].neurons) < MIN_NEURONS:
         return _not_applicable(f"fewer than {MIN_NEURONS} MLP neurons per block")
     alignment, aligner = align_residual(a, b, vocab_a, vocab_b)
+    if alignment.rows < 2:
+        return IndependenceTest(False, "the vocabularies share no token strings", alignment)
     results = []
     if len(mlp_a) == len(mlp_b):
         for i in progress.bar(_probed(len(mlp_a), blocks), desc="independence", unit="block"):
