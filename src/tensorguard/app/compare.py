@@ -103,7 +103,7 @@ def _test(t: IndependenceTest) -> list[str]:
     if not t.applicable or t.alignment is None:
         return [f"independence test: not applicable ({t.reason})"]
     al = t.alignment
-    lines = [f"independence test: residual basis aligned by an {al.method} map over {al.rows:,} "
+    lines = [f"independence test: residual basis mapped by {al.method} Procrustes over {al.rows:,} "
              f"embedding rows paired by {al.rows_by} ({al.matrix_a} / {al.matrix_b}, fit {al.fit:.3f})"]
     rows = [[b.block_a, b.block_b, b.neurons_a, b.neurons_b, f"{b.rho:.3f}", format_p(b.log10_p)]
             + ([b.candidates] if b.candidates > 1 else []) for b in t.blocks]
