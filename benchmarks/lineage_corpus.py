@@ -43,7 +43,15 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.common import build_once
 from tensorguard.synthetic import ModelSpec, make_weights
-from tensorguard.testing.disguises import drop_blocks, llama_logits, num_blocks, rename, rescale, rotate
+from tensorguard.testing.disguises import (
+    drop_blocks,
+    llama_logits,
+    num_blocks,
+    quantize_4bit,
+    rename,
+    rescale,
+    rotate,
+)
 
 Weights = dict[str, torch.Tensor]
 
@@ -250,19 +258,6 @@ def quantize_int8(w: Weights) -> Weights:
         if _is_matrix(n, t):
             scale = t.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
             t = (t / scale).round().clamp(-127, 127) * scale
-        out[n] = t
-    return out
-
-
-def quantize_4bit(w: Weights, group: int = 32) -> Weights:
-    """4-bit asymmetric group quantization (min/max per group of ``group`` entries, like Q4_1)."""
-    out = {}
-    for n, t in w.items():
-        if _is_matrix(n, t):
-            g = t.reshape(-1, group)
-            lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
-            step = ((hi - lo) / 15).clamp_min(1e-12)
-            t = (((g - lo) / step).round().clamp(0, 15) * step + lo).reshape(t.shape)
         out[n] = t
     return out
 

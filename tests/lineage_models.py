@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tensorguard.synthetic import ModelSpec, make_weights, save_model
+from tensorguard.synthetic import ModelSpec, make_weights, save_model, save_tokenizer
 from tensorguard.testing import disguises
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=6, intermediate=192, vocab=256, heads=4, kv_heads=2)
@@ -43,7 +43,10 @@ def save(directory: Path, w: Weights, vocab: list[str] | None = None) -> Path:
               "num_key_value_heads": SPEC.kv_heads, "head_dim": SPEC.head_dim}
     (directory / "config.json").write_text(json.dumps(config))
     if vocab is not None:
-        tokenizer = {"model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(vocab)}},
-                     "added_tokens": []}
-        (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
+        write_tokenizer(directory, vocab)
     return directory
+
+
+def write_tokenizer(directory: Path, vocab: list[str]) -> None:
+    """A word-level ``tokenizer.json`` in ``directory`` (it serves every model file there)."""
+    save_tokenizer(directory, vocab)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lineage_models import write_tokenizer
 from tensorguard.reference import bundled_dir
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_lora_adapter, save_model
+from tensorguard.testing.disguises import vocabulary
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=3, intermediate=160, vocab=256, heads=4)
 
@@ -18,6 +20,9 @@ SPEC = ModelSpec(scheme="llama", hidden=64, layers=3, intermediate=160, vocab=25
 def models(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("models")
     base = make_weights(SPEC, 0)
+    for folder in (root, root / "other"):  # token strings: independence is then evidence
+        folder.mkdir(exist_ok=True)
+        write_tokenizer(folder, vocabulary(SPEC.vocab))
     return {
         "base": str(save_model(base, root / "base.safetensors")),
         "tuned": str(save_model(finetune(base, 0.05, 1), root / "tuned.safetensors")),
@@ -60,7 +65,8 @@ def test_three_models_matrix_and_plots(run_cli, models, tmp_path):
     data = json.loads(r.out)
     assert data["models"] == ["base", "tuned", "other"]
     signals = {s["signal"]: s["values"] for s in data["signals"]}
-    assert set(signals) == {"fingerprint", "cosine", "independence"}
+    assert set(signals) == {"fingerprint", "cosine", "independence", "signature"}
+    assert signals["signature"][0][1] > 0.5 and signals["signature"][0][2] < 0.2
     assert signals["cosine"][0][1] > 0.9 and abs(signals["cosine"][0][2]) < 0.1
     assert signals["independence"][0][1] > 6 and signals["independence"][0][2] < 3
     assert signals["fingerprint"][1][0] == signals["fingerprint"][0][1]
@@ -68,7 +74,8 @@ def test_three_models_matrix_and_plots(run_cli, models, tmp_path):
                                                                     "independent"]
     names = sorted(p.name for p in imgs.iterdir())
     assert names == ["similarity_cosine.png", "similarity_dendrogram.png",
-                     "similarity_fingerprint.png", "similarity_independence.png"]
+                     "similarity_fingerprint.png", "similarity_independence.png",
+                     "similarity_signature.png"]
     assert all((imgs / n).read_bytes()[:4] == b"\x89PNG" for n in names)
     again = run_cli(*args)
     assert again.code == 2 and "already exists" in again.err and "--force" in again.err
@@ -123,8 +130,9 @@ def test_a_lora_adapter_is_compared_as_its_merged_model(tmp_path: Path, run_cli)
         assert r.code == 0, r.err
         data = json.loads(r.out)
         assert data["verdict"]["label"] == "derived"
-        assert data["notes"] == ["tuned: a LoRA adapter, merged onto the other input Base-Model "
-                                 "(its config names it)"]
+        assert data["notes"][0] == ("tuned: a LoRA adapter, merged onto the other input Base-Model "
+                                    "(its config names it)")
+        assert data["notes"][1].startswith("no readable tokenizer beside ")  # rows paired by index
     unnamed = save_lora_adapter(tmp_path / "unnamed", lora, r=4, lora_alpha=4)
     assert "(its shapes fit)" in run_cli("compare", base, unnamed, "--samples", "2").out
     explicit = run_cli("compare", adapter, base, "--base", base, "--samples", "2")
@@ -147,5 +155,6 @@ def test_a_quantized_copy_is_derived_and_said_to_be_quantized(tmp_path: Path) ->
                     tmp_path / "q4.gguf", GGMLQuantizationType.Q4_0)
     result = compare(source, q4, samples=2, device="cpu")
     assert result.verdict.label == "derived"
-    assert result.notes == ("q4: stored quantized (gguf: Q4_0)",)
+    assert result.notes[0] == "q4: stored quantized (gguf: Q4_0)"
+    assert result.notes[1].startswith("no readable tokenizer beside src")
     assert 0.99 < result.weights.matrix_cosine < 1.0

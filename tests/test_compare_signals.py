@@ -56,5 +56,5 @@ def test_a_registered_signal_reaches_json_text_and_matrices(tmp_path: Path, extr
     assert plots.code == 0 and (tmp_path / "imgs" / "similarity_param_ratio.png").is_file()
 
 
-def test_the_registry_holds_the_three_signals_in_report_order() -> None:
-    assert list(SIGNALS) == ["fingerprint", "weights", "independence"]
+def test_the_registry_holds_the_four_signals_in_report_order() -> None:
+    assert list(SIGNALS) == ["fingerprint", "weights", "independence", "signature"]

@@ -100,6 +100,18 @@ def low_rank_update(weights: dict[str, torch.Tensor], rank: int, scale: float,
     return out
 
 
+def save_tokenizer(directory: str | Path, vocab: int | list[str]) -> Path:
+    """A word-level ``tokenizer.json`` in ``directory`` (it serves every model file there):
+    token strings ``tok0``, ``tok1``, ... for a vocabulary size, or the strings given."""
+    tokens = [f"tok{i}" for i in range(vocab)] if isinstance(vocab, int) else list(vocab)
+    path = Path(directory) / "tokenizer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = {"model": {"type": "WordLevel", "vocab": {t: i for i, t in enumerate(tokens)}},
+                 "added_tokens": []}
+    path.write_text(json.dumps(tokenizer))
+    return path
+
+
 def save_model(weights: dict[str, torch.Tensor], path: str | Path,
                dtype: torch.dtype = torch.float32, shards: int = 1, index: bool = True,
                base_name: str = "model") -> Path:

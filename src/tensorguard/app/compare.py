@@ -16,6 +16,7 @@ from tensorguard.lineage.verdict import format_p
 from tensorguard.lineage.weights import WeightEvidence
 from tensorguard.outputs import check_writable
 from tensorguard.report import fmt, table, to_jsonable
+from tensorguard.signatures import SignatureSimilarity
 
 DENDROGRAM = "similarity_dendrogram.png"
 _LISTED = 5  # tensor names listed before "and N more"
@@ -102,8 +103,8 @@ def _test(t: IndependenceTest) -> list[str]:
     if not t.applicable or t.alignment is None:
         return [f"independence test: not applicable ({t.reason})"]
     al = t.alignment
-    lines = [f"independence test: residual dimensions aligned by {al.method} over {al.rows:,} shared "
-             f"vocabulary rows ({al.matrix_a} / {al.matrix_b}, mean |r| {al.mean_abs_correlation:.3f})"]
+    lines = [f"independence test: residual basis mapped by {al.method} Procrustes over {al.rows:,} "
+             f"embedding rows paired by {al.rows_by} ({al.matrix_a} / {al.matrix_b}, fit {al.fit:.3f})"]
     rows = [[b.block_a, b.block_b, b.neurons_a, b.neurons_b, f"{b.rho:.3f}", format_p(b.log10_p)]
             + ([b.candidates] if b.candidates > 1 else []) for b in t.blocks]
     headers = ["block A", "block B", "neurons A", "neurons B", "rho", "p"]
@@ -114,9 +115,17 @@ def _test(t: IndependenceTest) -> list[str]:
     return lines
 
 
+def _signature(s: SignatureSimilarity) -> list[str]:
+    embed = (f"embedding {s.embed:.3f} over {s.shared_tokens} shared tokens" if s.embed is not None
+             else "no embedding part")
+    kinds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(s.kinds.items()))
+    return [f"weight signature: similarity {s.score:.3f} ({embed}; {len(s.pairs)} block pairs"
+            f"{': ' + kinds if kinds else ''})"]
+
+
 #: How each signal reads in text; a signal without an entry is shown as its JSON fields.
 RENDERERS: dict[str, Callable[[Any], list[str]]] = {
-    "fingerprint": _distance, "weights": _weights, "independence": _test}
+    "fingerprint": _distance, "weights": _weights, "independence": _test, "signature": _signature}
 
 
 def _evidence(name: str, evidence: Any) -> list[str]:

@@ -176,7 +176,7 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
         known = load_known(store, builtin=cat.builtin)
         ranked = rank_candidates(sig, fp, known, store, reference, thresholds.fingerprint)
         query = Subject(source.name, _where(model, source), fp, source)
-        context = Context(reference, blocks)
+        context = Context(reference, blocks, {source: sig})  # compare reuses the query's signature
         index = {name: i for i, name in enumerate(known.names)}
         confirmed: list[Candidate] = []
         left = confirm  # signature matches still to check, best first

@@ -169,8 +169,10 @@ def compare_subjects(a: Subject, b: Subject, context: Context) -> Comparison:
     evidence = {name: signal.measure(a, b, context) for name, signal in SIGNALS.items()}
     distance = evidence["fingerprint"]
     assert isinstance(distance, FingerprintDistance)  # the fingerprint signal always applies
-    verdict = decide(distance, evidence["weights"], evidence["independence"])
-    return Comparison(a.name, b.name, (a.kind, b.kind), verdict, evidence)
+    test = evidence["independence"]
+    verdict = decide(distance, evidence["weights"], test, evidence["signature"])
+    notes = (test.alignment.note,) if test is not None and test.alignment and test.alignment.note else ()
+    return Comparison(a.name, b.name, (a.kind, b.kind), verdict, evidence, notes)
 
 
 def _matrices(n: int, pairs: dict[tuple[int, int], Comparison]) -> list[SignalMatrix]:
@@ -207,7 +209,7 @@ def compare_all(inputs: Sequence[CompareInput], *, reference: str | Path | None 
     with _subjects(inputs, base=base, samples=samples, seed=seed, device=device) as (subjects, notes):
         pairs = {(i, j): compare_subjects(subjects[i], subjects[j], context)
                  for i, j in combinations(range(len(subjects)), 2)}
-    comparisons = [dataclasses.replace(c, notes=tuple(notes)) for c in pairs.values()]
+    comparisons = [dataclasses.replace(c, notes=(*notes, *c.notes)) for c in pairs.values()]
     return ComparisonMatrix([s.name for s in subjects], _matrices(len(subjects), pairs), comparisons,
                             notes=notes)
 

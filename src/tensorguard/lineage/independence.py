@@ -3,13 +3,13 @@
 Renaming hidden units or rescaling paired matrices leaves a model's function unchanged but
 defeats direct cosine. The test undoes the renaming before it measures anything:
 
-1. Residual alignment: the columns of the two token-embedding matrices, over their shared
-   leading vocabulary rows (at most ``VOCAB_ROWS``), are matched by absolute Pearson
-   correlation (a linear assignment when the widths agree, argmax otherwise), with signs.
+1. Alignment (``alignment``): embedding rows are paired by token string and B's residual basis
+   is mapped onto A's by orthogonal Procrustes on them (semi-orthogonal when the widths differ),
+   which undoes renamings, rotations and slices of the residual stream alike.
 2. In each probed block, B's MLP neurons are matched to A's twice, independently: from the rows
    of the gate matrix and from the rows of the up matrix (gated MLPs), or from the rows of the
-   up matrix and the columns of the down matrix (plain MLPs); B's residual columns first take
-   A's order. Each matching is a running argmax of row correlations over streamed blocks of the
+   up matrix and the columns of the down matrix (plain MLPs); B's rows are first put in
+   A's residual basis. Each matching is a running argmax of row correlations over streamed blocks of the
    wider MLP's neurons (never the whole n x n matrix), from the narrower MLP into the wider one,
    so width pruning is handled.
 3. The statistic is Spearman's rho between the two matchings. For independent models the two
@@ -24,7 +24,8 @@ paired with the block of the deeper model whose matchings agree best on a 128-ne
 and its p-value is multiplied by the number of candidate blocks (Bonferroni), which keeps the
 test valid despite the choice.
 
-Cost. Both steps are matrix products: the alignment ``VOCAB_ROWS x hidden^2`` multiply-adds, each
+Cost. Both steps are matrix products: the alignment ``VOCAB_ROWS x hidden^2`` multiply-adds and
+one SVD of ``hidden x hidden``, each
 matching ``n x neurons x hidden``. ``n``, the neurons of the narrower MLP whose two matchings are
 correlated, is at most ``MATCH_NEURONS``, evenly spaced; each of them is still matched against
 every neuron of the wider MLP, so its two matches are exactly those of the full test, and rho is
@@ -33,9 +34,9 @@ the same null (``n`` the subset size), so the p-value stays valid; the subset co
 ``z = rho * sqrt(n - 1)``, so rho 1 in a block gives ``log10 p`` -113 instead of -1781 at 8192
 neurons, and with four probed blocks ``p < 1e-3`` needs rho above about 0.08 in each (0.02 with
 all 8192). Models with at most ``MATCH_NEURONS`` neurons per block use every neuron.
-``benchmarks/compare_accuracy.py`` measures both settings against their former values (every
-neuron; 32768 rows) on renamed noisy copies: the verdicts agree except in a narrow band at the
-detection limit, and 8192 rows align every residual dimension down to a column correlation of 0.06.
+``benchmarks/compare_accuracy.py`` measures the subset against every neuron on renamed noisy
+copies (the verdicts agree except in a narrow band at the detection limit) and how well
+``VOCAB_ROWS`` rows recover a rotation of the residual basis from noisy embeddings.
 """
 
 from __future__ import annotations
@@ -50,11 +51,10 @@ from scipy import special
 
 from tensorguard import progress
 from tensorguard.architectures import MlpBlock, NeuronMatrix, mlp_blocks, vocab_matrix
+from tensorguard.lineage.alignment import ResidualAlignment, ResidualMap, align_residual
 from tensorguard.loading import ModelSource
 from tensorguard.loading.source import BLOCK_ELEMENTS
 
-#: Shared vocabulary rows used for the residual alignment (the leading, most-trained tokens).
-VOCAB_ROWS = 8192
 #: Neurons of the narrower MLP whose matchings enter rho (evenly spaced; all when fewer).
 MATCH_NEURONS = 512
 #: Neurons of a probed block used to pick its partner block when block counts differ.
@@ -62,19 +62,6 @@ PRESCREEN_NEURONS = 128
 #: Blocks with fewer neurons are not tested (the normal approximation needs a few dozen).
 MIN_NEURONS = 16
 _ENTRIES_PER_CHUNK = 1 << 24  # ~64 MB of float32 correlations at a time
-
-
-@dataclass(frozen=True)
-class ResidualAlignment:
-    """How B's residual dimensions were put in A's order."""
-
-    matrix_a: str
-    matrix_b: str
-    rows: int  # shared leading vocabulary rows used
-    hidden_a: int
-    hidden_b: int
-    method: str  # assignment | argmax
-    mean_abs_correlation: float  # of the matched column pairs
 
 
 @dataclass(frozen=True)
@@ -171,92 +158,6 @@ def fisher_log_p(log_ps: list[float]) -> float:
     return min(0.0, float(special.logsumexp(terms)) - half)
 
 
-#: Entries up to this size keep float32 products finite (their squares summed over 1e8 rows).
-FLOAT32_SAFE = 1e15
-
-
-def _largest(x: torch.Tensor) -> float:
-    return float(x.abs().max()) if x.numel() else 0.0
-
-
-def _column_correlations(a: ModelSource, b: ModelSource, name_a: str, name_b: str,
-                         rows: int) -> np.ndarray:
-    """Pearson correlation of every column of A's matrix with every column of B's, over ``rows``.
-
-    Streams both matrices in matching row blocks; each block's products are float32 (one GEMM),
-    summed in float64. Columns are shifted by their means in the first block before any product,
-    so a large common offset cannot cancel away float32 precision."""
-    da, db = a.tensors[name_a].shape[1], b.tensors[name_b].shape[1]
-    step = max(1, BLOCK_ELEMENTS // max(da, db))  # rows per block, the same for both
-    cross = torch.zeros(da, db, dtype=torch.float64)
-    sa, sb = torch.zeros(da, dtype=torch.float64), torch.zeros(db, dtype=torch.float64)
-    qa, qb = torch.zeros(da, dtype=torch.float64), torch.zeros(db, dtype=torch.float64)
-    shift_a = shift_b = None
-    blocks_a = a.row_blocks(name_a, max_elements=step * da, stop=rows, dtype=torch.float32)
-    blocks_b = b.row_blocks(name_b, max_elements=step * db, stop=rows, dtype=torch.float32)
-    for (_, xa), (_, xb) in zip(blocks_a, blocks_b, strict=True):  # the same rows per block
-        if shift_a is None or shift_b is None:
-            shift_a, shift_b = xa.double().mean(dim=0), xb.double().mean(dim=0)
-        # float32 products of such entries could overflow: such a block is multiplied in float64
-        wide = max(_largest(xa), _largest(xb)) > FLOAT32_SAFE
-        xa, xb = ((xa.double() - shift_a, xb.double() - shift_b) if wide
-                  else (xa - shift_a.float(), xb - shift_b.float()))
-        cross += (xa.T @ xb).double()
-        sa += xa.sum(dim=0)
-        sb += xb.sum(dim=0)
-        qa += (xa * xa).sum(dim=0)
-        qb += (xb * xb).sum(dim=0)
-    cov = cross.numpy() / rows - np.outer(sa.numpy() / rows, sb.numpy() / rows)
-    sd_a = np.sqrt(np.maximum(qa.numpy() / rows - (sa.numpy() / rows) ** 2, 0.0))
-    sd_b = np.sqrt(np.maximum(qb.numpy() / rows - (sb.numpy() / rows) ** 2, 0.0))
-    return np.asarray(cov / np.maximum(np.outer(sd_a, sd_b), 1e-30))
-
-
-def assign(strength: np.ndarray) -> np.ndarray:
-    """An optimal assignment of rows to distinct columns (largest total): ``index[row] = column``.
-
-    When each row's largest entry lies in a different column, that is optimal (no assignment can
-    beat every row's maximum), and finding it needs no solver; otherwise a linear assignment."""
-    best = strength.argmax(axis=1)
-    if np.unique(best).size == best.size:
-        return np.asarray(best)
-    from scipy import optimize  # only here: its import costs more than the common case
-
-    row, col = optimize.linear_sum_assignment(strength, maximize=True)
-    return np.asarray(col[np.argsort(row)])
-
-
-class _Aligner:
-    """Puts B's residual columns in A's order (with signs): ``apply(matrix_b) -> A-shaped``."""
-
-    def __init__(self, index: np.ndarray, sign: np.ndarray) -> None:
-        self.index = torch.from_numpy(index)
-        self.sign = torch.from_numpy(sign).float()
-
-    def apply(self, matrix: torch.Tensor) -> torch.Tensor:
-        return matrix[:, self.index] * self.sign
-
-
-def align_residual(a: ModelSource, b: ModelSource, name_a: str,
-                   name_b: str) -> tuple[ResidualAlignment, _Aligner]:
-    """Match B's residual dimensions to A's from the shared leading rows of the embeddings."""
-    ia, ib = a.tensors[name_a], b.tensors[name_b]
-    rows = min(ia.shape[0], ib.shape[0], VOCAB_ROWS)
-    corr = _column_correlations(a, b, name_a, name_b, rows)
-    strength = np.abs(corr)
-    if corr.shape[0] == corr.shape[1]:
-        method = "assignment"
-        index = assign(strength)
-    else:
-        method = "argmax"
-        index = strength.argmax(axis=1)
-    picked = corr[np.arange(corr.shape[0]), index]
-    sign = np.where(picked < 0, -1.0, 1.0)
-    record = ResidualAlignment(name_a, name_b, rows, ia.shape[1], ib.shape[1], method,
-                               float(np.abs(picked).mean()))
-    return record, _Aligner(index, sign)
-
-
 def read_neuron_major(source: ModelSource, matrix: NeuronMatrix) -> torch.Tensor:
     """An MLP matrix as float32, one row per neuron."""
     if matrix.rows is not None:
@@ -273,7 +174,7 @@ class _Side:
     """One model's MLP block, read neuron-major as float32 with B's residual columns in A's order:
     a few normalised rows as queries, or every row streamed in blocks as keys."""
 
-    def __init__(self, source: ModelSource, block: MlpBlock, aligner: _Aligner | None) -> None:
+    def __init__(self, source: ModelSource, block: MlpBlock, aligner: ResidualMap | None) -> None:
         self.source, self.aligner = source, aligner
         self.key, self.neurons = block.key, block.neurons
         self.matrices = (block.first, block.second)
@@ -348,6 +249,8 @@ def independence_test(a: ModelSource, b: ModelSource, *, blocks: int = 4) -> Ind
     if min(mlp_a[0].neurons, mlp_b[0].neurons) < MIN_NEURONS:
         return _not_applicable(f"fewer than {MIN_NEURONS} MLP neurons per block")
     alignment, aligner = align_residual(a, b, vocab_a, vocab_b)
+    if alignment.rows < 2:
+        return IndependenceTest(False, "the vocabularies share no token strings", alignment)
     results = []
     if len(mlp_a) == len(mlp_b):
         for i in progress.bar(_probed(len(mlp_a), blocks), desc="independence", unit="block"):

@@ -9,15 +9,17 @@ pair, puts it in the JSON, the text report, the matrices and the heatmaps. The v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import Fingerprint
 from tensorguard.lineage.distance import FingerprintDistance, Reference, fingerprint_distance
 from tensorguard.lineage.independence import IndependenceTest, independence_test
 from tensorguard.lineage.weights import WeightEvidence, weight_evidence
 from tensorguard.loading import ModelSource
+from tensorguard.signatures import Signature, SignatureSimilarity, compute_signature, similarity
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,17 @@ class Context:
 
     reference: Reference
     blocks: int
+    #: Weight signatures already computed, by source (each model's is computed once per run;
+    #: ``scan`` puts the query's here). ``None``: the model has no signature.
+    signatures: dict[ModelSource, Signature | None] = field(default_factory=dict)
+
+    def signature(self, source: ModelSource) -> Signature | None:
+        if source not in self.signatures:
+            try:
+                self.signatures[source] = compute_signature(source)
+            except TensorguardError:  # no recognised anatomy, or too few usable tokens
+                self.signatures[source] = None
+        return self.signatures[source]
 
 
 class Signal:
@@ -108,3 +121,22 @@ class IndependenceSignal(Signal):
 
     def value(self, evidence: IndependenceTest) -> float | None:
         return -evidence.log10_p if evidence.applicable and evidence.log10_p is not None else None
+
+
+@register
+class SignatureSignal(Signal):
+    """The weight signature ``scan`` retrieves with: invariant to renaming, rescaling and rotation
+    of the residual stream, and to the vocabulary's row order; calibrated on the lineage corpus
+    (every derivative at least 0.582 against its base, every independent pair at most 0.099)."""
+
+    name, matrix, title = "signature", "signature", "weight signature"
+    description, higher_is_closer, diagonal = "weight signature similarity", True, 1.0
+
+    def measure(self, a: Subject, b: Subject, context: Context) -> SignatureSimilarity | None:
+        if a.source is None or b.source is None:
+            return None
+        sa, sb = context.signature(a.source), context.signature(b.source)
+        return None if sa is None or sb is None else similarity(sa, sb)
+
+    def value(self, evidence: SignatureSimilarity) -> float | None:
+        return evidence.score

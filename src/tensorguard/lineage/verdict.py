@@ -5,11 +5,27 @@ In order, the first rule that applies:
 1. ``same weights``: the models have the same tensor names and shapes and every tensor is equal,
    byte for byte or after a dtype cast (the cast is named);
 2. ``derived``: the independence test rejects independence (``p < ALPHA``), or the median
-   cosine of the shared 2-D tensors is at least ``DERIVED_COSINE``;
-3. ``independent``: the test ran and did not reject (``p >= ALPHA``) and the weights share
-   tensor names whose median matrix cosine is below ``INDEPENDENT_COSINE`` in absolute value;
+   cosine of the shared 2-D tensors is at least ``DERIVED_COSINE``, or the weight signatures
+   are at least ``SIGNATURE_DERIVED`` alike, in the whole and in the blocks alone (an embedding
+   shared by otherwise unrelated models is not enough): rotation-invariant evidence that no
+   blind test vetoes;
+3. ``independent``, only on positive evidence: the test ran and did not reject (``p >= ALPHA``),
+   its alignment stood on embedding rows paired by token string, at least
+   ``alignment.ROWS_PER_DIMENSION`` of them per residual dimension, the test had the power to see
+   a derivation (``detectable_rho``: the Spearman rho that, in every probed block, would have
+   rejected, is at most ``POWER_RHO``), the weights share tensor names whose median matrix
+   cosine is below ``INDEPENDENT_COSINE`` in absolute value, and the weight signatures, where
+   both models have one, are less than ``SIGNATURE_INDEPENDENT`` alike;
 4. ``inconclusive``: anything else (fingerprints only, no shared vocabulary rows, different
-   architectures, or evidence that disagrees); the reason says what is missing.
+   architectures, rows paired by index for want of a tokenizer, too few shared tokens, too
+   little power, or evidence that disagrees); the reason says what is missing.
+
+The signature thresholds come from the lineage corpus (``catalogue.scanning``'s docstring): every
+derivative scored at least 0.582 against its base, every independent pair at most 0.099;
+``SIGNATURE_DERIVED`` sits below the first, ``SIGNATURE_INDEPENDENT`` at twice the second.
+``POWER_RHO`` 0.5: the derivatives of the lineage corpus that the test confirms keep rho above
+0.5 in every probed block (``docs/alignment.md``), so a test that would miss rho 0.5 could miss
+one of them.
 """
 
 from __future__ import annotations
@@ -18,13 +34,18 @@ import math
 from dataclasses import dataclass
 
 from tensorguard.enums import TextEnum
+from tensorguard.lineage.alignment import BY_STRING
 from tensorguard.lineage.distance import FingerprintDistance
-from tensorguard.lineage.independence import IndependenceTest
+from tensorguard.lineage.independence import IndependenceTest, block_log_p, fisher_log_p
 from tensorguard.lineage.weights import WeightEvidence
+from tensorguard.signatures import SignatureSimilarity
 
 ALPHA = 1e-3
 DERIVED_COSINE = 0.5
 INDEPENDENT_COSINE = 0.1
+POWER_RHO = 0.5
+SIGNATURE_DERIVED = 0.5
+SIGNATURE_INDEPENDENT = 0.2
 
 
 class VerdictLabel(TextEnum):
@@ -63,8 +84,41 @@ def _distance_summary(distance: FingerprintDistance) -> str:
     return text
 
 
+def detectable_rho(test: IndependenceTest) -> float | None:
+    """The smallest Spearman rho that, reached in every probed block, would have made the test
+    reject at ``ALPHA`` (with each block's neurons and Bonferroni factor); ``None`` if even rho 1
+    would not."""
+    def log_p(rho: float) -> float:
+        return fisher_log_p([min(0.0, block_log_p(rho, b.matched) + math.log(b.candidates))
+                             for b in test.blocks])
+
+    target = math.log(ALPHA)
+    if not test.blocks or log_p(1.0) >= target:
+        return None
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if log_p(mid) < target else (mid, hi)
+    return hi
+
+
+def _why_not_independent(test: IndependenceTest) -> str | None:
+    """What keeps a test that did not reject from counting as evidence of independence."""
+    al = test.alignment
+    if al is not None and al.rows_by != BY_STRING:
+        return f"not evidence of independence: {al.note}"
+    if al is not None and not al.determined:
+        return (f"not evidence of independence: only {al.rows} shared token strings for a residual "
+                f"width of {max(al.hidden_a, al.hidden_b)}")
+    rho = detectable_rho(test)
+    if rho is None or rho > POWER_RHO:
+        seen = "no rho" if rho is None else f"only rho above {rho:.2f}"
+        return f"not evidence of independence: the test could see {seen} (needs {POWER_RHO})"
+    return None
+
+
 def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
-           test: IndependenceTest | None) -> Verdict:
+           test: IndependenceTest | None, signature: SignatureSimilarity | None = None) -> Verdict:
     """Apply the rule in the module docstring."""
     p = test.p_value if test is not None and test.applicable else None
     rejects = test is not None and test.applicable and (test.log10_p or 0.0) < math.log10(ALPHA)
@@ -76,9 +130,18 @@ def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
         return Verdict(VerdictLabel.DERIVED, p, _test_summary(test))
     if cosine is not None and cosine >= DERIVED_COSINE:
         return Verdict(VerdictLabel.DERIVED, p, f"median cosine of shared matrices {cosine:.3f}")
-    if test is not None and test.applicable and cosine is not None and abs(cosine) < INDEPENDENT_COSINE:
+    blocks = _block_similarity(signature)
+    if signature is not None and blocks is not None and min(signature.score, blocks) >= SIGNATURE_DERIVED:
+        also = f"; {_test_summary(test)}" if test is not None and test.applicable else ""
+        return Verdict(VerdictLabel.DERIVED, p, f"weight signature similarity {signature.score:.3f} "
+                       f"(blocks {blocks:.3f}){also}")
+    tested = test if test is not None and test.applicable else None
+    doubts = [d for d in (_why_not_independent(tested) if tested is not None else None,
+                          _signature_doubt(signature)) if d is not None]
+    if tested is not None and not doubts and cosine is not None and abs(cosine) < INDEPENDENT_COSINE:
+        signed = f"; weight signature similarity {signature.score:.3f}" if signature is not None else ""
         return Verdict(VerdictLabel.INDEPENDENT, p,
-                       f"{_test_summary(test)}; median cosine of shared matrices {cosine:.3f}")
+                       f"{_test_summary(tested)}; median cosine of shared matrices {cosine:.3f}{signed}")
     missing = []
     if test is None:
         missing.append("fingerprints only")
@@ -89,4 +152,18 @@ def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
             missing.append(f"weights: {weights.reason}")
         elif cosine is not None:
             missing.append(f"median cosine of shared matrices {cosine:.3f}")
-    return Verdict(VerdictLabel.INCONCLUSIVE, p, "; ".join([*missing, _distance_summary(distance)]))
+    return Verdict(VerdictLabel.INCONCLUSIVE, p,
+                   "; ".join([*missing, *doubts, _distance_summary(distance)]))
+
+
+def _block_similarity(signature: SignatureSimilarity | None) -> float | None:
+    """The blocks' part of a signature similarity (the mean over the kinds both models have)."""
+    if signature is None or not signature.kinds:
+        return None
+    return sum(signature.kinds.values()) / len(signature.kinds)
+
+
+def _signature_doubt(signature: SignatureSimilarity | None) -> str | None:
+    if signature is None or signature.score < SIGNATURE_INDEPENDENT:
+        return None
+    return f"weight signature similarity {signature.score:.3f} is not that of independent models"

@@ -1,16 +1,21 @@
-"""Function-preserving disguises of a Llama-style model, and the decoder that proves them.
+"""Disguises of a Llama-style model, and the decoder that proves them.
 
 Whoever re-uploads a model under a new name can rename its hidden units, rescale paired matrices
 or rotate its residual basis without changing one output: these are the attacks that the weight
-signature and compare's independence test must see through. Each disguise takes a weight dict
-with Hugging Face Llama names (``make_weights`` of a ``llama`` spec, or a trained one) and
-returns a new dict; ``llama_logits`` runs the decoder (RMSNorm, RoPE, causal GQA attention,
-SwiGLU) so that a test or benchmark can check that the logits are unchanged; ``drop_blocks``
-(depth pruning) is the one change here that is not function-preserving. Shared, like
-``synthetic``, by the tests and the benchmarks; every draw comes from an explicit seed.
+signature and compare's independence test must see through. Others change the function a little
+(``slice_residual``, SliceGPT-style; ``quantize_4bit``) or only the token axis
+(``shuffle_vocabulary``, ``insert_tokens``, ``swap_tokenizer``, which return the new token strings
+with the weights). Each disguise takes a weight dict with Hugging Face Llama names
+(``make_weights`` of a ``llama`` spec, or a trained one) and returns a new dict; ``llama_logits``
+runs the decoder (RMSNorm, RoPE, causal GQA attention, SwiGLU) so that a test or benchmark can
+check that the logits are unchanged; ``drop_blocks`` (depth pruning) is another change that is
+not function-preserving. Shared, like ``synthetic``, by the tests and the benchmarks; every draw
+comes from an explicit seed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -18,15 +23,16 @@ from tensorguard.synthetic import ModelSpec
 from tensorguard.testing.renaming import Renaming
 
 Weights = dict[str, torch.Tensor]
+Map = Callable[[torch.Tensor], torch.Tensor]
 _BLOCK = "model.layers."
 
 
-def num_blocks(w: Weights) -> int:
+def num_blocks(w: Mapping[str, torch.Tensor]) -> int:
     """How many decoder blocks ``w`` holds (blocks are numbered from 0 without gaps)."""
     return 1 + max(int(n.split(".")[2]) for n in w if n.startswith(_BLOCK))
 
 
-def output_head(w: Weights) -> torch.Tensor:
+def output_head(w: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The output head (the embedding itself when they are tied)."""
     return w.get("lm_head.weight", w["model.embed_tokens.weight"])
 
@@ -118,24 +124,125 @@ def rescale(w: Weights, spec: ModelSpec, *, seed: int) -> Weights:
 
 def rotate(w: Weights, spec: ModelSpec, *, seed: int) -> Weights:
     """Fold every norm weight into the matrices after it, then rotate the residual basis by a
-    random orthogonal matrix R (RMSNorm without weights commutes with R). A tied head is untied:
-    it becomes the final norm times the embedding, rotated."""
+    random orthogonal matrix R (RMSNorm without weights commutes with R), as QuaRot and SpinQuant
+    do. A tied head is untied: it becomes the final norm times the embedding, rotated."""
     gen = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(spec.hidden, spec.hidden, generator=gen, dtype=torch.float64))
     rot = (q * torch.sign(torch.diagonal(r))).float()
-    out: Weights = {"model.embed_tokens.weight": w["model.embed_tokens.weight"] @ rot}
+    return map_residual(w, lambda x: x @ rot, lambda x: rot.T @ x, spec.hidden)
+
+
+def hadamard_rotation(hidden: int, *, seed: int) -> tuple[Map, Map]:
+    """QuaRot's randomized Hadamard rotation ``R = diag(signs) H / sqrt(hidden)`` (``hidden`` a
+    power of two) as the two maps ``map_residual`` takes, ``x -> x R`` and ``x -> R^T x``, each
+    a fast Walsh-Hadamard transform: ``O(hidden log hidden)`` a row instead of ``hidden^2``."""
+    signs = torch.randint(0, 2, (hidden,), generator=torch.Generator().manual_seed(seed)) * 2.0 - 1.0
+    return (lambda x: _walsh_hadamard(x.float() * signs),
+            lambda x: _walsh_hadamard((signs[:, None] * x.float()).T).T)
+
+
+def _walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
+    """``x H / sqrt(n)`` along the last axis (``n`` a power of two), H the Sylvester Hadamard matrix."""
+    n, h = x.shape[-1], 1
+    y = x.reshape(-1, n)
+    while h < n:
+        pairs = y.view(-1, n // (2 * h), 2, h)
+        y = torch.stack((pairs[:, :, 0] + pairs[:, :, 1], pairs[:, :, 0] - pairs[:, :, 1]), dim=2)
+        h *= 2
+    out: torch.Tensor = y.reshape(x.shape) / n**0.5
+    return out
+
+
+def slice_residual(w: Weights, spec: ModelSpec, *, remove: float) -> Weights:
+    """SliceGPT-style slicing: fold the norms, rotate the residual basis to the principal axes
+    of the embedding rows, and keep the leading ``1 - remove`` share of them, cutting every
+    matrix that reads or writes the residual stream to match (close to, not exactly, the same
+    function: the removed directions carry the least energy; the norms scale by
+    ``sqrt(hidden / kept)`` so RMSNorm keeps its gain)."""
+    keep = round(spec.hidden * (1.0 - remove))
+    emb = w["model.embed_tokens.weight"].double()
+    _, vectors = torch.linalg.eigh(emb.T @ emb)  # ascending eigenvalues
+    basis = vectors.flip(1)[:, :keep].float()
+    out = map_residual(w, lambda x: x @ basis, lambda x: basis.T @ x, keep)
+    gain = (spec.hidden / keep) ** 0.5
+    return {n: t * gain if n.endswith("layernorm.weight") or n == "model.norm.weight" else t
+            for n, t in out.items()}
+
+
+def map_residual(w: Mapping[str, torch.Tensor], right: Map, left: Map, width: int) -> Weights:
+    """The residual stream mapped by a matrix B (hidden x ``width``, orthonormal columns), norms
+    folded: ``right(x) = x B`` for matrices that read the stream, ``left(x) = B^T x`` for those
+    that write it. ``w`` may be any mapping (one that reads each tensor when asked streams a
+    large model through)."""
+    out: Weights = {"model.embed_tokens.weight": right(w["model.embed_tokens.weight"])}
     for i in range(num_blocks(w)):
         p = f"{_BLOCK}{i}."
         for norm, mats in (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
                            ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
             g = w[p + f"{norm}.weight"]
-            out[p + f"{norm}.weight"] = torch.ones_like(g)
+            out[p + f"{norm}.weight"] = torch.ones(width)
             for m in mats:
-                out[p + f"{m}.weight"] = (w[p + f"{m}.weight"] * g) @ rot
+                out[p + f"{m}.weight"] = right(w[p + f"{m}.weight"] * g)
         for m in ("self_attn.o_proj", "mlp.down_proj"):
-            out[p + f"{m}.weight"] = rot.T @ w[p + f"{m}.weight"]
-    out["model.norm.weight"] = torch.ones_like(w["model.norm.weight"])
-    out["lm_head.weight"] = (output_head(w) * w["model.norm.weight"]) @ rot
+            out[p + f"{m}.weight"] = left(w[p + f"{m}.weight"])
+    out["model.norm.weight"] = torch.ones(width)
+    out["lm_head.weight"] = right(output_head(w) * w["model.norm.weight"])
+    return out
+
+
+def quantize_4bit(w: Weights, group: int = 32) -> Weights:
+    """4-bit asymmetric group quantization (min/max per group of ``group`` entries, like Q4_1),
+    and back to float: the round trip a 4-bit checkpoint makes."""
+    out = {}
+    for n, t in w.items():
+        if t.ndim == 2:
+            g = t.reshape(-1, group)
+            lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
+            step = ((hi - lo) / 15).clamp_min(1e-12)
+            t = (((g - lo) / step).round().clamp(0, 15) * step + lo).reshape(t.shape)
+        out[n] = t
+    return out
+
+
+def vocabulary(size: int) -> list[str]:
+    """Token strings for a model of ``size`` rows, one a row."""
+    return [f"tok{i}" for i in range(size)]
+
+
+def shuffle_vocabulary(w: Weights, tokens: list[str], *, seed: int) -> tuple[Weights, list[str]]:
+    """The same tokens in another row order (embedding, head and tokenizer alike)."""
+    order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(seed)).tolist()
+    return _remap(w, order, seed), [tokens[i] for i in order]
+
+
+def insert_tokens(w: Weights, tokens: list[str], *, count: int, seed: int) -> tuple[Weights, list[str]]:
+    """``count`` new tokens (new strings, fresh rows) inserted in the middle of the vocabulary."""
+    mid = len(tokens) // 2
+    rows: list[int | None] = [*range(mid), *([None] * count), *range(mid, len(tokens))]
+    new = [f"new{i}" for i in range(count)]
+    return _remap(w, rows, seed), [*tokens[:mid], *new, *tokens[mid:]]
+
+
+def swap_tokenizer(w: Weights, tokens: list[str], *, share: float, seed: int) -> tuple[Weights, list[str]]:
+    """Another tokenizer sharing ``share`` of the strings: the others dropped, as many new ones
+    (fresh rows) added, and every row in a new order."""
+    gen = torch.Generator().manual_seed(seed)
+    kept = sorted(torch.randperm(len(tokens), generator=gen)[:round(share * len(tokens))].tolist())
+    rows: list[int | None] = [*kept, *([None] * (len(tokens) - len(kept)))]
+    strings = [tokens[i] for i in kept] + [f"other{i}" for i in range(len(tokens) - len(kept))]
+    order = torch.randperm(len(rows), generator=gen).tolist()
+    return _remap(w, [rows[i] for i in order], seed), [strings[i] for i in order]
+
+
+def _remap(w: Weights, rows: list[int | None], seed: int) -> Weights:
+    """Embedding and head rows in the order ``rows`` (``None``: a fresh row of the same scale)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(w)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        if name in w:
+            t = w[name]
+            fresh = t.std() * torch.randn(len(rows), t.shape[1], generator=gen)
+            out[name] = torch.stack([t[i] if i is not None else fresh[k] for k, i in enumerate(rows)])
     return out
 
 
