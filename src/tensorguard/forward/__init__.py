@@ -15,11 +15,9 @@ import torch
 from tensorguard.architectures import Slot, lookup
 from tensorguard.forward.build import build_model
 from tensorguard.forward.perturb import Probe, Target
-from tensorguard.forward.sequences import generate
+from tensorguard.forward.sequences import LENGTH, generate
 from tensorguard.loading import ModelSource
 
-#: Tokens per sequence.
-LENGTH = 64
 #: The matrices scored by default: those writing into the residual stream (each block's attention
 #: output and MLP output) and the token embedding; their outputs are what a block adds.
 RESIDUAL_WRITERS = frozenset({Slot.EMBED, Slot.O, Slot.DOWN})

@@ -39,7 +39,8 @@ def _gguf_config(source: ModelSource) -> dict[str, Any]:
         raise TensorguardError(f"{source.name}: transformers cannot read the configuration of GGUF "
                                f"architecture {arch!r}; put a config.json beside the model")
     config: dict[str, Any] = {"model_type": arch}
-    for key, field in GGUF_CONFIG_MAPPING[arch].items():
+    mapping: dict[str, str | None] = GGUF_CONFIG_MAPPING[arch]  # type: ignore[assignment]
+    for key, field in mapping.items():
         if field and f"{arch}.{key}" in metadata:
             config[field] = metadata[f"{arch}.{key}"]
     claims = source.claims

@@ -134,7 +134,8 @@ class Target:
 
 
 def _output(value: Any) -> torch.Tensor:
-    return value[0] if isinstance(value, tuple) else value
+    tensor: torch.Tensor = value[0] if isinstance(value, tuple) else value
+    return tensor
 
 
 @contextmanager
@@ -155,9 +156,12 @@ def _replayed(layers: Sequence[torch.nn.Module], outputs: Sequence[Any], copies:
             return (repeat(value[0]), *value[1:])
         return value.repeat(copies, *([1] * (value.dim() - 1)))
 
+    def returning(value: Any) -> Callable[..., Any]:
+        return lambda *args, **kwargs: value
+
     try:
         for layer, output in zip(layers, outputs, strict=True):
-            layer.forward = lambda *a, _out=repeat(output), **k: _out  # type: ignore[method-assign]
+            layer.forward = returning(repeat(output))
         yield
     finally:
         for layer in layers:
@@ -204,9 +208,9 @@ class Probe:
             if adversarial:
                 with torch.enable_grad():
                     logits = self.model(input_ids=self.tokens, use_cache=False).logits
-                    loss = torch.nn.functional.cross_entropy(
+                    loss: torch.Tensor = torch.nn.functional.cross_entropy(
                         logits[:, :-1].flatten(0, 1).float(), self.tokens[:, 1:].flatten())
-                    loss.backward()
+                    torch.autograd.backward(loss)
                     logits = logits[:, self.keep]
             else:
                 with torch.inference_mode():
@@ -233,7 +237,8 @@ class Probe:
             log_q = self._logits(self.tokens.repeat(copies, 1)).log_softmax(dim=-1)
         log_p = self.clean_log_probs.repeat(copies, 1, 1)
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (kinds x sequences) x positions
-        return kl.reshape(copies, -1).double().mean(dim=1).tolist()
+        means: list[float] = kl.reshape(copies, -1).double().mean(dim=1).tolist()
+        return means
 
     def run(self, desc: str) -> dict[str, list[float]]:
         """``measure`` for every target, by name."""

@@ -1,0 +1,94 @@
+"""The forward sensitivity metric on a tiny llama run by ``transformers``: a damaged layer is ranked
+first, the replay of the unperturbed blocks is exact, results are deterministic, errors are one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from tensorguard import report
+from tensorguard import sensitivity as sens
+from tensorguard.errors import MissingExtraError, TensorguardError
+from tensorguard.forward import kl_by_layer, perturb
+from tensorguard.loading import open_model
+from tensorguard.probes import ALL_KINDS
+from tensorguard.synthetic import ModelSpec, llama_config, make_weights, save_model
+
+SPEC = ModelSpec(scheme="llama", hidden=64, layers=4, intermediate=128, vocab=96, heads=4, kv_heads=2)
+DAMAGED = "model.layers.2.mlp.down_proj.weight"
+
+
+def _save(weights: dict[str, torch.Tensor], folder: Path) -> Path:
+    save_model(weights, folder)
+    (folder / "config.json").write_text(json.dumps(llama_config(SPEC)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Block 2's MLP writes a massive activation (one feature 100x too large) that the final norm
+    ignores, as trained models do: noise at that layer's scale swamps every other feature."""
+    weights = make_weights(SPEC, 0)
+    weights[DAMAGED][5] *= 100
+    weights["model.norm.weight"][5] = 0
+    return _save(weights, tmp_path_factory.mktemp("damaged"))
+
+
+def test_the_damaged_layer_is_ranked_first(damaged: Path) -> None:
+    """First among the blocks' layers, several times the median; the embedding is the whole input
+    of a random-weight model (every block only adds a little to it), so it is ranked apart."""
+    result = sens.analyze_sensitivity(damaged, metric="forward")
+    blocks = [la for la in result.layers if la.block is not None]
+    assert blocks[0].name == DAMAGED
+    assert blocks[0].mean > 3 * blocks[1].mean
+    assert sum(blocks[0].scores[k] > 1.5 for k in ALL_KINDS) >= len(ALL_KINDS) - 1
+    # scored: the embedding and each block's attention and MLP outputs, relative to the median
+    assert len(result.layers) == 1 + 2 * SPEC.layers
+    assert result.options.samples == sens.DEFAULT_SAMPLES[sens.Metric.FORWARD]
+    words = sens.findings(result)
+    assert any(line.startswith("gaussian: ") and "MLP output of block 2 (" in line for line in words)
+
+
+def test_unperturbed_replay_is_the_clean_model(damaged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With zero strength, replaying recorded blocks and running the rest reproduces the clean
+    next-token distribution exactly (KL zero up to rounding) for every layer and kind."""
+    monkeypatch.setattr(perturb, "STRENGTH", 0.0)
+    with open_model(damaged) as source:
+        kl = kl_by_layer(source, ALL_KINDS, sequences=2)
+    assert max(abs(v) for values in kl.values() for v in values) < 1e-6
+
+
+def test_json_is_deterministic(damaged: Path) -> None:
+    runs = [report.dumps(sens.analyze_sensitivity(damaged, metric="forward", kinds="gaussian,adversarial"))
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_missing_extra_is_one_line(damaged: Path, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'tensorguard\[forward\]'"):
+        sens.analyze_sensitivity(damaged, metric="forward")
+    code, _, err = astuple(run_cli("sensitivity", str(damaged), "--metric", "forward"))
+    assert code == 2 and "tensorguard[forward]" in err and "Traceback" not in err
+
+
+def test_a_model_without_configuration_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bare.safetensors"
+    save_model(make_weights(SPEC, 0), path)
+    with pytest.raises(TensorguardError, match=r"config\.json"):
+        sens.analyze_sensitivity(path, metric="forward")
+
+
+def test_cli_reports_findings(damaged: Path, run_cli) -> None:
+    code, text, _ = astuple(run_cli("sensitivity", str(damaged), "--metric", "forward",
+                                    "--noise", "low_frequency", "--top", "3"))
+    assert code == 0
+    assert "2 token sequences of 64" in text
+    assert "MLP output of block 2 (" in text
