@@ -311,6 +311,10 @@ def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all"
 #: What a score is relative to, in a finding's words.
 REFERENCE = {Metric.FORWARD: "the median layer", Metric.RESPONSE: "the layer's average gain",
              Metric.GRADIENT_NORM: "the mean layer"}
+#: Bands of findings, in multiples of the reference (the threshold is the lowest edge).
+BANDS = (100.0, 10.0, 3.0)
+#: A kind stands out for a layer when its score is this many times the layer's mean over kinds.
+STANDOUT = 2.0
 #: A layer's part of its block, in a finding's words (other slots are named by their slot).
 PARTS = {Slot.O: "attention output", Slot.DOWN: "MLP output", Slot.EMBED: "token embedding",
          Slot.LM_HEAD: "output head", Slot.QKV: "attention qkv", Slot.GATE_UP: "MLP gate/up"}
@@ -360,17 +364,38 @@ def _where(layers: Sequence[tuple[LayerScore, float]]) -> str:
 
 
 def findings(result: SensitivityResult) -> list[str]:
-    """The result in words a user can act on: for each kind, the layers above the threshold
-    (grouped by their part of the block, block ranges, how many times the reference), and the
-    layers tolerant to every kind (mean below 1/threshold)."""
+    """The result in words a user can act on, one line each:
+
+    * by the mean over kinds, the layers above the threshold in bands (``BANDS``: 100x, 10x, 3x
+      the reference and the threshold), grouped by their part of the block with block ranges;
+    * for each kind, the layers whose score for it is at least ``STANDOUT`` times their own mean
+      over kinds (or at most its inverse): where the kinds disagree;
+    * the layers tolerant to every kind (mean below 1/threshold).
+    """
     o = result.options
     reference = REFERENCE[o.metric]
     lines = []
-    for kind in o.kinds:
-        above = [(la, la.scores[kind]) for la in result.layers if la.scores[kind] > o.threshold]
-        lines.append(f"{kind}: " + (f"{_where(above)} react more than {reference}" if above else
-                                    f"no layer reacts more than {_number(o.threshold)}x "
-                                    f"{reference}"))
+    edges = sorted({b for b in BANDS if b > o.threshold} | {o.threshold}, reverse=True)
+    upper = math.inf
+    for edge in edges:
+        band = [(la, la.mean) for la in result.layers if edge < la.mean <= upper]
+        if band:
+            span = (f"{_number(edge)}x {reference} or more" if upper == math.inf
+                    else f"{_number(edge)}-{_number(upper)}x {reference}")
+            lines.append(f"{span} (mean of the kinds): {_where(band)}")
+        upper = edge
+    if not any(la.mean > o.threshold for la in result.layers):
+        lines.append(f"no layer reacts more than {_number(o.threshold)}x {reference}")
+    if len(o.kinds) > 1:
+        for kind in o.kinds:
+            more = [(la, la.scores[kind]) for la in result.layers
+                    if la.scores[kind] > o.threshold and la.scores[kind] >= STANDOUT * la.mean]
+            less = [(la, la.scores[kind]) for la in result.layers
+                    if la.mean > o.threshold and la.scores[kind] <= la.mean / STANDOUT]
+            if more:
+                lines.append(f"{kind}, {STANDOUT:g}x the layer's own mean or more: {_where(more)}")
+            if less:
+                lines.append(f"{kind}, 1/{STANDOUT:g} of the layer's own mean or less: {_where(less)}")
     if o.threshold > 1:
         low = 1 / o.threshold
         tolerant = [(la, la.mean) for la in result.layers if la.mean < low]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from tensorguard.architectures import Slot, lookup
-from tensorguard.forward.build import build_model
+from tensorguard.forward.build import Built, build_model
 from tensorguard.forward.perturb import Probe, Target
 from tensorguard.forward.sequences import LENGTH, generate
 from tensorguard.loading import ModelSource
@@ -52,8 +52,11 @@ def _targets(model: torch.nn.Module, names: dict[str, str]) -> tuple[list[Target
 
 def kl_by_layer(source: ModelSource, kinds: Sequence[str], *, sequences: int) -> dict[str, list[float]]:
     """For each scored matrix of ``source``, the mean next-token KL divergence per kind."""
-    built = build_model(source)
+    return measure(build_model(source), kinds, sequences=sequences, desc=source.name)
+
+
+def measure(built: Built, kinds: Sequence[str], *, sequences: int, desc: str = "") -> dict[str, list[float]]:
+    """``kl_by_layer`` for a model already built (its weights may have been changed since)."""
     tokens = generate(built.model, count=sequences, length=LENGTH, seed=0)
     targets, layers = _targets(built.model, built.names)
-    probe = Probe(built.model, tokens, layers, targets, kinds)
-    return probe.run(source.name)
+    return Probe(built.model, tokens, layers, targets, kinds).run(desc)

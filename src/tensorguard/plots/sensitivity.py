@@ -9,7 +9,7 @@ import numpy as np
 
 from tensorguard.architectures import Role
 from tensorguard.plots import ROLE_COLOURS, new_figure, short_name
-from tensorguard.sensitivity import SensitivityResult, rounded_mean
+from tensorguard.sensitivity import Metric, SensitivityResult, rounded_mean
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -38,6 +38,11 @@ def _metric_label(result: SensitivityResult) -> str:
     return f"{o.metric} score ({kinds})"
 
 
+def _logarithmic(result: SensitivityResult, values: Sequence[float]) -> bool:
+    """The forward metric's ratios to the median are drawn on a log scale (when all positive)."""
+    return result.options.metric is Metric.FORWARD and min(values, default=0) > 0
+
+
 def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     layers = result.layers[:count]
     values = [la.mean for la in layers]
@@ -46,10 +51,16 @@ def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     ax.set_yticks(y, [short_name(la.name) for la in layers], fontsize=8)
     ax.set_ylim(len(layers) - 0.5, -0.5)  # rank 1 on top, rows aligned with the kind grid
     span = max(values + [result.options.threshold])
+    logarithmic = _logarithmic(result, values)
     for yi, v in zip(y, values, strict=True):
-        ax.text(v + span * 0.01, float(yi), f"{v:.3g}", va="center", fontsize=7)
+        ax.text(v * 1.05 if logarithmic else v + span * 0.01, float(yi), f"{v:.3g}", va="center",
+                fontsize=7)
     ax.axvline(result.options.threshold, color="#444444", linestyle="--", linewidth=1)
-    ax.set_xlim(0, span * 1.12)
+    if logarithmic:  # ratios to the median span decades
+        ax.set_xscale("log")
+        ax.set_xlim(min(values + [result.options.threshold]) / 1.5, span * 3)
+    else:
+        ax.set_xlim(0, span * 1.12)
     ax.set_xlabel(_metric_label(result))
     ax.grid(axis="x", linestyle=":", alpha=0.6)
     from matplotlib.lines import Line2D
@@ -66,12 +77,18 @@ def _kind_grid(ax: Axes, result: SensitivityResult, count: int) -> None:
     layers = result.layers[:count]
     kinds = result.options.kinds
     grid = np.array([[la.scores[k] for k in kinds] for la in layers])
-    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    from matplotlib.colors import LogNorm
+
+    norm = LogNorm() if _logarithmic(result, grid.ravel().tolist()) else None
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(kinds)), [k.replace("_", "\n") for k in kinds], fontsize=7)
     ax.set_yticks([])
     for (i, j), v in np.ndenumerate(grid):
-        colour = "white" if v < (grid.min() + grid.max()) / 2 else "black"
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+        middle = (np.sqrt(grid.min() * grid.max()) if norm is not None
+                  else (grid.min() + grid.max()) / 2)
+        colour = "white" if v < middle else "black"
+        text = f"{v:.3g}" if norm is not None else f"{v:.2f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=6, color=colour)
     ax.set_title("score per noise kind", fontsize=10)
     ax.figure.colorbar(image, ax=ax, shrink=0.6, label="score")
 
