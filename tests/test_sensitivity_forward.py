@@ -92,3 +92,18 @@ def test_cli_reports_findings(damaged: Path, run_cli) -> None:
     assert code == 0
     assert "2 token sequences of 64" in text
     assert "MLP output of block 2 (" in text
+
+
+def test_every_probe_kind_has_a_matched_strength_perturbation() -> None:
+    """Each kind, at ``STRENGTH`` times each sequence's norm; frequency kinds along positions."""
+    assert set(perturb.NOISES) == set(ALL_KINDS)
+    gen = torch.Generator().manual_seed(0)
+    clean = perturb.Clean(torch.randn(3, 64, 16, generator=gen), torch.randn(3, 64, 16, generator=gen))
+    for kind in ALL_KINDS:
+        delta = perturb.perturbation(kind, clean)
+        ratio = delta.norm(dim=(1, 2)) / clean.output.norm(dim=(1, 2))
+        torch.testing.assert_close(ratio, torch.full((3,), perturb.STRENGTH), rtol=1e-5, atol=0)
+    spectrum = torch.fft.rfft(perturb.perturbation("low_frequency", clean).double(), dim=1).abs()
+    assert spectrum[:, 33 // 8:].max() < 1e-6 * spectrum.max()
+    spectrum = torch.fft.rfft(perturb.perturbation("high_frequency", clean).double(), dim=1).abs()
+    assert spectrum[:, :33 // 2].max() < 1e-6 * spectrum.max()

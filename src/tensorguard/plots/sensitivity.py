@@ -35,6 +35,8 @@ def depth_profile(results: Sequence[SensitivityResult],
 def _metric_label(result: SensitivityResult) -> str:
     o = result.options
     kinds = o.kinds[0] if len(o.kinds) == 1 else f"mean of {len(o.kinds)} noise kinds"
+    if o.metric is Metric.FORWARD:
+        return f"next-token KL, times the median layer's ({kinds})"
     return f"{o.metric} score ({kinds})"
 
 
