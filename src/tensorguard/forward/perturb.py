@@ -13,6 +13,7 @@ once); one clean forward (and, for ``adversarial``, one backward) serves every t
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -159,9 +160,9 @@ def _replayed(layers: Sequence[torch.nn.Module], outputs: Sequence[Any], copies:
     def returning(value: Any) -> Callable[..., Any]:
         return lambda *args, **kwargs: value
 
-    try:
-        for layer, output in zip(layers, outputs, strict=True):
-            layer.forward = returning(repeat(output))
+    try:  # only the last one's output is read (each replayed block ignores its input)
+        for i, (layer, output) in enumerate(zip(layers, outputs, strict=True)):
+            layer.forward = returning(repeat(output) if i == len(layers) - 1 else output)
         yield
     finally:
         for layer in layers:
@@ -180,10 +181,14 @@ class Probe:
         self.clean: dict[str, Clean] = {}
         self._clean_pass()
 
-    def _logits(self, tokens: torch.Tensor, **inputs: Any) -> torch.Tensor:
-        logits: torch.Tensor = self.model(input_ids=tokens, logits_to_keep=self.keep,
-                                          use_cache=False, **inputs).logits
-        return logits.float()
+    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The logits at the kept positions (only those computed, where the model allows)."""
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kept: torch.Tensor = self.model(input_ids=tokens, logits_to_keep=self.keep,
+                                            use_cache=False).logits
+        else:
+            kept = self.model(input_ids=tokens, use_cache=False).logits[:, self.keep]
+        return kept.float()
 
     def _clean_pass(self) -> None:
         """Record every block's output and every target's output (and gradient) once."""
