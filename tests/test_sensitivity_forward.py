@@ -107,3 +107,15 @@ def test_every_probe_kind_has_a_matched_strength_perturbation() -> None:
     assert spectrum[:, 33 // 8:].max() < 1e-6 * spectrum.max()
     spectrum = torch.fft.rfft(perturb.perturbation("high_frequency", clean).double(), dim=1).abs()
     assert spectrum[:, :33 // 2].max() < 1e-6 * spectrum.max()
+
+
+def test_several_models_side_by_side(damaged: Path, tmp_path: Path) -> None:
+    """Two models through the forward metric: a result each and the depth comparison figure."""
+    from tensorguard.app.sensitivity import COMPARISON_FILE, analyze_models
+
+    other = _save(make_weights(SPEC, 1), tmp_path / "other")
+    done = analyze_models([str(damaged), str(other)], sens.Options(metric="forward", kinds="gaussian"),
+                          out_dir=tmp_path / "out")
+    assert not done.failures and len(done.results) == 2
+    assert (tmp_path / "out" / COMPARISON_FILE).stat().st_size > 0
+    assert done.results[0].layers[0].block == 2

@@ -125,13 +125,18 @@ def depth_figure(results: Sequence[SensitivityResult]) -> Figure:
         blocks, rows = depth_profile(results, layer_role)
         grid = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in rows],
                                              dtype=float).reshape(len(results), len(blocks)))
-        image = ax.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest")
+        from matplotlib.colors import LogNorm
+
+        logarithmic = grid.count() > 0 and _logarithmic(results[0], grid.compressed().tolist())
+        image = ax.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest",
+                          norm=LogNorm() if logarithmic else None)
         step = max(1, len(blocks) // 16)
         ax.set_xticks(range(0, len(blocks), step), [str(b) for b in blocks[::step]], fontsize=8)
         ax.set_yticks(range(len(results)), [r.model_name for r in results], fontsize=8)
         ax.set_ylabel("model")
         if grid.size <= 240 and grid.count():
-            middle = (grid.min() + grid.max()) / 2
+            middle = (np.sqrt(grid.min() * grid.max()) if logarithmic
+                      else (grid.min() + grid.max()) / 2)
             for (i, j), v in np.ndenumerate(grid.filled(np.nan)):
                 if np.isfinite(v):
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
