@@ -119,3 +119,23 @@ def test_several_models_side_by_side(damaged: Path, tmp_path: Path) -> None:
     assert not done.failures and len(done.results) == 2
     assert (tmp_path / "out" / COMPARISON_FILE).stat().st_size > 0
     assert done.results[0].layers[0].block == 2
+
+
+def test_gpt2_conv1d_layers_and_its_file_names(tmp_path: Path) -> None:
+    """Another architecture of the registry: GPT-2 (Conv1D layers, fused qkv, learned positions)."""
+    spec = ModelSpec(scheme="gpt2", hidden=64, layers=2, intermediate=256, vocab=96, heads=4,
+                     positions=64, tied=True)
+    weights = make_weights(spec, 0)
+    for block in range(spec.layers):  # the biases a real GPT-2 file has (optional in the registry)
+        for name, size in (("attn.c_proj.bias", 64), ("mlp.c_fc.bias", 256), ("mlp.c_proj.bias", 64)):
+            weights[f"transformer.h.{block}.{name}"] = torch.zeros(size)
+    weights.setdefault("transformer.ln_f.bias", torch.zeros(64))
+    save_model(weights, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 256,
+         "vocab_size": 96, "n_positions": 64, "bos_token_id": 0, "eos_token_id": 0}))
+    result = sens.analyze_sensitivity(tmp_path, metric="forward", kinds="gaussian")
+    assert {la.name for la in result.layers} == {
+        "transformer.wte.weight", *(f"transformer.h.{b}.{m}.c_proj.weight"
+                                    for b in range(2) for m in ("attn", "mlp"))}
+    assert all(la.scores["gaussian"] > 0 for la in result.layers)
