@@ -1,6 +1,10 @@
 """Layer sensitivity: how strongly each 2-D tensor of a model reacts to each kind of probe noise.
 
-Two metrics, both exact closed forms of a layer ``y = W x`` (``W`` of shape ``out x in``):
+Three metrics. ``forward`` runs the model itself (``tensorguard.forward``, the optional extra
+``tensorguard[forward]``): each layer writing the residual stream gets each kind of noise at a
+matched relative strength, and its score is the next-token KL divergence divided by the median
+layer's (``docs/sensitivity.md``). The other two are exact closed forms of a layer ``y = W x``
+(``W`` of shape ``out x in``), over every 2-D tensor:
 
 * ``gradient-norm`` (the paper's): the Frobenius norm of the gradient of ``||x W^T||`` with respect
   to ``W``. That gradient is ``u x^T`` with ``||u|| = 1`` (whenever ``W x != 0``), so its norm is
@@ -289,7 +293,8 @@ def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all"
     Args:
         model: a model path or an open ``ModelSource``.
         kinds: ``"all"``, a kind, comma-separated kinds or a list (``probes.ALL_KINDS``).
-        metric: ``response`` (the layer's gain on the noise) or ``gradient-norm`` (the paper's).
+        metric: ``response`` (the layer's gain on the noise), ``gradient-norm`` (the paper's) or
+            ``forward`` (the next-token change through the model; ``tensorguard[forward]``).
         samples: probes per kind (default 20), or for ``forward`` token sequences (default 2);
             ``seeds``: ``distinct`` (seeds 0..N-1) or ``repeat`` (seed 0); ``forward`` has one seed.
         threshold: a layer scoring above it is sensitive; ``top``: layers a chart shows.
