@@ -60,3 +60,11 @@ class UsageError(TensorguardError):
 
     def for_cli(self, flags: Mapping[str, str]) -> str:
         return self._render({o: flags.get(o, "--" + o.replace("_", "-")) for o in self.options})
+
+
+class MissingExtraError(TensorguardError):
+    """A feature needs an optional extra that is not installed."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.feature, self.extra = feature, extra
+        super().__init__(f"{feature} needs the optional extra: pip install 'tensorguard[{extra}]'")

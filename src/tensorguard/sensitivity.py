@@ -1,6 +1,10 @@
 """Layer sensitivity: how strongly each 2-D tensor of a model reacts to each kind of probe noise.
 
-Two metrics, both exact closed forms of a layer ``y = W x`` (``W`` of shape ``out x in``):
+Three metrics. ``forward`` runs the model itself (``tensorguard.forward``, the optional extra
+``tensorguard[forward]``): each layer writing the residual stream gets each kind of noise at a
+matched relative strength, and its score is the next-token KL divergence divided by the median
+layer's (``docs/sensitivity.md``). The other two are exact closed forms of a layer ``y = W x``
+(``W`` of shape ``out x in``), over every 2-D tensor:
 
 * ``gradient-norm`` (the paper's): the Frobenius norm of the gradient of ``||x W^T||`` with respect
   to ``W``. That gradient is ``u x^T`` with ``||u|| = 1`` (whenever ``W x != 0``), so its norm is
@@ -28,7 +32,7 @@ from typing import TypeVar
 import torch
 
 from tensorguard import __version__, progress
-from tensorguard.architectures import Role, block_index, role
+from tensorguard.architectures import Role, Slot, block_index, lookup, role
 from tensorguard.enums import TextEnum
 from tensorguard.errors import OptionError, TensorguardError
 from tensorguard.loading import ModelInput, ModelSource, TensorInfo, opened
@@ -42,6 +46,11 @@ SCHEMA = "tensorguard.sensitivity/1"
 class Metric(TextEnum):
     RESPONSE = "response"  # the layer's gain on the perturbation, relative to its average gain
     GRADIENT_NORM = "gradient-norm"  # the paper's score: ||x||, independent of the weights
+    FORWARD = "forward"  # the next-token KL when the layer's output is perturbed, over the median
+
+
+#: ``samples`` when not given: probes per kind, or for ``forward`` token sequences.
+DEFAULT_SAMPLES = {Metric.RESPONSE: 20, Metric.GRADIENT_NORM: 20, Metric.FORWARD: 2}
 
 
 class SeedMode(TextEnum):
@@ -64,7 +73,7 @@ class Options:
 
     kinds: tuple[str, ...] = ALL_KINDS
     metric: Metric = Metric.RESPONSE
-    samples: int = 20
+    samples: int | None = None  # None: the metric's DEFAULT_SAMPLES
     seeds: SeedMode = SeedMode.DISTINCT
     threshold: float = 1.5
     top: int = 20
@@ -74,14 +83,21 @@ class Options:
         object.__setattr__(self, "metric", choice_option(Metric, "metric", self.metric))
         object.__setattr__(self, "seeds", choice_option(SeedMode, "seeds", self.seeds))
         object.__setattr__(self, "kinds", parse_kinds(self.kinds))
+        if self.samples is None:
+            object.__setattr__(self, "samples", DEFAULT_SAMPLES[self.metric])
         for option in ("samples", "top"):
             whole_option(option, getattr(self, option))
         finite_option("threshold", self.threshold)
 
     @property
+    def sample_count(self) -> int:
+        """``samples``, or the metric's default."""
+        return self.samples if self.samples is not None else DEFAULT_SAMPLES[self.metric]
+
+    @property
     def seed_list(self) -> range:
         """The seeds actually probed: identical repeated samples are computed once."""
-        return range(self.samples if self.seeds is SeedMode.DISTINCT else 1)
+        return range(self.sample_count if self.seeds is SeedMode.DISTINCT else 1)
 
 
 @dataclass(frozen=True)
@@ -203,6 +219,11 @@ def layer_response(source: ModelSource, info: TensorInfo, directions: torch.Tens
 
 def _raw_scores(source: ModelSource, options: Options) -> dict[str, torch.Tensor]:
     """Per tensor name, the per-kind mean over samples of the metric (not yet normalised)."""
+    if options.metric is Metric.FORWARD:
+        from tensorguard.forward import kl_by_layer
+
+        kl = kl_by_layer(source, options.kinds, sequences=options.sample_count)
+        return {name: torch.tensor(values, dtype=torch.float64) for name, values in kl.items()}
     probes = _Probes(source, options)
     shape = (len(options.kinds), len(options.seed_list))
     raw: dict[str, torch.Tensor] = {}
@@ -240,10 +261,13 @@ def attention_contrast(target: str, layers: Sequence[LayerScore]) -> AttentionCo
 def analyze(source: ModelSource, options: Options) -> SensitivityResult:
     """Score every 2-D floating-point tensor of ``source`` for each kind in ``options.kinds``."""
     raw = _raw_scores(source, options)
-    matrices = source.matrices()
-    stacked = torch.stack([raw[info.name] for info in matrices])  # tensors x kinds
+    matrices = [source.info(name) for name in raw]
+    stacked = torch.stack(list(raw.values()))  # tensors x kinds
     if options.metric is Metric.GRADIENT_NORM:
         stacked = stacked / stacked.mean(dim=0)
+    elif options.metric is Metric.FORWARD:
+        median = stacked.quantile(0.5, dim=0)
+        stacked = stacked / torch.where(median > 0, median, 1.0)
     layers = []
     for info, row in zip(matrices, stacked.tolist(), strict=True):
         scores = {k: _round(v) for k, v in zip(options.kinds, row, strict=True)}
@@ -260,7 +284,7 @@ def analyze(source: ModelSource, options: Options) -> SensitivityResult:
 
 
 def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all",
-                        metric: Metric | str = Metric.RESPONSE, samples: int = 20,
+                        metric: Metric | str = Metric.RESPONSE, samples: int | None = None,
                         seeds: SeedMode | str = SeedMode.DISTINCT, threshold: float = 1.5,
                         top: int = 20, attention_test: bool = False,
                         base: ModelInput | None = None, name: str | None = None) -> SensitivityResult:
@@ -269,8 +293,10 @@ def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all"
     Args:
         model: a model path or an open ``ModelSource``.
         kinds: ``"all"``, a kind, comma-separated kinds or a list (``probes.ALL_KINDS``).
-        metric: ``response`` (the layer's gain on the noise) or ``gradient-norm`` (the paper's).
-        samples: probes per kind; ``seeds``: ``distinct`` (seeds 0..N-1) or ``repeat`` (seed 0).
+        metric: ``response`` (the layer's gain on the noise), ``gradient-norm`` (the paper's) or
+            ``forward`` (the next-token change through the model; ``tensorguard[forward]``).
+        samples: probes per kind (default 20), or for ``forward`` token sequences (default 2);
+            ``seeds``: ``distinct`` (seeds 0..N-1) or ``repeat`` (seed 0); ``forward`` has one seed.
         threshold: a layer scoring above it is sensitive; ``top``: layers a chart shows.
         attention_test: also contrast attention with the other layers.
         base, name: the base model of a LoRA adapter; the model name to record.
@@ -285,3 +311,100 @@ def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all"
                       top=top, attention_test=attention_test)
     with opened(model, base=base, name=name) as source:
         return analyze(source, options)
+
+
+#: What a score is relative to, in a finding's words.
+REFERENCE = {Metric.FORWARD: "the median layer", Metric.RESPONSE: "the layer's average gain",
+             Metric.GRADIENT_NORM: "the mean layer"}
+#: Bands of findings, in multiples of the reference (the threshold is the lowest edge).
+BANDS = (100.0, 10.0, 3.0)
+#: A kind stands out for a layer when its score is this many times the layer's mean over kinds.
+STANDOUT = 2.0
+#: A layer's part of its block, in a finding's words (other slots are named by their slot).
+PARTS = {Slot.O: "attention output", Slot.DOWN: "MLP output", Slot.EMBED: "token embedding",
+         Slot.LM_HEAD: "output head", Slot.QKV: "attention qkv", Slot.GATE_UP: "MLP gate/up"}
+
+
+def _part(name: str) -> str:
+    located = lookup(name)
+    if located is None:
+        return role(name).value
+    return PARTS.get(located.slot, f"attention {located.slot.value}" if located.slot in
+                     (Slot.Q, Slot.K, Slot.V) else f"MLP {located.slot.value}")
+
+
+def _ranges(blocks: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    spans: list[list[int]] = []
+    for b in sorted(set(blocks)):
+        if spans and b == spans[-1][1] + 1:
+            spans[-1][1] = b
+        else:
+            spans.append([b, b])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _number(value: float) -> str:
+    """Two significant digits, as a finding says it (``3.2``, ``4400``)."""
+    return f"{round_significant(value, 2):g}"
+
+
+def _times(values: Sequence[float]) -> str:
+    lo, hi = _number(min(values)), _number(max(values))
+    return f"{hi}x" if lo == hi else f"{lo}-{hi}x"
+
+
+def _where(layers: Sequence[tuple[LayerScore, float]]) -> str:
+    """``MLP output of blocks 11, 28-29 (190-4400x)``, one clause per part, strongest first."""
+    groups: dict[str, list[tuple[LayerScore, float]]] = {}
+    for layer, score in sorted(layers, key=lambda pair: -pair[1]):
+        groups.setdefault(_part(layer.name), []).append((layer, score))
+    clauses = []
+    for part, members in groups.items():
+        blocks = [la.block for la, _ in members if la.block is not None]
+        where = (f"{part} of block{'s' if len(blocks) > 1 else ''} {_ranges(blocks)}" if blocks
+                 else part)
+        clauses.append(f"{where} ({_times([s for _, s in members])})")
+    return "; ".join(clauses)
+
+
+def findings(result: SensitivityResult) -> list[str]:
+    """The result in words a user can act on, one line each:
+
+    * by the mean over kinds, the layers above the threshold in bands (``BANDS``: 100x, 10x, 3x
+      the reference and the threshold), grouped by their part of the block with block ranges;
+    * for each kind, the layers whose score for it is at least ``STANDOUT`` times their own mean
+      over kinds (or at most its inverse): where the kinds disagree;
+    * the layers tolerant to every kind (mean below 1/threshold).
+    """
+    o = result.options
+    reference = REFERENCE[o.metric]
+    lines = []
+    edges = sorted({b for b in BANDS if b > o.threshold} | {o.threshold}, reverse=True)
+    upper = math.inf
+    for edge in edges:
+        band = [(la, la.mean) for la in result.layers if edge < la.mean <= upper]
+        if band:
+            span = (f"{_number(edge)}x {reference} or more" if upper == math.inf
+                    else f"{_number(edge)}-{_number(upper)}x {reference}")
+            lines.append(f"{span} (mean of the kinds): {_where(band)}")
+        upper = edge
+    if not any(la.mean > o.threshold for la in result.layers):
+        lines.append(f"no layer reacts more than {_number(o.threshold)}x {reference}")
+    if len(o.kinds) > 1:
+        for kind in o.kinds:
+            more = [(la, la.scores[kind]) for la in result.layers
+                    if la.scores[kind] > o.threshold and la.scores[kind] >= STANDOUT * la.mean]
+            less = [(la, la.scores[kind]) for la in result.layers
+                    if la.mean > o.threshold and la.scores[kind] <= la.mean / STANDOUT]
+            if more:
+                lines.append(f"{kind}, {STANDOUT:g}x the layer's own mean or more: {_where(more)}")
+            if less:
+                lines.append(f"{kind}, 1/{STANDOUT:g} of the layer's own mean or less: {_where(less)}")
+    if o.threshold > 1:
+        low = 1 / o.threshold
+        tolerant = [(la, la.mean) for la in result.layers if la.mean < low]
+        if tolerant:
+            lines.append(f"tolerant to every kind (mean below {_number(low)}x {reference}): "
+                         f"{_where(tolerant)}")
+    return lines

@@ -65,6 +65,18 @@ def tensor_shapes(spec: ModelSpec) -> Shapes:
     return out + entries(scheme.after)
 
 
+def llama_config(spec: ModelSpec) -> dict[str, object]:
+    """The ``config.json`` of a ``llama``-scheme spec, as ``transformers`` reads it."""
+    if spec.scheme != "llama":
+        raise ValueError(f"llama_config needs the llama scheme, not {spec.scheme!r}")
+    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+            "hidden_size": spec.hidden, "num_hidden_layers": spec.layers,
+            "intermediate_size": spec.intermediate, "vocab_size": spec.vocab,
+            "num_attention_heads": spec.heads, "num_key_value_heads": spec.kv_heads or spec.heads,
+            "max_position_embeddings": spec.positions, "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": spec.tied}
+
+
 def make_weights(spec: ModelSpec, seed: int) -> dict[str, torch.Tensor]:
     """Float32 weights: N(0, 0.02) matrices, norms near one, biases near zero."""
     gen = torch.Generator().manual_seed(seed)

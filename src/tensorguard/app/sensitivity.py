@@ -9,15 +9,19 @@ from pathlib import Path
 
 from tensorguard import report
 from tensorguard.app.batch import Outcome, Status, name_collision, run_batch
+from tensorguard.forward.perturb import STRENGTH
+from tensorguard.forward.sequences import LENGTH
 from tensorguard.loading import open_model
 from tensorguard.outputs import check_writable, write_all
 from tensorguard.sensitivity import (
     MEAN,
+    Metric,
     Options,
     SeedMode,
     SensitivityResult,
     analyze,
     attention_contrast,
+    findings,
 )
 
 COMPARISON_FILE = "sensitivity_comparison.png"
@@ -90,7 +94,9 @@ def _top_table(result: SensitivityResult) -> str:
 
 def _render_one(result: SensitivityResult) -> list[str]:
     o = result.options
-    seeds = (f"{o.samples} samples, seeds 0..{o.samples - 1}" if o.seeds is SeedMode.DISTINCT
+    seeds = (f"{o.samples} token sequences of {LENGTH}, matched strength {STRENGTH}"
+             if o.metric is Metric.FORWARD
+             else f"{o.samples} samples, seeds 0..{o.sample_count - 1}" if o.seeds is SeedMode.DISTINCT
              else f"{o.samples} samples, all seed 0")
     lines = [f"model      {result.model_name}  ({result.path})",
              f"metric     {o.metric}; {seeds}; threshold {report.fmt(o.threshold)}",
@@ -98,7 +104,8 @@ def _render_one(result: SensitivityResult) -> list[str]:
              f"top {min(o.top, len(result.layers))} layers by mean score:", _top_table(result), "",
              report.table(["noise", "sensitive", "non-sensitive", "most sensitive"],
                           [[s.target, len(s.sensitive), len(s.non_sensitive),
-                            s.sensitive[0] if s.sensitive else "-"] for s in result.splits])]
+                            s.sensitive[0] if s.sensitive else "-"] for s in result.splits]),
+             "", "findings:", *(f"  {line}" for line in findings(result))]
     if result.attention_test is not None:
         lines += ["", "attention vs other layers:",
                   report.table(["noise", "attention mean", "other mean", "ratio"],

@@ -88,14 +88,17 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
 
 @cli.command()
 @models_argument
-@click.option("--samples", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Probes per noise kind (seeds 0..N-1, or N copies of seed 0 with --seeds repeat).")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Probes per noise kind (seeds 0..N-1, or N copies of seed 0 with --seeds repeat) "
+                   "[default: 20; with --metric forward: token sequences, default 2].")
 @click.option("--seeds", type=click.Choice(["distinct", "repeat"]), default="distinct",
               show_default=True, help="'repeat' re-seeds every sample with 0, as the paper does.")
 @click.option("--noise", default="all", show_default=True,
               help="Noise kind, comma-separated kinds, or 'all' (5 paper kinds + 3 attention kinds).")
-@click.option("--metric", type=click.Choice(["response", "gradient-norm"]), default="response",
-              show_default=True, help="'gradient-norm' is the paper's score (depends on the probe only).")
+@click.option("--metric", type=click.Choice(["response", "gradient-norm", "forward"]),
+              default="response", show_default=True,
+              help="'forward' runs the model (needs tensorguard[forward]): next-token change when "
+                   "each layer's output is perturbed; 'gradient-norm' is the paper's score.")
 @click.option("--threshold", type=float, default=1.5, show_default=True,
               help="A layer scoring above this is sensitive.")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
@@ -106,7 +109,7 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
 @base_option
 @force_option
 @standard_options
-def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, metric: str,
+def sensitivity(models: tuple[str, ...], samples: int | None, seeds: str, noise: str, metric: str,
                 threshold: float, top: int, attention_test: bool, output: str | None,
                 base: str | None, force: bool, as_json: bool) -> None:
     """Rank the 2-D tensors of each model by how much they amplify each kind of probe noise.
@@ -117,6 +120,7 @@ def sensitivity(models: tuple[str, ...], samples: int, seeds: str, noise: str, m
       tensorguard sensitivity ./Llama-3.2-1B --noise low_frequency --attention-test
       tensorguard sensitivity a.safetensors b.safetensors -o sensitivity/ --force
       tensorguard sensitivity ./model --metric gradient-norm --seeds repeat   # the paper's score
+      tensorguard sensitivity ./SmolLM2-135M.gguf --metric forward   # through the model itself
     """
     from tensorguard.app.sensitivity import analyze_models, render_text
     from tensorguard.sensitivity import Options

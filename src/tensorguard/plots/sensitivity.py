@@ -9,7 +9,7 @@ import numpy as np
 
 from tensorguard.architectures import Role
 from tensorguard.plots import ROLE_COLOURS, new_figure, short_name
-from tensorguard.sensitivity import SensitivityResult, rounded_mean
+from tensorguard.sensitivity import Metric, SensitivityResult, rounded_mean
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -35,7 +35,14 @@ def depth_profile(results: Sequence[SensitivityResult],
 def _metric_label(result: SensitivityResult) -> str:
     o = result.options
     kinds = o.kinds[0] if len(o.kinds) == 1 else f"mean of {len(o.kinds)} noise kinds"
+    if o.metric is Metric.FORWARD:
+        return f"next-token KL, times the median layer's ({kinds})"
     return f"{o.metric} score ({kinds})"
+
+
+def _logarithmic(result: SensitivityResult, values: Sequence[float]) -> bool:
+    """The forward metric's ratios to the median are drawn on a log scale (when all positive)."""
+    return result.options.metric is Metric.FORWARD and min(values, default=0) > 0
 
 
 def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
@@ -46,10 +53,16 @@ def _bars(ax: Axes, result: SensitivityResult, count: int) -> None:
     ax.set_yticks(y, [short_name(la.name) for la in layers], fontsize=8)
     ax.set_ylim(len(layers) - 0.5, -0.5)  # rank 1 on top, rows aligned with the kind grid
     span = max(values + [result.options.threshold])
+    logarithmic = _logarithmic(result, values)
     for yi, v in zip(y, values, strict=True):
-        ax.text(v + span * 0.01, float(yi), f"{v:.3g}", va="center", fontsize=7)
+        ax.text(v * 1.05 if logarithmic else v + span * 0.01, float(yi), f"{v:.3g}", va="center",
+                fontsize=7)
     ax.axvline(result.options.threshold, color="#444444", linestyle="--", linewidth=1)
-    ax.set_xlim(0, span * 1.12)
+    if logarithmic:  # ratios to the median span decades
+        ax.set_xscale("log")
+        ax.set_xlim(min(values + [result.options.threshold]) / 1.5, span * 3)
+    else:
+        ax.set_xlim(0, span * 1.12)
     ax.set_xlabel(_metric_label(result))
     ax.grid(axis="x", linestyle=":", alpha=0.6)
     from matplotlib.lines import Line2D
@@ -66,12 +79,18 @@ def _kind_grid(ax: Axes, result: SensitivityResult, count: int) -> None:
     layers = result.layers[:count]
     kinds = result.options.kinds
     grid = np.array([[la.scores[k] for k in kinds] for la in layers])
-    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    from matplotlib.colors import LogNorm
+
+    norm = LogNorm() if _logarithmic(result, grid.ravel().tolist()) else None
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", norm=norm)
     ax.set_xticks(range(len(kinds)), [k.replace("_", "\n") for k in kinds], fontsize=7)
     ax.set_yticks([])
     for (i, j), v in np.ndenumerate(grid):
-        colour = "white" if v < (grid.min() + grid.max()) / 2 else "black"
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+        middle = (np.sqrt(grid.min() * grid.max()) if norm is not None
+                  else (grid.min() + grid.max()) / 2)
+        colour = "white" if v < middle else "black"
+        text = f"{v:.3g}" if norm is not None else f"{v:.2f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=6, color=colour)
     ax.set_title("score per noise kind", fontsize=10)
     ax.figure.colorbar(image, ax=ax, shrink=0.6, label="score")
 
@@ -106,13 +125,18 @@ def depth_figure(results: Sequence[SensitivityResult]) -> Figure:
         blocks, rows = depth_profile(results, layer_role)
         grid = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in rows],
                                              dtype=float).reshape(len(results), len(blocks)))
-        image = ax.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest")
+        from matplotlib.colors import LogNorm
+
+        logarithmic = grid.count() > 0 and _logarithmic(results[0], grid.compressed().tolist())
+        image = ax.imshow(grid, aspect="auto", cmap="magma", interpolation="nearest",
+                          norm=LogNorm() if logarithmic else None)
         step = max(1, len(blocks) // 16)
         ax.set_xticks(range(0, len(blocks), step), [str(b) for b in blocks[::step]], fontsize=8)
         ax.set_yticks(range(len(results)), [r.model_name for r in results], fontsize=8)
         ax.set_ylabel("model")
         if grid.size <= 240 and grid.count():
-            middle = (grid.min() + grid.max()) / 2
+            middle = (np.sqrt(grid.min() * grid.max()) if logarithmic
+                      else (grid.min() + grid.max()) / 2)
             for (i, j), v in np.ndenumerate(grid.filled(np.nan)):
                 if np.isfinite(v):
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
