@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -10,6 +12,7 @@ from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: What fails one model of a batch rather than the whole run: bad input, unreadable files,
 #: torch refusing a tensor, or a model too large for memory.
@@ -31,12 +34,24 @@ class Outcome(Generic[T]):
     paths: tuple[str, ...] = ()
     error: str | None = None
     result: T | None = None
+    fetched: int | None = None  # bytes fetched over the network (None: no remote model was read)
 
 
 def failure_message(model: str, exc: BaseException) -> str:
     """One line naming the model: a library error as it is, anything else with its type."""
     detail = str(exc) if isinstance(exc, TensorguardError) else f"{type(exc).__name__}: {exc}"
     return detail if detail.startswith(model) else f"{model}: {detail}"
+
+
+def metered(call: Callable[[], R]) -> tuple[R, int | None]:
+    """``call()``, and the bytes it fetched over the network (``None`` when it read no remote
+    model: a local result's JSON stays as it was)."""
+    from tensorguard.loading.mirror import usage
+
+    before = usage()
+    result = call()
+    spent = usage().since(before)
+    return result, spent.fetched if spent.opened else None
 
 
 def run_batch(models: Sequence[str], work: Callable[[str], Outcome[T]], *,
@@ -46,7 +61,8 @@ def run_batch(models: Sequence[str], work: Callable[[str], Outcome[T]], *,
     outcomes: list[Outcome[T]] = []
     for model in models:
         try:
-            outcome = work(model)
+            outcome, fetched = metered(functools.partial(work, model))
+            outcome = dataclasses.replace(outcome, fetched=fetched)
         except MODEL_ERRORS as exc:
             if len(models) == 1:
                 raise

@@ -66,7 +66,8 @@ def index_add(models: tuple[str, ...], label: str | None, name: str | None, base
     catalogue = _catalogue(db)
     outcomes = add_models(catalogue, models, labels=parse_labels(label), name=name, base=base,
                           replace=replace, samples=samples, device=device, on_outcome=report_failure)
-    emit([entry_of(o.result) for o in outcomes if o.result is not None], as_json, render_added)
+    added = [(o.result, o.fetched) for o in outcomes if o.result is not None]
+    emit([entry_of(row) for row, _ in added], as_json, render_added, fetched=[f for _, f in added])
     exit_if_failed(outcomes)
 
 
@@ -161,7 +162,9 @@ def scan(models: tuple[str, ...], top: int, confirm: int, base: str | None, samp
                            samples=samples, blocks=blocks, device=device, on_outcome=report_failure)
     results = [o.result for o in outcomes if o.result is not None]
     if as_json:
-        emit(results if len(models) > 1 else results[0], True, str)
+        fetched = [o.fetched for o in outcomes if o.result is not None]
+        emit(results if len(models) > 1 else results[0], True, str,
+             fetched=fetched if len(models) > 1 else fetched[0])
     elif results:
         click.echo(render_text(outcomes))
     hits = policy_hits(results, labels, unconfirmed=policy_unconfirmed)
