@@ -16,4 +16,4 @@ def test_cli_reference_covers_every_command():
         assert f"## `tensorguard {name}`" in text
         for sub in getattr(command, "commands", {}):
             assert f"## `tensorguard {name} {sub}`" in text
-    assert "Usage: tensorguard index add [OPTIONS] MODELS..." in text
+    assert "Usage: tensorguard index add [OPTIONS] [MODELS]..." in text

@@ -10,7 +10,7 @@ import pytest
 
 from lineage_models import base_weights, rename, rescale, save
 from tensorguard.catalogue import Answer, Catalogue, Evidence, Store, scan
-from tensorguard.catalogue.retrieval import load_known, retrieval_scores
+from tensorguard.catalogue.retrieval import load_known, retrieval_scores, stream_scores, vector_groups
 from tensorguard.errors import OptionError
 from tensorguard.reference import bundled_dir
 from tensorguard.signatures import RETRIEVAL_TOKENS, compute_signature, retrieval_vector, similarity, unit
@@ -106,13 +106,17 @@ def test_retrieval_is_the_signature_embed_part_for_every_row(world):
     query = compute_signature(paths["suspect"])
     with Store.open(cat.path) as store:
         known = load_known(store, builtin=False)
+        light = store.light()
+        groups = vector_groups(np.arange(2), light.tokens, light.retrieval, store.token_lists())
+        assert np.allclose(stream_scores(query, store, known, chunk=1),  # streamed row by row
+                           retrieval_scores(query, groups, 2), rtol=0, atol=1e-6)
     assert known.names == ["alpha", "beta"]
-    fast = retrieval_scores(query, known.groups, len(known.names))
+    fast = retrieval_scores(query, groups, len(known.names))
     for name, score in zip(known.names, fast, strict=True):
         direct = similarity(_first(query), _first(compute_signature(paths[name]))).embed
         assert score == pytest.approx(direct, abs=2e-3)
     # a catalogue row whose token list differs is compared over the shared tokens
-    (tokens, (ids, vectors)), = known.groups.items()
+    (tokens, (ids, vectors)), = groups.items()
     other = tuple(t if i % 5 else f"x{t}" for i, t in enumerate(tokens))
     mixed = retrieval_scores(query, {other: (ids, vectors)}, len(known.names))
     assert np.all(np.isfinite(mixed)) and mixed[0] > 0.5 and abs(mixed[1]) < 0.2

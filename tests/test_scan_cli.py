@@ -28,7 +28,9 @@ def test_index_round_trip_and_scan_exit_codes(models, tmp_path, run_cli, monkeyp
     assert added.code == 0, added.err
     assert [e["name"] for e in json.loads(added.out)] == ["alpha"]
     again = run_cli("index", "add", models["alpha"], "--db", db, *FAST)
-    assert again.code == 2 and "--replace" in again.err  # refused before the slow part
+    assert again.code == 0 and again.out.endswith("same header hash (skipped)\n")  # resumable
+    other = run_cli("index", "add", models["beta"], "--name", "alpha", "--db", db, *FAST)
+    assert other.code == 2 and "--replace" in other.err  # other weights: refused before the slow part
     monkeypatch.setenv("TENSORGUARD_CATALOGUE", str(db))  # --db's default
     listed = json.loads(run_cli("index", "list", "--no-builtin", "--json").out)
     assert [(e["name"], e["origin"], e["labels"]["licence"]) for e in listed] == [
@@ -55,7 +57,7 @@ def test_index_round_trip_and_scan_exit_codes(models, tmp_path, run_cli, monkeyp
 
 @pytest.mark.parametrize(("args", "message"), [
     (("index", "add", "MODEL", "--label", "base"), "--label base: 'base': expected key=value"),
-    (("index", "list", "--db", "TMP"), "is a directory; --db names a catalogue file"),
+    (("index", "list", "--db", "TMP"), "is a directory, not a catalogue file (--db names"),
     (("index", "show", "no-such-model", "--db", "TMP/x.sqlite"), "'no-such-model' is not in the catalogue"),
     (("index", "remove", "phi-4", "--db", "TMP/x.sqlite"), "built-in entry"),
     (("scan", "MODEL", "--policy", "licence"), "--policy licence: 'licence': expected key=value"),

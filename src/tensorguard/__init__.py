@@ -12,6 +12,7 @@ The public API, imported lazily so that ``import tensorguard`` stays cheap::
     known = tensorguard.load_fingerprints(bundled_dir())
     clf = tensorguard.FamilyClassifier(centers=["phi-4", "Qwen2.5-3B"]).fit(known)
     found = tensorguard.scan("./suspect", catalogue="catalogue.sqlite")  # derived from a known model?
+    family = tensorguard.tree(["./base", "./finetune", "./finetune-int8"])  # who came from whom
 
 Every verb takes a path or an open ``ModelSource`` and keyword-only options, and returns a typed
 result; bad input raises ``TensorguardError`` with a one-line message.
@@ -50,6 +51,8 @@ _LAZY: dict[str, str] = {
     "Catalogue": "tensorguard.catalogue",
     "ScanResult": "tensorguard.catalogue",
     "Answer": "tensorguard.catalogue",
+    "tree": "tensorguard.genealogy",
+    "Tree": "tensorguard.genealogy",
     "open_model": "tensorguard.loading",
     "ModelSource": "tensorguard.loading",
     "TensorguardError": "tensorguard.errors",
@@ -59,8 +62,9 @@ _LAZY: dict[str, str] = {
 __all__ = [  # the same names as _LAZY (a test checks), spelled out for tools that read it statically
     "Answer", "Catalogue", "Comparison", "ComparisonMatrix", "FamilyClassifier", "Fingerprint",
     "ModelSource", "ModelSummary", "OptionError", "ScanResult", "SensitivityResult", "TensorguardError",
-    "UnknownPrediction", "Verdict", "VerdictLabel", "__version__", "analyze_sensitivity", "compare",
+    "Tree", "UnknownPrediction", "Verdict", "VerdictLabel", "__version__", "analyze_sensitivity", "compare",
     "compare_all", "fingerprint", "inspect", "load_fingerprint", "load_fingerprints", "open_model", "scan",
+    "tree",
 ]
 
 if TYPE_CHECKING:
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
     from tensorguard.clustering import FamilyClassifier, UnknownPrediction
     from tensorguard.errors import OptionError, TensorguardError
     from tensorguard.fingerprints import Fingerprint, fingerprint, load_fingerprint, load_fingerprints
+    from tensorguard.genealogy import Tree, tree
     from tensorguard.lineage import (
         Comparison,
         ComparisonMatrix,

@@ -26,3 +26,26 @@ def bar(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = 
         tqdm(iterable, desc=desc, total=total, unit=unit, disable=not show, leave=False,
              file=sys.stderr, dynamic_ncols=True)
     )
+
+
+class Tally:
+    """A batch's progress bar: models done of the total, throughput and time left (tqdm's), and
+    the outcome counts (written, skipped, failed) with what remains."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if _enabled is None else _enabled
+        self.counts: dict[str, int] = {}
+        self.total = total
+        self._bar = tqdm(total=total, desc=desc, unit="model", disable=not show, leave=False,
+                         file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, status: str) -> None:
+        """One model finished with ``status`` (``written``, ``skipped`` or ``failed``)."""
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self._bar.update(1)
+        self._bar.set_postfix({**self.counts, "remaining": self.total - sum(self.counts.values())})
+
+    def close(self) -> None:
+        self._bar.close()

@@ -6,10 +6,12 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from tensorguard.enums import TextEnum
-from tensorguard.errors import TensorguardError
+from tensorguard.errors import TensorguardError, UsageError
+from tensorguard.inputs import read_text_file
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,24 +56,41 @@ def metered(call: Callable[[], R]) -> tuple[R, int | None]:
     return result, spent.fetched if spent.opened else None
 
 
+def attempt(work: Callable[[str], Outcome[T]], model: str, *, alone: bool) -> Outcome[T]:
+    """``work(model)``, with the bytes it fetched; a model's error is its ``failed`` outcome,
+    unless the model is ``alone`` in its batch (then it propagates: the CLI exits 2 on bad input)."""
+    try:
+        outcome, fetched = metered(functools.partial(work, model))
+        return dataclasses.replace(outcome, fetched=fetched)
+    except MODEL_ERRORS as exc:
+        if alone:
+            raise
+        return Outcome(model, Status.FAILED, error=failure_message(model, exc))
+
+
 def run_batch(models: Sequence[str], work: Callable[[str], Outcome[T]], *,
               on_outcome: Callable[[Outcome[T]], None] | None = None) -> list[Outcome[T]]:
     """``work(model)`` for each model. With several models, a model that fails is recorded as
     ``failed`` with its reason; with one, its error propagates (the CLI exits 2 on bad input)."""
     outcomes: list[Outcome[T]] = []
     for model in models:
-        try:
-            outcome, fetched = metered(functools.partial(work, model))
-            outcome = dataclasses.replace(outcome, fetched=fetched)
-        except MODEL_ERRORS as exc:
-            if len(models) == 1:
-                raise
-            outcome = Outcome(model, Status.FAILED, error=failure_message(model, exc))
+        outcome = attempt(work, model, alone=len(models) == 1)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
     return outcomes
 
+
+def model_list(models: Sequence[str], from_file: str | Path | None) -> list[str]:
+    """The models of a batch: the arguments, then ``from_file``'s lines (one model each; blank
+    lines and ``#`` comments skipped)."""
+    listed = list(models)
+    if from_file is not None:
+        lines = (line.strip() for line in read_text_file(from_file, "model list").splitlines())
+        listed += [line for line in lines if line and not line.startswith("#")]
+    if not listed:
+        raise UsageError("name at least one model (as arguments, or one a line in {from_file})", "from_file")
+    return listed
 
 
 def name_collision(seen: dict[str, str], model: str, name: str) -> None:

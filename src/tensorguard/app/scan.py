@@ -5,25 +5,43 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from tensorguard.app.batch import Outcome, Status, run_batch
+from tensorguard.app.batch import Outcome, Status
+from tensorguard.app.executors import Executor, LocalExecutor
 from tensorguard.catalogue import Candidate, Catalogue, ScanResult, scan
 from tensorguard.devices import resolve_device
+from tensorguard.progress import Tally
 from tensorguard.report import fmt, table
+
+
+def scan_entry(model: str, *, catalogue: Catalogue, top: int, confirm: int, base: str | None,
+               samples: int, blocks: int, device: str) -> Outcome[ScanResult]:
+    """One model of a scan (in this process or on a worker, which reads the same catalogue file)."""
+    result = scan(model, catalogue=catalogue, top=top, confirm=confirm, base=base, samples=samples,
+                  blocks=blocks, device=device)
+    return Outcome(model, Status.WRITTEN, result=result)
 
 
 def scan_models(catalogue: Catalogue, models: Sequence[str], *, top: int = 5, confirm: int = 2,
                 base: str | None = None, samples: int = 15, blocks: int = 4, device: str = "auto",
+                executor: Executor | None = None,
                 on_outcome: Callable[[Outcome[ScanResult]], None] | None = None,
                 ) -> list[Outcome[ScanResult]]:
-    """``scan`` each model; a model that fails is recorded and the others go on."""
+    """``scan`` each model (on ``executor``; default: in this process); a model that fails is
+    recorded and the others go on. Results come back in the order of ``models``."""
     resolve_device(device)
-
-    def one(model: str) -> Outcome[ScanResult]:
-        result = scan(model, catalogue=catalogue, top=top, confirm=confirm, base=base, samples=samples,
-                      blocks=blocks, device=device)
-        return Outcome(model, Status.WRITTEN, result=result)
-
-    return run_batch(models, one, on_outcome=on_outcome)
+    found: dict[int, Outcome[ScanResult]] = {}
+    tally = Tally(len(models), "scan")
+    try:
+        with executor or LocalExecutor() as runner:
+            for i, outcome in runner.run(scan_entry, models, catalogue=catalogue, top=top, confirm=confirm,
+                                         base=base, samples=samples, blocks=blocks, device=device):
+                found[i] = outcome
+                tally.update(outcome.status.value)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+    finally:
+        tally.close()
+    return [found[i] for i in sorted(found)]
 
 
 def policy_hits(results: Sequence[ScanResult], policy: Mapping[str, str], *,

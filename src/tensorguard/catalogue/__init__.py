@@ -2,11 +2,12 @@
 SQLite file plus the built-in published fingerprints, and the look-up of a new model in them.
 
 ``store`` is the file, ``entries`` what a row holds (and how one is measured), ``catalogue`` the
-``Catalogue`` handle, ``retrieval`` the vectorised ranking of every row, ``scanning`` the
-``scan`` verb (retrieve, confirm with ``compare``, answer).
+``Catalogue`` handle, ``packs`` the signature packs (a catalogue in one checked file),
+``retrieval`` the vectorised ranking of every row, ``scanning`` the ``scan`` verb (retrieve,
+confirm with ``compare``, answer).
 """
 
-from tensorguard.catalogue.catalogue import Catalogue
+from tensorguard.catalogue.catalogue import Catalogue, PackImport
 from tensorguard.catalogue.entries import (
     KNOWN_LABELS,
     Entry,
@@ -16,6 +17,7 @@ from tensorguard.catalogue.entries import (
     normalise_labels,
     parse_labels,
 )
+from tensorguard.catalogue.packs import PACK_VERSION, PackInfo, is_pack, read_pack
 from tensorguard.catalogue.retrieval import (
     FINGERPRINT_QUANTILE,
     SHORTLIST,
@@ -25,9 +27,18 @@ from tensorguard.catalogue.retrieval import (
     Evidence,
 )
 from tensorguard.catalogue.scanning import Answer, ScanResult, Thresholds, scan
-from tensorguard.catalogue.store import ENVIRONMENT, SCHEMA_VERSION, Row, Store, default_db_path
+from tensorguard.catalogue.store import (
+    ENVIRONMENT,
+    SCHEMA_VERSION,
+    CatalogueBusyError,
+    Damage,
+    Row,
+    Store,
+    default_db_path,
+)
 
-__all__ = ["ENVIRONMENT", "FINGERPRINT_QUANTILE", "KNOWN_LABELS", "SCHEMA_VERSION", "SHORTLIST",
-           "SIGNATURE_THRESHOLD", "Answer", "Candidate", "Catalogue", "Confirmation", "Entry",
-           "Evidence", "Origin", "Row", "ScanResult", "Store", "Thresholds", "builtin_entries",
-           "default_db_path", "header_hash", "normalise_labels", "parse_labels", "scan"]
+__all__ = ["ENVIRONMENT", "FINGERPRINT_QUANTILE", "KNOWN_LABELS", "PACK_VERSION", "SCHEMA_VERSION",
+           "SHORTLIST", "SIGNATURE_THRESHOLD", "Answer", "Candidate", "Catalogue", "CatalogueBusyError",
+           "Confirmation", "Damage", "Entry", "Evidence", "Origin", "PackImport", "PackInfo", "Row",
+           "ScanResult", "Store", "Thresholds", "builtin_entries", "default_db_path", "header_hash",
+           "is_pack", "normalise_labels", "parse_labels", "read_pack", "scan"]

@@ -1,12 +1,13 @@
 """The retrieve step of ``scan``: every catalogue row scored at once, then the best few in full.
 
-Every row's light columns are read into arrays once (``Known``): the retrieval vectors of the rows
-that share a token list are one contiguous float32 matrix, so their scores are one matrix-vector
-product; rows of another token list are compared over the shared tokens by a gather of the pair
-positions (no matrix is rebuilt). Fingerprint distances are one vectorised norm over a
-``(rows, 14)`` array. Only the ``SHORTLIST`` best signature rows are read and compared in full
-(``signatures.similarity``, every block), and only the rows that can be shown or answer become
-``Candidate`` objects.
+Every row's light columns are read into arrays once (``Known``); the retrieval vectors are then
+streamed from the file ``CHUNK_ROWS`` rows at a time, so memory stays bounded however large the
+catalogue. Within a chunk the vectors of the rows that share a token list are one contiguous
+float32 matrix, so their scores are one matrix-vector product; rows of another token list are
+compared over the shared tokens by sums (no matrix is rebuilt). Fingerprint distances are one
+vectorised norm over a ``(rows, 14)`` array. Only the ``SHORTLIST`` best signature rows are read
+and compared in full (``signatures.similarity``, every block), and only the rows that can be
+shown or answer become ``Candidate`` objects.
 """
 
 from __future__ import annotations
@@ -80,14 +81,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Known:
-    """Every row's light columns as arrays (file rows first, then the built-in ones)."""
+    """Every row's light columns as arrays (file rows first, then the built-in ones); the
+    retrieval vectors stay in the file until ``stream_scores`` reads them chunk by chunk."""
 
     names: list[str]
     origins: list[Origin]
     paths: list[str | None]
     hashes: list[str | None]
     features: np.ndarray  # (rows, 14) float64, NaN where a row has no complete fingerprint
-    groups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # tokens -> (row ids, vectors)
     builtin_labels: dict[str, dict[str, str]]
 
     @property
@@ -96,24 +97,18 @@ class Known:
 
 
 _NO_FEATURES = np.full(len(FEATURE_KEYS), np.nan).astype("<f8").tobytes()
+#: Rows whose retrieval vectors are read and scored together: the retrieve step's memory is
+#: bounded by this many 4 KB vectors (as float32: 8 KB each), whatever the catalogue's size.
+CHUNK_ROWS = 8192
 
 
 def load_known(store: Store, *, builtin: bool) -> Known:
-    """Read every row's light columns (one query) into arrays."""
-    light = store.light()
+    """Read every row's light columns but the retrieval vectors (one query) into arrays."""
+    light = store.light(vectors=False)
     names = list(light.names)
     origins = [Origin.MODEL if r is not None else Origin.FINGERPRINT for r in light.retrieval]
     paths, hashes = list(light.paths), list(light.hashes)
     features = [f or _NO_FEATURES for f in light.features]
-    lists = store.token_lists()
-    token_ids = np.array([-1 if t is None or r is None else t
-                          for t, r in zip(light.tokens, light.retrieval, strict=True)], dtype=np.int64)
-    groups: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-    for list_id in np.unique(token_ids[token_ids >= 0]):
-        ids = np.flatnonzero(token_ids == list_id)
-        blob = b"".join(light.retrieval[i] or b"" for i in ids)
-        vectors = np.frombuffer(blob, dtype="<f2").reshape(len(ids), -1).astype(np.float32)
-        groups[lists[int(list_id)]] = (ids, vectors)
     labels: dict[str, dict[str, str]] = {}
     if builtin:
         seen = set(names)
@@ -126,7 +121,44 @@ def load_known(store: Store, *, builtin: bool) -> Known:
                 features.append(e.fingerprint.vector().astype("<f8").tobytes())
                 labels[e.name] = e.labels
     matrix = np.frombuffer(b"".join(features), dtype="<f8").reshape(len(names), len(FEATURE_KEYS))
-    return Known(names, origins, paths, hashes, matrix, groups, labels)
+    return Known(names, origins, paths, hashes, matrix, labels)
+
+
+Groups = dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # tokens -> (row ids, float32 vectors)
+
+
+def vector_groups(ids: np.ndarray, token_ids: list[int | None], blobs: list[bytes | None],
+                  lists: Mapping[int, tuple[str, ...]]) -> Groups:
+    """Rows ``ids`` (with their token-list ids and float16 vectors) grouped by token list: each
+    group's vectors one contiguous float32 matrix."""
+    groups: Groups = {}
+    for list_id in sorted({t for t, b in zip(token_ids, blobs, strict=True) if t is not None and b}):
+        where = [k for k, (t, b) in enumerate(zip(token_ids, blobs, strict=True)) if t == list_id and b]
+        blob = b"".join(blobs[k] or b"" for k in where)
+        vectors = np.frombuffer(blob, dtype="<f2").reshape(len(where), -1).astype(np.float32)
+        groups[lists[list_id]] = (ids[where], vectors)
+    return groups
+
+
+def stream_scores(sig: Signature, store: Store, known: Known, chunk: int | None = None) -> np.ndarray:
+    """``retrieval_scores`` over every file row, read ``chunk`` (default ``CHUNK_ROWS``) rows at a time."""
+    out = np.full(len(known.names), np.nan)
+    query = retrieval_vector(sig)
+    lists = store.token_lists()
+    start = 0
+    for batch in store.vector_chunks(chunk or CHUNK_ROWS):
+        if [name for name, _, _ in batch] != known.names[start:start + len(batch)]:
+            raise TensorguardError(f"{store.path}: the catalogue changed while it was scanned; scan again")
+        ids = np.arange(start, start + len(batch))
+        groups = vector_groups(ids, [t for _, t, _ in batch], [v for _, _, v in batch], lists)
+        for rows, vectors in groups.values():
+            bad = ~np.isfinite(vectors).all(axis=1)
+            vectors[bad] = np.nan  # damaged: scored NaN, never shortlisted
+            for i in rows[bad]:
+                store.record_damage(known.names[i], "its retrieval vector holds values that are not finite")
+        _score(query, groups, out)
+        start += len(batch)
+    return out
 
 
 def _pair_index(order: np.ndarray, n: int) -> np.ndarray:
@@ -142,9 +174,16 @@ def retrieval_scores(sig: Signature, groups: Mapping[tuple[str, ...], tuple[np.n
                      rows: int) -> np.ndarray:
     """Correlation of the query's retrieval vector with every row's (NaN: no vector, or fewer than
     ``MIN_TOKENS`` shared tokens)."""
-    tokens, vector = retrieval_vector(sig)
-    query = vector.astype(np.float32)
     out = np.full(rows, np.nan)
+    _score(retrieval_vector(sig), groups, out)
+    return out
+
+
+def _score(query_vector: tuple[tuple[str, ...], np.ndarray],
+           groups: Mapping[tuple[str, ...], tuple[np.ndarray, np.ndarray]], out: np.ndarray) -> None:
+    """Write the scores of the rows of ``groups`` into ``out``."""
+    tokens, vector = query_vector
+    query = vector.astype(np.float32)
     for row_tokens, (ids, vectors) in groups.items():
         if row_tokens == tokens:  # the common case: one matrix-vector product
             out[ids] = vectors @ query
@@ -154,7 +193,6 @@ def retrieval_scores(sig: Signature, groups: Mapping[tuple[str, ...], tuple[np.n
         if len(qa) >= MIN_TOKENS:
             shared = _pair_index(np.asarray([where[tokens[i]] for i in qa]), len(row_tokens))
             out[ids] = _subset_correlation(vectors, shared, query[_pair_index(np.asarray(qa), len(tokens))])
-    return out
 
 
 def _subset_correlation(vectors: np.ndarray, positions: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -196,8 +234,7 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store,
     fingerprint distances (standardised by ``reference``) for every row with a fingerprint.
     Returned, best first: the shortlist, every fingerprint row within ``fingerprint_limit``, and
     the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer)."""
-    rows = len(known.names)
-    retrieval = retrieval_scores(sig, known.groups, rows)
+    retrieval = stream_scores(sig, store, known)
     try:
         query = fp.vector()
     except TensorguardError:  # a model without every feature: fingerprint rows cannot be ranked
@@ -218,7 +255,10 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store,
         name = known.names[i]
         parts = None
         if signed[i] and (blob := store.signature(name)) is not None:
-            parts = comparer.similarity(Signature.from_bytes(blob, name))
+            try:
+                parts = comparer.similarity(Signature.from_bytes(blob, name))
+            except TensorguardError as exc:  # a damaged row: said, and the others go on
+                store.record_damage(name, str(exc).partition(": ")[2])
         score = parts.score if parts is not None else None
         distance = float(distances[i]) if np.isfinite(distances[i]) else None
         match = (score is not None and score >= SIGNATURE_THRESHOLD) if signed[i] else (

@@ -46,6 +46,7 @@ from tensorguard.catalogue.retrieval import (
     load_known,
     rank_candidates,
 )
+from tensorguard.catalogue.store import Row, Store
 from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import Fingerprint, fingerprint_source, parse_fingerprint
@@ -184,10 +185,11 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
                 left -= 1
                 i = index[c.name]
                 row = store.get(c.name) if known.origins[i] is Origin.MODEL else None
-                stored = parse_fingerprint(row.fingerprint, Path(c.name)) if row and row.fingerprint else None
+                stored = _stored_fingerprint(store, row)
                 c = dataclasses.replace(c, confirmation=_confirm(query, known, i, context, stored))
             confirmed.append(c)
         name = source.name
+        store.warn()
     answer, chosen, summary = _answer(confirmed, thresholds)
     shown = confirmed[:top]
     if chosen is not None and chosen not in shown:
@@ -196,6 +198,17 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
     return ScanResult(name, where, answer, chosen.name if chosen else None,
                       chosen.labels if chosen else {}, summary, tuple(shown), str(cat.path),
                       len(known.names), thresholds)
+
+
+def _stored_fingerprint(store: Store, row: Row | None) -> Fingerprint | None:
+    """A row's fingerprint (``None``: none, or unreadable, which is recorded as damage)."""
+    if row is None or not row.fingerprint:
+        return None
+    try:
+        return parse_fingerprint(row.fingerprint, Path(row.name))
+    except TensorguardError as exc:
+        store.record_damage(row.name, f"its fingerprint is unreadable ({str(exc).partition(': ')[2]})")
+        return None
 
 
 def _where(model: ModelInput, source: ModelSource) -> Path:

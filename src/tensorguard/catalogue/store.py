@@ -1,11 +1,20 @@
 """The catalogue file: SQLite tables of known models, versioned, written in transactions.
 
-* **Schema** ``SCHEMA_VERSION`` is kept in ``PRAGMA user_version``; a file from a newer
-  tensorguard is refused, a new file is initialised.
+* **What a file must be**: a regular file (a FIFO, a directory or a device is refused from its
+  ``stat``, before SQLite opens it: SQLite would block on a FIFO), holding an SQLite database with
+  tensorguard's tables. An empty file, another program's database and a file from a newer
+  tensorguard are refused, never initialised or changed.
+* **Schema** ``SCHEMA_VERSION`` is kept in ``PRAGMA user_version``; a new file is initialised.
+* **Reading never writes**: ``list``, ``show`` and ``scan`` open the file read-only, so a read-only
+  file or folder reads normally and reading creates nothing.
 * **Concurrency**: write-ahead logging, so any number of readers (``scan``) proceed while one
-  writer (``index add``) commits; writers wait up to ``BUSY_TIMEOUT_S`` for each other.
+  writer (``index add``) commits; a writer waits at most ``timeout`` seconds for another (a notice
+  after the first ``NOTICE_AFTER_S``), then gives up with ``CatalogueBusyError``.
 * **Atomicity**: every change is one transaction, committed only when all its rows are written;
   an interrupt or a crash before that leaves the file as it was.
+* **Damaged rows** (bad JSON, wrong blob sizes, non-finite features, a missing token list, no
+  name) are skipped with a warning naming the entry; ``check`` lists them and ``repair`` removes
+  them, so one bad row never hides the others.
 * **Fast reads**: what ``scan`` reads for every row (name, path, hash, features, retrieval
   vector, a token-list id) sits apart from the signatures and the JSON documents; token lists are
   stored once, shared by the rows of one tokenizer.
@@ -14,8 +23,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sqlite3
+import struct
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,11 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from tensorguard.errors import TensorguardError, UsageError
+from tensorguard.fingerprints.schema import FEATURE_KEYS, MAX_MAGNITUDE
+from tensorguard.inputs import special_file
 
 SCHEMA_VERSION = 1
+#: How long a writer waits for another writer (``timeout``), by default.
 BUSY_TIMEOUT_S = 30.0
+#: A writer kept waiting this long says so (once) on the ``tensorguard`` logger.
+NOTICE_AFTER_S = 0.25
 DB_NAME = "catalogue.sqlite"
 ENVIRONMENT = "TENSORGUARD_CATALOGUE"
+#: Stored features: the fingerprint's values as little-endian float64, each within +-MAX_FEATURE.
+FEATURE_COUNT, MAX_FEATURE = len(FEATURE_KEYS), MAX_MAGNITUDE
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_log = logging.getLogger("tensorguard")
 
 _SCHEMA = """
 CREATE TABLE token_lists (
@@ -102,34 +124,99 @@ def _json(value: object) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+class CatalogueBusyError(TensorguardError):
+    """Another process kept the catalogue locked for longer than the timeout."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+        super().__init__(f"{path}: the catalogue is busy: another process has been writing it for "
+                         f"{timeout:g} s; try again later, or wait longer with timeout=")
+
+    def for_cli(self, flags: Any) -> str:
+        return str(self).replace("timeout=", "--timeout SECONDS")
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A row that cannot be read as an entry: ``rowid`` finds it even without a name."""
+
+    rowid: int
+    name: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        return f"entry {self.name!r} (row {self.rowid}): {self.problem}" if self.name is not None \
+            else f"row {self.rowid} (no name): {self.problem}"
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` (which exists) cannot be a catalogue file, from its type and first bytes."""
+    if path.is_dir():
+        return "is a directory, not a catalogue file"
+    if what := special_file(path):
+        return f"is {what}, not a catalogue file"
+    with path.open("rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if not head:
+        return "is an empty file (0 bytes), not a tensorguard catalogue; remove it, or name another file"
+    if head != _SQLITE_MAGIC:
+        return "is not an SQLite file, so not a tensorguard catalogue"
+    return None
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    """Every table of ``_SCHEMA`` with its columns (read off the schema itself)."""
+    with sqlite3.connect(":memory:") as db:
+        db.executescript(_SCHEMA)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+
+
 class Store:
     """An open catalogue file. ``Store.open(path)`` on a missing file is an empty, read-only
-    catalogue (nothing is created until the first write)."""
+    catalogue (nothing is created until the first write). Every SQLite error becomes a one-line
+    ``TensorguardError`` naming the file."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection | None) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection | None,
+                 timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         self._db = connection
+        self.timeout = timeout
+        self.damage: dict[int, Damage] = {}  # the damaged rows met so far, by rowid
 
     @classmethod
-    def open(cls, path: str | Path | None = None, *, writable: bool = False) -> Store:
+    def open(cls, path: str | Path | None = None, *, writable: bool = False,
+             timeout: float = BUSY_TIMEOUT_S) -> Store:
         path = Path(path) if path is not None else default_db_path()
-        if path.is_dir():
-            raise UsageError(f"{path}: is a directory; {{catalogue}} names a catalogue file", "catalogue")
-        if not path.exists() and not writable:
-            return cls(path, None)
+        if not math.isfinite(timeout) or timeout < 0:
+            from tensorguard.errors import OptionError
+
+            raise OptionError("timeout", timeout, "expected a number of seconds, at least 0")
         try:
-            if writable:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            else:
-                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                     timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            store = cls(path, db)
-            store._check_schema(writable)
-        except sqlite3.DatabaseError as exc:
-            raise TensorguardError(f"{path}: not a tensorguard catalogue ({exc})") from None
+            exists = path.exists() or path.is_symlink()
+            problem = _file_problem(path) if exists else None
         except OSError as exc:
-            raise TensorguardError(f"{path}: cannot open the catalogue ({exc.strerror or exc})") from None
+            raise TensorguardError(f"{path}: cannot read the catalogue ({exc.strerror or exc})") from None
+        if problem:
+            raise UsageError(f"{path}: {problem} ({{catalogue}} names an SQLite catalogue file)", "catalogue")
+        if not exists and not writable:
+            return cls(path, None, timeout)
+        if writable:
+            _check_writable(path, exists)
+        store = cls(path, None, timeout)
+        with store._errors():
+            try:
+                if writable:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    store._db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+                else:
+                    store._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=timeout, isolation_level=None)
+                store._db.text_factory = _text  # a column of bad UTF-8 must not stop every read
+                store._check_schema(writable)
+            except BaseException:
+                store.close()
+                raise
         return store
 
     def _check_schema(self, writable: bool) -> None:
@@ -140,13 +227,29 @@ class Store:
             raise TensorguardError(f"{self.path}: catalogue schema {version} is newer than this "
                                    f"tensorguard's ({SCHEMA_VERSION}); upgrade tensorguard")
         if version == 0 and tables:
-            raise TensorguardError(f"{self.path}: an SQLite file that is not a tensorguard catalogue")
+            raise TensorguardError(f"{self.path}: an SQLite database of another program (tables "
+                                   f"{', '.join(sorted(tables))}), not a tensorguard catalogue")
+        if version == 0 and not writable:  # an empty SQLite file: an empty catalogue
+            self.close()
+            return
         if writable and version == 0:
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             with self.transaction() as tx:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        expected = _expected_columns()
+        if not tables & expected.keys():
+            raise TensorguardError(f"{self.path}: an SQLite database of another program (tables "
+                                   f"{', '.join(sorted(tables)) or 'none'}), not a tensorguard catalogue")
+        for table, columns in expected.items():
+            found = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+            if missing := [c for c in columns if c not in found]:
+                raise TensorguardError(
+                    f"{self.path}: not a tensorguard catalogue of schema {version}: "
+                    + (f"table {table!r} is missing" if not found
+                       else f"table {table!r} lacks column(s) {', '.join(missing)}"))
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -154,66 +257,163 @@ class Store:
         return self._db
 
     @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as one line naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise CatalogueBusyError(self.path, self.timeout) from None
+            if "readonly" in text or "read-only" in text:
+                raise TensorguardError(f"{self.path}: the catalogue is read-only (the file or its "
+                                       f"folder): {text}") from None
+            if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+                raise TensorguardError(f"{self.path}: cannot open the catalogue ({text})") from None
+            raise TensorguardError(f"{self.path}: a damaged catalogue file ({text}); keep a copy and "
+                                   "rebuild it, or recover its rows with sqlite3's .recover") from None
+        except OSError as exc:
+            raise TensorguardError(f"{self.path}: cannot open the catalogue ({exc.strerror or exc})") \
+                from None
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Every row ``sql`` returns (none when the file does not exist)."""
+        if self._db is None:
+            return []
+        with self._errors():
+            return self._db.execute(sql, args).fetchall()
+
+    def _begin(self, db: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting at most ``timeout`` for another writer (a notice once)."""
+        deadline = time.monotonic() + self.timeout
+        db.execute(f"PRAGMA busy_timeout = {int(NOTICE_AFTER_S * 1000)}")
+        try:
+            told = False
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise CatalogueBusyError(self.path, self.timeout) from None
+                if not told:
+                    _log.warning("%s: another process is writing the catalogue; waiting up to %g s",
+                                 self.path, self.timeout)
+                    told = True
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception (KeyboardInterrupt too) rolls back."""
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._errors():
+            self._begin(db)
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
-    # ---- reading
+    # ---- reading (damaged rows are skipped, recorded in ``damage`` and logged once)
 
-    def light(self) -> Light:
-        """The columns ``scan`` reads of every row, in name order."""
+    def _damaged(self, rowid: int, name: object, problem: str) -> None:
+        if rowid not in self.damage:
+            self.damage[rowid] = Damage(rowid, name if isinstance(name, str) else None, problem)
+
+    def warn(self) -> None:
+        """Say (on the ``tensorguard`` logger) which damaged rows were skipped."""
+        for found in self.damage.values():
+            _log.warning("%s: %s; skipped (tensorguard index repair lists and removes damaged entries)",
+                         self.path, found)
+
+    def record_damage(self, name: str, problem: str) -> None:
+        """Record the row ``name`` as damaged (a problem found above the store)."""
+        for (rowid,) in self._query("SELECT rowid FROM models WHERE name = ?", (name,)):
+            self._damaged(rowid, name, problem)
+
+    def light(self, *, vectors: bool = True) -> Light:
+        """The columns ``scan`` reads of every row, in name order (damaged rows left out). Without
+        ``vectors`` the retrieval vectors stay in the file (``retrieval`` holds ``b""`` for a row
+        that has one; ``vector_chunks`` streams them)."""
         out = Light([], [], [], [], [], [])
-        if self._db is not None:
-            for name, path, digest, features, tokens, retrieval in self._db.execute(
-                    "SELECT name, path, header_hash, features, tokens, retrieval FROM models ORDER BY name"):
-                out.names.append(name)
-                out.paths.append(path)
-                out.hashes.append(digest)
-                out.features.append(features)
-                out.tokens.append(tokens)
-                out.retrieval.append(retrieval)
+        lists = self.token_lists()
+        # without vectors, a vector's size stands for it (checked as the vector would be)
+        column = "retrieval" if vectors else \
+            "CASE WHEN retrieval IS NULL THEN NULL WHEN typeof(retrieval) = 'blob' THEN length(retrieval) " \
+            "ELSE -1 END"
+        for rowid, name, path, digest, features, tokens, retrieval in self._query(
+                f"SELECT rowid, name, path, header_hash, features, tokens, {column} FROM models "
+                "ORDER BY name"):
+            if not vectors and retrieval is not None:
+                retrieval = Length(retrieval) if retrieval >= 0 else "not a blob"
+            if problem := _light_problem(name, path, digest, features, tokens, retrieval, lists):
+                self._damaged(rowid, name, problem)
+                continue
+            out.names.append(name)
+            out.paths.append(path)
+            out.hashes.append(digest)
+            out.features.append(features)
+            out.tokens.append(tokens)
+            out.retrieval.append(retrieval if vectors or retrieval is None else b"")
         return out
 
-    def token_lists(self) -> dict[int, tuple[str, ...]]:
+    def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
+        """Every undamaged row's name, token-list id and retrieval vector, in name order, ``size``
+        rows at a time (one query: memory bounded by the chunk, whatever the catalogue's size)."""
         if self._db is None:
-            return {}
-        return {i: tuple(json.loads(t)) for i, t in self._db.execute("SELECT id, tokens FROM token_lists")}
+            return
+        with self._errors():
+            cursor = self._db.execute("SELECT rowid, name, tokens, retrieval FROM models ORDER BY name")
+            while batch := cursor.fetchmany(size):
+                yield [(name, tokens, vector) for rowid, name, tokens, vector in batch
+                       if rowid not in self.damage]
+
+    def token_lists(self) -> dict[int, tuple[str, ...]]:
+        """The readable token lists by id (a damaged one is left out: its rows read as damaged)."""
+        out: dict[int, tuple[str, ...]] = {}
+        for i, text in self._query("SELECT id, tokens FROM token_lists"):
+            tokens = _loads(text)
+            if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+                out[i] = tuple(tokens)
+        return out
 
     def labels(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
-        """The labels of the rows ``names`` (those that exist)."""
-        if self._db is None or not names:
+        """The labels of the rows ``names`` (those that exist and are readable)."""
+        if not names:
             return {}
         marks = ", ".join("?" * len(names))
-        return {n: json.loads(lab) for n, lab in
-                self._db.execute(f"SELECT name, labels FROM models WHERE name IN ({marks})", list(names))}
+        out = {}
+        query = f"SELECT rowid, name, labels FROM models WHERE name IN ({marks})"
+        for rowid, name, text in self._query(query, list(names)):
+            labels = _loads(text)
+            if _is_labels(labels):
+                out[name] = labels
+            else:
+                self._damaged(rowid, name, "labels are not a JSON object of text values")
+        return out
 
     def signature(self, name: str) -> bytes | None:
-        if self._db is None:
-            return None
-        found = self._db.execute("SELECT signature FROM signatures WHERE name = ?", (name,)).fetchone()
-        return found[0] if found else None
+        found = self._query("SELECT signature FROM signatures WHERE name = ?", (name,))
+        return found[0][0] if found and isinstance(found[0][0], bytes) else None
 
     def _rows(self, where: str = "", args: tuple[object, ...] = ()) -> list[Row]:
-        if self._db is None:
-            return []
         lists = self.token_lists()
-        query = (f"SELECT {', '.join('m.' + c for c in _DOCUMENT)}, m.tokens, length(s.signature) "
+        query = (f"SELECT m.rowid, {', '.join('m.' + c for c in _DOCUMENT)}, m.tokens, length(s.signature) "
                  f"FROM models m LEFT JOIN signatures s ON s.name = m.name {where} ORDER BY m.name")
         rows = []
-        for values in self._db.execute(query, args):
+        for values in self._query(query, args):
+            rowid, values = values[0], values[1:]
             d = dict(zip(_DOCUMENT, values[:len(_DOCUMENT)], strict=True))
             tokens, size = values[len(_DOCUMENT):]
-            rows.append(Row(d["name"], json.loads(d["labels"]), d["path"], d["header_hash"],
-                            json.loads(d["architecture"]) if d["architecture"] else None,
-                            json.loads(d["fingerprint"]) if d["fingerprint"] else None, d["features"],
-                            None, lists.get(tokens), d["retrieval"], d["added_at"], size))
+            row, problem = _decode(d, tokens, size, lists)
+            if row is None:
+                self._damaged(rowid, d["name"], problem)
+            else:
+                rows.append(row)
         return rows
 
     def get(self, name: str) -> Row | None:
@@ -222,6 +422,21 @@ class Store:
 
     def all(self) -> list[Row]:
         return self._rows()
+
+    def check(self) -> list[Damage]:
+        """Every damaged row (each column read and checked, signatures parsed), by rowid."""
+        from tensorguard.signatures import Signature
+
+        self.damage = {}
+        self._rows()
+        self.light()
+        for rowid, name, blob in self._query(
+                "SELECT m.rowid, m.name, s.signature FROM models m JOIN signatures s ON s.name = m.name"):
+            try:
+                Signature.from_bytes(blob if isinstance(blob, bytes) else b"", str(name))
+            except TensorguardError as exc:
+                self._damaged(rowid, name, str(exc).partition(": ")[2] or "a corrupt signature")
+        return sorted(self.damage.values(), key=lambda d: d.rowid)
 
     # ---- writing
 
@@ -247,19 +462,31 @@ class Store:
                 if row.signature is not None:
                     db.execute("INSERT INTO signatures (name, signature) VALUES (?, ?)",
                                (row.name, row.signature))
-            self._drop_unused_token_lists(db)
+            self._drop_unused(db)
 
     def delete(self, name: str) -> bool:
         with self.transaction() as db:
             db.execute("DELETE FROM signatures WHERE name = ?", (name,))
             deleted = db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
-            self._drop_unused_token_lists(db)
+            self._drop_unused(db)
         return deleted
 
+    def delete_rows(self, damage: Sequence[Damage]) -> None:
+        """Remove damaged rows (by rowid) in one transaction, with their signatures."""
+        with self.transaction() as db:
+            for d in damage:
+                db.execute("DELETE FROM signatures WHERE name = (SELECT name FROM models WHERE rowid = ?)",
+                           (d.rowid,))
+                db.execute("DELETE FROM models WHERE rowid = ?", (d.rowid,))
+            self._drop_unused(db)
+
     @staticmethod
-    def _drop_unused_token_lists(db: sqlite3.Connection) -> None:
+    def _drop_unused(db: sqlite3.Connection) -> None:
+        """Token lists no row uses, and signatures of no row."""
         db.execute("DELETE FROM token_lists WHERE id NOT IN "
                    "(SELECT tokens FROM models WHERE tokens IS NOT NULL)")
+        db.execute("DELETE FROM signatures WHERE name IS NULL OR name NOT IN "
+                   "(SELECT name FROM models WHERE name IS NOT NULL)")
 
     def close(self) -> None:
         if self._db is not None:
@@ -271,3 +498,97 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_writable(path: Path) -> None:
+    """A read-only catalogue file or folder, said before any slow work (nothing is opened)."""
+    _check_writable(path, path.exists())
+
+
+def _check_writable(path: Path, exists: bool) -> None:
+    """A read-only file or folder, said before SQLite fails half-way."""
+    folder = path.parent if path.parent != Path() else Path(".")
+    if exists and not os.access(path, os.W_OK):
+        raise TensorguardError(f"{path}: the catalogue file is read-only; it can be listed and "
+                               "scanned, not changed")
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise TensorguardError(f"{path}: its folder {folder} is read-only (SQLite writes its journal "
+                               "beside the file); the catalogue can be listed and scanned, not changed")
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+class Length(int):
+    """A blob column's size, read in its place (``len`` is the size)."""
+
+    def __len__(self) -> int:
+        return int(self)
+
+
+def _size(blob: object) -> str:
+    """What a blob column holds, for a message: ``113 bytes``, ``text``, ``a number``."""
+    return f"{len(blob)} bytes" if isinstance(blob, bytes | Length) else "text" if isinstance(blob, str) \
+        else "a number"
+
+
+def _loads(text: object) -> Any:
+    """JSON text decoded, or ``None`` when it is not (a damaged column)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _is_labels(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _light_problem(name: object, path: object, digest: object, features: object, tokens: object,
+                   retrieval: object, lists: dict[int, tuple[str, ...]]) -> str | None:
+    """Why a row's light columns cannot be used (``None``: they can)."""
+    if not isinstance(name, str) or not name:
+        return "no name" if name is None or name == "" else "its name is not text"
+    if not isinstance(path, str | None) or not isinstance(digest, str | None):
+        return "its path or header hash is not text"
+    if features is not None:
+        if not isinstance(features, bytes) or len(features) != 8 * FEATURE_COUNT:
+            return f"its features are {_size(features)}, not {8 * FEATURE_COUNT} bytes"
+        sizes = tuple(map(abs, struct.unpack(f"<{FEATURE_COUNT}d", features)))
+        if not (math.isfinite(sum(sizes)) and max(sizes) <= MAX_FEATURE):  # a NaN makes the sum NaN
+            return f"its features are not finite numbers within +-{MAX_FEATURE:g}"
+    if tokens is not None and (type(tokens) is not int or tokens not in lists):
+        return f"its token list {tokens!r} does not exist or is damaged"
+    if retrieval is not None:
+        if tokens is None:
+            return "a retrieval vector without a token list"
+        n = len(lists[tokens])
+        if not isinstance(retrieval, bytes | Length) or len(retrieval) != n * (n - 1):
+            return f"its retrieval vector is {_size(retrieval)}, not {n * (n - 1)} bytes for {n} tokens"
+    return None
+
+
+def _decode(d: dict[str, Any], tokens: object, size: object,
+            lists: dict[int, tuple[str, ...]]) -> tuple[Row | None, str]:
+    """A row from its columns, or ``None`` and the problem."""
+    if problem := _light_problem(d["name"], d["path"], d["header_hash"], d["features"], tokens,
+                                 d["retrieval"], lists):
+        return None, problem
+    labels = _loads(d["labels"])
+    if not _is_labels(labels):
+        return None, "labels are not a JSON object of text values"
+    documents = {}
+    for key in ("architecture", "fingerprint"):
+        value = _loads(d[key]) if d[key] is not None else None
+        if d[key] is not None and not isinstance(value, dict):
+            return None, f"its {key} is not a JSON object"
+        documents[key] = value
+    if not isinstance(d["added_at"], str):
+        return None, "its date added is not text"
+    return Row(d["name"], labels, d["path"], d["header_hash"], documents["architecture"],
+               documents["fingerprint"], d["features"], None,
+               lists.get(tokens) if type(tokens) is int else None, d["retrieval"], d["added_at"],
+               size if type(size) is int else None), ""

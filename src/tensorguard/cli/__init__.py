@@ -4,11 +4,18 @@ application layer (``tensorguard.app``).
 ``main`` holds the group, the exit codes and the one-line error handling; ``options`` the options
 every command shares; one module per area registers its commands (``models``: inspect,
 fingerprint, sensitivity, compare; ``families``: cluster, predict; ``catalogue``: index, scan;
-``demo``). Each command imports only what it needs, inside its body, so that ``tensorguard --help``
-starts in a fraction of a second and ``fingerprint`` never loads scikit-learn, SciPy or matplotlib.
+``genealogy``: tree; ``demo``). Each command imports only what it needs, inside its body, so
+that ``tensorguard --help`` starts in a fraction of a second and ``fingerprint`` never loads
+scikit-learn, SciPy or matplotlib.
 """
 
-from tensorguard.cli import catalogue, demo, families, models  # noqa: F401  (registers the commands)
+from tensorguard.cli import (  # noqa: F401  (registers the commands)
+    catalogue,
+    demo,
+    families,
+    genealogy,
+    models,
+)
 from tensorguard.cli.main import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,

@@ -25,7 +25,7 @@ EXIT_FAILED, EXIT_BAD_INPUT, EXIT_POLICY, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2
 
 #: How the library's parameter names are spelled on the command line, where they differ.
 FLAGS = {"kinds": "--noise", "out_dir": "--output", "save_to": "--save", "random_state": "--seed",
-         "catalogue": "--db", "labels_file": "--labels"}
+         "catalogue": "--db", "labels_file": "--labels", "from_file": "--from"}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -92,7 +92,11 @@ def name_option(func: F) -> F:
 
 
 def db_option(func: F) -> F:
-    """``--db``: the catalogue file a command reads or writes."""
+    """``--db``: the catalogue file a command reads or writes; ``--timeout``: the longest wait for
+    another process writing it."""
+    func = click.option("--timeout", default=30.0, show_default=True, metavar="SECONDS",
+                        type=click.FloatRange(min=0, max=86400),
+                        help="Longest wait for another process writing the catalogue.")(func)
     return click.option("--db", type=click.Path(path_type=str), metavar="PATH",
                         help="Catalogue file [default: $TENSORGUARD_CATALOGUE, else "
                              "~/.cache/tensorguard/catalogue.sqlite].")(func)
@@ -108,3 +112,21 @@ def catalogue_options(func: F) -> F:
 def replace_option(func: F) -> F:
     """``--replace``: catalogue entries of the same name are replaced."""
     return click.option("--replace", is_flag=True, help="Replace entries of the same name.")(func)
+
+
+def batch_models_argument(func: F) -> F:
+    """[MODELS]... and ``--from FILE``: a batch of models, as arguments or one a line in a file."""
+    func = click.option("--from", "from_file", type=click.Path(path_type=str), metavar="FILE",
+                        help="Also the models listed in FILE, one a line (blank lines and # comments "
+                             "skipped).")(func)
+    return click.argument("models", nargs=-1, type=click.Path(path_type=str))(func)
+
+
+def executor_options(func: F) -> F:
+    """``--workers`` and ``--scheduler``: where a batch runs (default: in this process)."""
+    func = click.option("--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS",
+                        help="Run on the Dask cluster at ADDRESS (tcp://HOST:PORT) [env: "
+                             "DASK_SCHEDULER_ADDRESS]. Needs tensorguard[distributed].")(func)
+    return click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                        help="Run on a local Dask cluster of N worker processes. Needs "
+                             "tensorguard[distributed].")(func)

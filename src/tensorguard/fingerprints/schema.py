@@ -105,6 +105,11 @@ class Fingerprint:
         return write_text_atomic(target, self.dumps(), force=force)
 
 
+#: The largest magnitude of a number in a fingerprint: far beyond any real statistic, and small
+#: enough that distances, variances and standardisations of such numbers stay finite in float64.
+MAX_MAGNITUDE = 1e100
+
+
 def default_path(directory: str | Path, model_name: str) -> Path:
     """Where the fingerprint of ``model_name`` goes: ``DIR/<model_name>_features.json``."""
     return Path(directory) / f"{model_name.replace('/', '_')}{FILE_SUFFIX}"
@@ -116,6 +121,9 @@ def _number(path: Path, key: str, value: Any) -> float:
     number = finite(value)
     if number is None:
         raise TensorguardError(f"{path}: key {key!r} is {shown(value)} (not a finite number)")
+    if abs(number) > MAX_MAGNITUDE:
+        raise TensorguardError(f"{path}: key {key!r} is {number:.3g}, beyond +-{MAX_MAGNITUDE:g} (no "
+                               "model's statistics come near; statistics of it would overflow)")
     return number
 
 

@@ -171,6 +171,14 @@ def fisher_log_p(log_ps: list[float]) -> float:
     return min(0.0, float(special.logsumexp(terms)) - half)
 
 
+#: Entries up to this size keep float32 products finite (their squares summed over 1e8 rows).
+FLOAT32_SAFE = 1e15
+
+
+def _largest(x: torch.Tensor) -> float:
+    return float(x.abs().max()) if x.numel() else 0.0
+
+
 def _column_correlations(a: ModelSource, b: ModelSource, name_a: str, name_b: str,
                          rows: int) -> np.ndarray:
     """Pearson correlation of every column of A's matrix with every column of B's, over ``rows``.
@@ -188,9 +196,12 @@ def _column_correlations(a: ModelSource, b: ModelSource, name_a: str, name_b: st
     blocks_b = b.row_blocks(name_b, max_elements=step * db, stop=rows, dtype=torch.float32)
     for (_, xa), (_, xb) in zip(blocks_a, blocks_b, strict=True):  # the same rows per block
         if shift_a is None or shift_b is None:
-            shift_a, shift_b = xa.mean(dim=0), xb.mean(dim=0)
-        xa, xb = xa - shift_a, xb - shift_b
-        cross += xa.T @ xb
+            shift_a, shift_b = xa.double().mean(dim=0), xb.double().mean(dim=0)
+        # float32 products of such entries could overflow: such a block is multiplied in float64
+        wide = max(_largest(xa), _largest(xb)) > FLOAT32_SAFE
+        xa, xb = ((xa.double() - shift_a, xb.double() - shift_b) if wide
+                  else (xa - shift_a.float(), xb - shift_b.float()))
+        cross += (xa.T @ xb).double()
         sa += xa.sum(dim=0)
         sb += xb.sum(dim=0)
         qa += (xa * xa).sum(dim=0)

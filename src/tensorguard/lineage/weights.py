@@ -100,14 +100,16 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(wide.to(narrow.dtype), narrow)
 
 
-def sample_runs(rows: int, row_length: int) -> list[tuple[int, int]]:
-    """The row ranges a cosine is computed over: all rows when there are at most ``EXACT_LIMIT``
-    entries, else ``RUNS`` runs of equal length drawn with seed 0 (about ``EXACT_LIMIT`` entries)."""
-    if rows * row_length <= EXACT_LIMIT:
+def sample_runs(rows: int, row_length: int, budget: int | None = None) -> list[tuple[int, int]]:
+    """The row ranges a cosine is computed over: all rows when there are at most ``budget``
+    (default ``EXACT_LIMIT``) entries, else ``RUNS`` runs of equal length drawn with seed 0 (about
+    ``budget`` entries)."""
+    budget = EXACT_LIMIT if budget is None else budget
+    if rows * row_length <= budget:
         return [(0, rows)]
-    length = max(1, EXACT_LIMIT // (RUNS * row_length))  # rows per run
+    length = max(1, budget // (RUNS * row_length))  # rows per run
     slots = -(-rows // length)
-    needed = min(slots, -(-EXACT_LIMIT // (length * row_length)))
+    needed = min(slots, -(-budget // (length * row_length)))
     picked = np.sort(np.random.default_rng(0).choice(slots, needed, replace=False))
     return [(int(s) * length, min(rows, (int(s) + 1) * length)) for s in picked]
 

@@ -33,7 +33,13 @@ from tensorguard.loading import bytesource
 from tensorguard.loading.claims import BaseModelClaim, GgufClaims
 from tensorguard.loading.formats import Quantization, WeightFormat
 from tensorguard.loading.gguf_arch import ARCHITECTURES, SUFFIXES, GgufArch
-from tensorguard.loading.gguf_file import ArrayLength, GgufHeader, GgufTensor, read_gguf_header
+from tensorguard.loading.gguf_file import (
+    ArrayLength,
+    GgufHeader,
+    GgufTensor,
+    metadata_value,
+    read_gguf_header,
+)
 from tensorguard.loading.header import TensorInfo
 from tensorguard.loading.layouts import Resolved
 from tensorguard.validation import shown
@@ -85,9 +91,9 @@ class GgufStore:
         _check_split(headers)
         metadata = headers[0].metadata
         where = resolved.shards[0]
-        if metadata.get("general.type") == "adapter":
+        if metadata_value(metadata, "general.type", str, where) == "adapter":
             raise TensorguardError(f"{where}: a GGUF LoRA adapter; pass the model it adapts, merged")
-        arch_name = str(metadata.get("general.architecture", ""))
+        arch_name = metadata_value(metadata, "general.architecture", str, where) or ""
         stored = _directory(headers)
         present = set(stored)
         arch = ARCHITECTURES.get(arch_name)
@@ -103,7 +109,7 @@ class GgufStore:
             self._plans[hf] = plan
             infos[hf] = _info(hf, plan)
         self.tensors: dict[str, TensorInfo] = dict(sorted(infos.items()))
-        self.claims = _claims(metadata, arch_name, present, arch is not None)
+        self.claims = _claims(metadata, arch_name, present, arch is not None, where)
         self._files: dict[Path, io.BufferedReader] = {}
         self._whole: tuple[str, torch.Tensor] | None = None
 
@@ -209,8 +215,8 @@ def _block_count(metadata: Mapping[str, Any], arch_name: str, present: set[str],
     """Blocks to map names for: the metadata's count, else one past the highest ``blk.N``. Every
     block has tensors, so a count beyond the number of tensors is refused (mapping names for it
     would take as long as the count)."""
-    count = metadata.get(f"{arch_name}.block_count")
-    if type(count) is not int:
+    count: int | None = metadata_value(metadata, f"{arch_name}.block_count", int, where)
+    if count is None:
         count = max((int(m.group(1)) for n in present if (m := _BLOCK.match(n))), default=-1) + 1
     if not 0 <= count <= len(present):
         raise TensorguardError(f"{where}: corrupt GGUF header: {count} blocks (from "
@@ -258,9 +264,9 @@ def _plan(tensor: GgufTensor, path: Path, hf: str, module: str, arch: GgufArch |
 
 
 def _heads(metadata: Mapping[str, Any], arch_name: str, key: str, path: Path) -> int:
-    value = metadata.get(f"{arch_name}.attention.{key}")
+    value = metadata_value(metadata, f"{arch_name}.attention.{key}", (int, tuple), path, items=int)
     if value is None and key == "head_count_kv":
-        value = metadata.get(f"{arch_name}.attention.head_count")
+        value = metadata_value(metadata, f"{arch_name}.attention.head_count", (int, tuple), path, items=int)
     if isinstance(value, tuple) and value and len(set(value)) == 1:
         value = value[0]
     if not isinstance(value, int) or value <= 0:
@@ -312,24 +318,27 @@ def _info(name: str, plan: _Plan) -> TensorInfo:
     return TensorInfo(name, shape, t.qtype.name, plan.path, quant)
 
 
-def _claims(metadata: Mapping[str, Any], arch_name: str, present: set[str], mapped: bool) -> GgufClaims:
+def _claims(metadata: Mapping[str, Any], arch_name: str, present: set[str], mapped: bool,
+            where: Path) -> GgufClaims:
+    """What the metadata says; every key read is checked for its type (a per-layer array of
+    numbers, as some architectures store head counts, is no single number to claim)."""
     def text(key: str) -> str | None:
-        value = metadata.get(key)
-        return value if isinstance(value, str) else None
+        value: str | None = metadata_value(metadata, key, str, where)
+        return value
 
     def number(key: str) -> int | None:
-        value = metadata.get(f"{arch_name}.{key}")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        value = metadata_value(metadata, f"{arch_name}.{key}", (int, tuple), where, items=int)
+        return value if isinstance(value, int) else None
 
-    file_type = metadata.get("general.file_type")
-    if isinstance(file_type, int):
+    file_type = metadata_value(metadata, "general.file_type", int, where)
+    if file_type is not None:
         known = file_type in {t.value for t in LlamaFileType}
         file_type = LlamaFileType(file_type).name if known else str(file_type)
-    tokens = metadata.get("tokenizer.ggml.tokens")
+    tokens = metadata_value(metadata, "tokenizer.ggml.tokens", (tuple, ArrayLength), where, items=str)
     token_count = (tokens.count if isinstance(tokens, ArrayLength)
                    else len(tokens) if isinstance(tokens, tuple) else None)
-    count = metadata.get("general.base_model.count", 0)
-    count = min(count, len(metadata)) if type(count) is int else 0  # a claim: no more than the keys
+    count = metadata_value(metadata, "general.base_model.count", int, where) or 0
+    count = min(count, len(metadata))  # a claim: no more than the keys
     base_models = tuple(
         BaseModelClaim(*(text(f"general.base_model.{i}.{k}")
                          for k in ("name", "organization", "version", "repo_url")))

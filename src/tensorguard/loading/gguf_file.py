@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,40 @@ class GgufHeader:
     version: int
     metadata: dict[str, Any]
     tensors: tuple[GgufTensor, ...]
+
+
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", tuple: "an array",
+          ArrayLength: "a long array"}
+
+
+def _is(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _kind(value: object) -> str:
+    return next((name for kind, name in _KINDS.items() if _is(value, kind)), type(value).__name__)
+
+
+def metadata_value(metadata: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], path: Path, *,
+                   items: type | None = None) -> Any:
+    """The metadata value of ``key`` (``None`` when absent), checked to be one of ``kinds`` (a bool
+    is not an integer); an array (``tuple``) is checked to hold ``items`` only. A value of another
+    type is a one-line error naming the file, the key and both types."""
+    value = metadata.get(key)
+    if value is None:
+        return None
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not any(_is(value, k) for k in kinds):
+        raise TensorguardError(f"{path}: GGUF metadata {key!r} is {_kind(value)}, expected "
+                               f"{' or '.join(_KINDS[k] for k in kinds)}")
+    if items is not None and isinstance(value, tuple):
+        bad = next((v for v in value if not _is(v, items)), None)
+        if bad is not None:
+            raise TensorguardError(f"{path}: GGUF metadata {key!r} is an array holding {_kind(bad)}, "
+                                   f"expected {_KINDS[items].partition(' ')[2]}s only")
+    return value
 
 
 class _Truncated(Exception):
@@ -174,7 +209,24 @@ def _parse(path: Path, buf: Any, size: int, keep: frozenset[str],
                                "is not a power of two")
     data_start = -(-cur.pos // alignment) * alignment
     tensors = tuple(_locate(path, entry, data_start, size, alignment) for entry in raw)
+    _check_overlaps(path, tensors)
     return GgufHeader(path, version, metadata, tensors)
+
+
+def _check_overlaps(path: Path, tensors: tuple[GgufTensor, ...]) -> None:
+    """No two tensors may share bytes (an aliased tensor would read another's data)."""
+    placed = sorted((t for t in tensors if t.nbytes), key=lambda t: (t.offset, t.name))
+    if not placed:
+        return
+    before = placed[0]  # the tensor reaching furthest so far
+    for after in placed[1:]:
+        if after.offset < before.offset + before.nbytes:
+            raise TensorguardError(
+                f"{path}: corrupt GGUF header: tensor {after.name!r} (bytes {after.offset}-"
+                f"{after.offset + after.nbytes}) overlaps tensor {before.name!r} (bytes {before.offset}-"
+                f"{before.offset + before.nbytes})")
+        if after.offset + after.nbytes > before.offset + before.nbytes:
+            before = after
 
 
 def _check_version(path: Path, version: int) -> None:

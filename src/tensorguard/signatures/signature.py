@@ -95,6 +95,8 @@ class Signature:
             arrays = np.frombuffer(data, dtype="<f2", offset=start + length)
             embed = arrays[: n * n].reshape(n, n)
             blocks = arrays[n * n:].reshape(head["blocks"])
+            if not np.isfinite(arrays).all():
+                raise ValueError("values that are not finite")
             return cls(tuple(head["tokens"]), embed, int(head["block_tokens"]),
                        tuple(head["block_index"]), blocks, tuple(head["kinds"]), int(head["hidden"]),
                        int(head["vocab"]))

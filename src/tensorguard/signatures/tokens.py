@@ -58,12 +58,12 @@ def _tokenizer_json(path: Path, rows: int) -> list[str | None]:
 def read_gguf_vocabulary(path: Path) -> tuple[list[str], list[int] | None]:
     """A GGUF file's token strings and token types (``tokenizer.ggml.*``; empty if it has none).
     Only these long arrays are decoded: the loading layer keeps the vocabulary's length alone."""
-    from tensorguard.loading.gguf_file import read_gguf_header
+    from tensorguard.loading.gguf_file import metadata_value, read_gguf_header
 
     metadata = read_gguf_header(regular_file(path), keep=_VOCABULARY).metadata
-    types = metadata.get("tokenizer.ggml.token_type")
-    return ([str(t) for t in metadata.get("tokenizer.ggml.tokens", ())],
-            list(types) if isinstance(types, tuple) else None)
+    tokens = metadata_value(metadata, "tokenizer.ggml.tokens", tuple, path, items=str)
+    types = metadata_value(metadata, "tokenizer.ggml.token_type", tuple, path, items=int)
+    return list(tokens or ()), list(types) if types is not None else None
 
 
 def _gguf_vocabulary(path: Path, rows: int) -> list[str | None]:

@@ -122,8 +122,9 @@ def save_gguf(weights: Mapping[str, torch.Tensor] | ModelSource, path: str | Pat
     ``path-0000i-of-0000n.gguf`` when ``split_max_tensors``); return the first file.
 
     2-D tensors get ``qtype`` (or ``types(name, shape)``), 1-D ones F32. ``metadata`` adds
-    string/int keys (e.g. ``general.base_model.0.name``). ``weights`` may be a ``ModelSource``:
-    each tensor is then read once, while writing.
+    string/int keys (e.g. ``general.base_model.0.name``), or a value of any GGUF type as
+    ``(GGUFValueType, value[, array item type])``, replacing a key written by default.
+    ``weights`` may be a ``ModelSource``: each tensor is then read once, while writing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,10 @@ def save_gguf(weights: Mapping[str, torch.Tensor] | ModelSource, path: str | Pat
     writer.add_head_count_kv(kv_heads)
     writer.add_file_type(FILE_TYPES.get(qtype, LlamaFileType.GUESSED))
     for key, value in (metadata or {}).items():
-        (writer.add_string if isinstance(value, str) else writer.add_uint32)(key, value)
+        if isinstance(value, tuple):  # (value type, value[, array item type]): that exact type
+            writer.add_key_value(key, value[1], value[0], *value[2:])
+        else:
+            (writer.add_string if isinstance(value, str) else writer.add_uint32)(key, value)
     for _, gguf_name, shape, chosen in plan:
         writer.add_tensor_info(gguf_name, shape, np.dtype(np.float32), _nbytes(shape, chosen), chosen)
     _write(writer, (quantize(_convert(hf, read(hf).float(), spec, heads, kv_heads).numpy(), q)

@@ -28,6 +28,7 @@ from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    config_file,
     expect,
     group_size,
     inconsistent,
@@ -91,11 +92,12 @@ class Awq(PackedFormat):
         qconfig = quant_config(config)
         version = qconfig.get("version", "gemm")
         if not isinstance(version, str) or version.lower() not in VERSIONS:
-            raise TensorguardError(f"{where}: AWQ version {shown(version)} is not read (only GEMM "
-                                   "packing)")
+            raise TensorguardError(f"{config_file(where)}: AWQ version {shown(version)} is not read "
+                                   "(only GEMM packing)")
         bits = qconfig.get("bits", qconfig.get("w_bit", BITS))
         if bits != BITS or isinstance(bits, bool):
-            raise TensorguardError(f"{where}: AWQ with {shown(bits)} bits is not read (4-bit GEMM only)")
+            raise TensorguardError(f"{config_file(where)}: AWQ with {shown(bits)} bits is not read "
+                                   "(4-bit GEMM only)")
         configured = qconfig.get("group_size", qconfig.get("q_group_size"))
         return {t.info.name: t for t in (
             self._weight(infos, n.removesuffix(".qweight"), configured, where)

@@ -69,6 +69,11 @@ class PackedFormat(ABC):
         ``quant_state``, compressed-tensors' ``weight_shape``)."""
 
 
+def config_file(where: Path) -> Path:
+    """The file a setting comes from, named in errors about it (``where`` is the model's folder)."""
+    return where / "config.json"
+
+
 def quant_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config.json``'s ``quantization_config`` (empty when absent or malformed)."""
     qconfig = config.get("quantization_config")
@@ -90,7 +95,7 @@ def expect(part: TensorInfo, weight: str, where: Path, *, dtypes: Collection[str
     if (dtypes and part.dtype not in dtypes) or (ndim and part.ndim not in ndim):
         wanted = " or ".join(filter(None, (
             "/".join(sorted(dtypes)), " or ".join(f"{n}-D" for n in sorted(ndim)))))
-        raise TensorguardError(f"{where}: packed weight {weight!r}: {part.name!r} is {part.dtype} "
+        raise TensorguardError(f"{part.shard}: packed weight {weight!r}: {part.name!r} is {part.dtype} "
                                f"{list(part.shape)}, not {wanted}")
     return part
 
@@ -110,7 +115,7 @@ def group_size(configured: Any, inputs: int, groups: int, where: Path) -> int:
     """Inputs per group: the config's ``group_size`` (-1 or 0: the whole row), else from the shapes."""
     if configured is None:
         return max(1, inputs // max(1, groups))
-    size = integer(configured, "quantization_config's group_size", where, minimum=-1)
+    size = integer(configured, "quantization_config's group_size", config_file(where), minimum=-1)
     return max(1, inputs) if size <= 0 else size
 
 

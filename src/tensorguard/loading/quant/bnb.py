@@ -102,13 +102,13 @@ class Bnb4(PackedFormat):
         packed = require(infos, weight, weight, "packed codes", where)
         absmax = require(infos, weight + ".absmax", weight, "absmax scales", where)
         quant_map = require(infos, weight + ".quant_map", weight, "quant_map", where)
-        state = _quant_state(stored, infos[state_name], where)
+        state = _quant_state(stored, infos[state_name])
         shape, blocksize = state.get("shape"), state.get("blocksize")
         if (not isinstance(shape, list) or len(shape) != 2 or state.get("quant_type") not in QUANT_TYPES
                 or not all(type(d) is int and d >= 0 for d in shape)):
-            raise TensorguardError(f"{where}: {state_name!r} is not a 2-D nf4/fp4 quant state: "
-                                   f"{shown(state, 120)}")
-        blocksize = integer(blocksize, f"{state_name!r}'s blocksize", where)
+            raise TensorguardError(f"{infos[state_name].shard}: {state_name!r} is not a 2-D nf4/fp4 quant "
+                                   f"state: {shown(state, 120)}")
+        blocksize = integer(blocksize, f"{state_name!r}'s blocksize", infos[state_name].shard)
         numel = shape[0] * shape[1]
         expect(packed, weight, where, dtypes={"U8"}, ndim={1, 2})
         if packed.numel != -(-numel // 2) or absmax.numel != -(-numel // blocksize) \
@@ -146,18 +146,18 @@ def _code_book(info: TensorInfo, size: int, weight: str, where: Path) -> TensorI
     return info
 
 
-def _quant_state(stored: StoredTensors, info: TensorInfo, where: Path) -> dict[str, Any]:
+def _quant_state(stored: StoredTensors, info: TensorInfo) -> dict[str, Any]:
     """The JSON object a quant state tensor holds as bytes."""
     if info.dtype != "U8" or info.numel > MAX_QUANT_STATE:
-        raise TensorguardError(f"{where}: {info.name!r} is not a quant state (a {info.dtype} tensor "
+        raise TensorguardError(f"{info.shard}: {info.name!r} is not a quant state (a {info.dtype} tensor "
                                f"of {info.numel} entries, not a few hundred bytes of JSON)")
     try:
         state = json.loads(bytes(stored.get(info.name).reshape(-1).tolist()).decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep, a 5000-digit number
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise TensorguardError(f"{where}: {info.name!r} is not a readable quant state ({why})") from None
+        raise TensorguardError(f"{info.shard}: {info.name!r} is not a readable quant state ({why})") from None
     if not isinstance(state, dict):
-        raise TensorguardError(f"{where}: {info.name!r} is not a readable quant state (not an object)")
+        raise TensorguardError(f"{info.shard}: {info.name!r} is not a readable quant state (not an object)")
     return state
 
 

@@ -27,6 +27,7 @@ from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    config_file,
     expect,
     group_size,
     inconsistent,
@@ -90,8 +91,8 @@ class CompressedTensors(PackedFormat):
                     out[tensor.info.name] = tensor
             return out
         if fmt not in SCALED:
-            raise TensorguardError(f"{where}: compressed-tensors format {shown(fmt)} is not read "
-                                   f"({PACKED}, {', '.join(SCALED)} are)")
+            raise TensorguardError(f"{config_file(where)}: compressed-tensors format {shown(fmt)} is not "
+                                   f"read ({PACKED}, {', '.join(SCALED)} are)")
         block = weights.get("block_structure") if weights.get("strategy") == "block" else None
         for name in infos:
             if name.endswith(".weight_scale") and name.removesuffix("_scale") in infos:
@@ -146,8 +147,8 @@ def _weights_config(qconfig: Mapping[str, Any], where: Path) -> tuple[dict[str, 
     fmt = qconfig.get("format") if not formats else formats.pop() if len(formats) == 1 else None
     distinct = {tuple(sorted((k, shown(v, 1000)) for k, v in w.items())) for w in weights}
     if not weights or len(distinct) > 1 or not isinstance(fmt, str):
-        raise TensorguardError(f"{where}: compressed-tensors config with {len(distinct)} distinct "
-                               "weight quantizations and formats is not read (one is)")
+        raise TensorguardError(f"{config_file(where)}: compressed-tensors config with {len(distinct)} "
+                               "distinct weight quantizations and formats is not read (one is)")
     return dict(weights[0]), fmt
 
 
@@ -156,7 +157,7 @@ def _shape(stored: StoredTensors, info: TensorInfo, weight: str, where: Path) ->
     values = stored.get(info.name).reshape(-1).tolist() if info.numel == 2 else []
     if len(values) != 2 or not all(0 <= v < 1 << 62 for v in values):
         held = f"it holds {shown(values)}" if values else f"it has {info.numel} entries"
-        raise TensorguardError(f"{where}: packed weight {weight!r}: {info.name!r} is not an "
+        raise TensorguardError(f"{info.shard}: packed weight {weight!r}: {info.name!r} is not an "
                                f"(outputs, inputs) pair ({held})")
     return int(values[0]), int(values[1])
 

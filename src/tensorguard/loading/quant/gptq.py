@@ -32,6 +32,7 @@ from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    config_file,
     expect,
     group_size,
     inconsistent,
@@ -100,7 +101,7 @@ class Gptq(PackedFormat):
         qconfig = quant_config(config)
         fmt = qconfig.get("checkpoint_format", "gptq")
         if not isinstance(fmt, str) or fmt not in CHECKPOINT_FORMATS:
-            raise TensorguardError(f"{where}: GPTQ checkpoint_format {shown(fmt)} is not read "
+            raise TensorguardError(f"{config_file(where)}: GPTQ checkpoint_format {shown(fmt)} is not read "
                                    f"(only {', '.join(CHECKPOINT_FORMATS)})")
         return {t.info.name: t for t in (
             self._weight(infos, n.removesuffix(".qweight"), qconfig, CHECKPOINT_FORMATS[fmt], where)
@@ -120,8 +121,8 @@ class Gptq(PackedFormat):
         n_groups, n = scales.shape
         bits = qconfig.get("bits") or _infer_bits(qweight, qzeros, g_idx, n)
         if isinstance(bits, bool) or bits not in BITS:
-            raise TensorguardError(f"{where}: packed weight {weight!r}: GPTQ with {shown(bits)} bits "
-                                   f"is not supported ({', '.join(map(str, BITS))})")
+            raise TensorguardError(f"{config_file(where)}: packed weight {weight!r}: GPTQ with "
+                                   f"{shown(bits)} bits is not supported ({', '.join(map(str, BITS))})")
         bits = int(bits)
         k = qweight.shape[0] * 32 // bits
         if qweight.shape[1] != n or qzeros.shape != (n_groups, -(-n * bits // 32)):

@@ -23,6 +23,7 @@ from tensorguard.loading.quant.base import (
     PackedFormat,
     PackedTensor,
     StoredTensors,
+    config_file,
     expect,
     inconsistent,
     quantization,
@@ -74,8 +75,8 @@ class Mlx(PackedFormat):
              stored: StoredTensors) -> dict[str, PackedTensor]:
         settings = config.get("quantization")
         if not isinstance(settings, dict):
-            raise TensorguardError(f"{where}: MLX quantized weights but no 'quantization' settings "
-                                   "(bits, group_size) in config.json")
+            raise TensorguardError(f"{config_file(where)}: MLX quantized weights but no 'quantization' "
+                                   "settings (bits, group_size) in config.json")
         out: dict[str, PackedTensor] = {}
         for prefix in _packed_prefixes(infos):
             own = settings.get(prefix)
@@ -92,9 +93,9 @@ class Mlx(PackedFormat):
                                                              ("group_size", 0)))
         if mode != "affine" or type(bits) is not int or bits not in BITS or type(group) is not int \
                 or group <= 0:
-            raise TensorguardError(f"{where}: packed weight {weight!r}: MLX {shown(mode)} quantization "
-                                   f"with {shown(bits)} bits in groups of {shown(group)} is not read "
-                                   f"(affine, {', '.join(map(str, BITS))} bits)")
+            raise TensorguardError(f"{config_file(where)}: packed weight {weight!r}: MLX {shown(mode)} "
+                                   f"quantization with {shown(bits)} bits in groups of {shown(group)} is "
+                                   f"not read (affine, {', '.join(map(str, BITS))} bits)")
         expect(scales, weight, where, dtypes=FLOAT_DTYPES)
         expect(biases, weight, where, dtypes=FLOAT_DTYPES)
         if codes.ndim != 2 or scales.ndim != 2 or biases.shape != scales.shape:

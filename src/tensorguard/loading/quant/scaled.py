@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from tensorguard.errors import TensorguardError
 from tensorguard.loading.header import FLOAT_DTYPES, TensorInfo
-from tensorguard.loading.quant.base import PackedTensor, StoredTensors, expect, inconsistent, quantization
+from tensorguard.loading.quant.base import (
+    PackedTensor,
+    StoredTensors,
+    config_file,
+    expect,
+    inconsistent,
+    quantization,
+)
 from tensorguard.validation import shown
 
 if TYPE_CHECKING:
@@ -76,8 +83,8 @@ def _block(configured: Any, weight: str, where: Path) -> tuple[int, int]:
     if (isinstance(configured, (list, tuple)) and len(configured) in (1, 2)
             and all(type(v) is int and v > 0 for v in configured)):
         return configured[0], configured[-1]
-    raise TensorguardError(f"{where}: packed weight {weight!r}: block size {shown(configured)} in "
-                           "config.json is not [rows, columns] of positive integers")
+    raise TensorguardError(f"{config_file(where)}: packed weight {weight!r}: block size "
+                           f"{shown(configured)} in config.json is not [rows, columns] of positive integers")
 
 
 def scaled_tensor(infos: Mapping[str, TensorInfo], weight: str, scale: str, zero: str | None, *,

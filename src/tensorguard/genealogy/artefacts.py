@@ -1,0 +1,98 @@
+"""What a derivative's weights carry that its parent's lack, read off sampled rows of one matrix:
+the grid of a quantization round trip, the rounding of a cast to a 16-bit float, exact zeros.
+
+The grids are data (``GRIDS``, ``GROUPS``): a quantizer maps each group of entries onto evenly
+spaced levels, either symmetric (step = largest magnitude / ``steps``: int8 absmax, GGUF Q8_0,
+Q4_0) or asymmetric (step = (max - min) / ``steps``: Q4_1, GPTQ/AWQ-style 4-bit). Values read back
+from such a round trip sit on the grid to within float rounding; trained float weights never do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Largest distance from the nearest level, in steps, that still counts as on the grid.
+TOLERANCE = 0.02
+#: Share of a matrix's groups that must sit on a grid for the matrix to count as quantized.
+ON_GRID = 0.9
+#: Bits of a float32 value (a weight with no artefact).
+FULL = 32
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One family of quantization levels: ``bits`` per weight, levels ``step`` apart."""
+
+    name: str
+    bits: int
+    symmetric: bool
+    steps: int  # the largest magnitude (symmetric) or the range (asymmetric) in steps
+
+
+GRIDS = (
+    Grid("4-bit asymmetric", 4, False, 15),
+    Grid("4-bit symmetric", 4, True, 8),
+    Grid("4-bit symmetric", 4, True, 7),
+    Grid("8-bit symmetric", 8, True, 127),
+    Grid("8-bit asymmetric", 8, False, 255),
+)
+#: Entries per quantization group tried (0: the whole row).
+GROUPS = (32, 64, 128, 0)
+
+
+def _share_on_grid(chunks: np.ndarray, grid: Grid) -> float:
+    """Share of the groups (rows of ``chunks``) whose entries all sit on ``grid``'s levels; groups
+    of one repeated value (all zero) say nothing and are left out."""
+    if grid.symmetric:
+        low = np.zeros((chunks.shape[0], 1))
+        step = np.abs(chunks).max(axis=1, keepdims=True) / grid.steps
+    else:
+        low = chunks.min(axis=1, keepdims=True)
+        step = (chunks.max(axis=1, keepdims=True) - low) / grid.steps
+    useful = step[:, 0] > 0
+    if not useful.any():
+        return 0.0
+    q = (chunks[useful] - low[useful]) / step[useful]
+    return float((np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE).mean())
+
+
+def _plausible(chunk: np.ndarray) -> list[Grid]:
+    """The grids one group's entries sit on (all grids at once: the quick test before the full one)."""
+    scale = np.array([np.abs(chunk).max() if g.symmetric else chunk.max() - chunk.min() for g in GRIDS])
+    low = np.array([0.0 if g.symmetric else chunk.min() for g in GRIDS])
+    steps = np.array([g.steps for g in GRIDS], dtype=float)
+    step = np.where(scale > 0, scale / steps, 1.0)
+    q = (chunk[None, :] - low[:, None]) / step[:, None]
+    fits = (np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE) & (scale > 0)
+    return [g for g, ok in zip(GRIDS, fits, strict=True) if ok]
+
+
+def grid_of(rows: np.ndarray) -> Grid | None:
+    """The coarsest grid that ``rows`` (whole rows of one matrix, float64) sit on, else ``None``."""
+    width = rows.shape[1]
+    found = []
+    for group in GROUPS:
+        size = group or width
+        if width % size or size < 8:
+            continue
+        chunks = rows.reshape(-1, size)
+        first = next((c for c in chunks if c.any()), None)  # an all-zero group says nothing
+        if first is None:
+            continue
+        found += [g for g in _plausible(first) if _share_on_grid(chunks, g) >= ON_GRID]
+    return min(found, key=lambda g: (g.bits, GRIDS.index(g))) if found else None
+
+
+def float_bits(values: np.ndarray) -> int:
+    """16 when every value is exactly a bfloat16 or a float16 (a cast copy), else 32."""
+    as32 = values.astype(np.float32)
+    bf16 = (as32.view(np.uint32) & 0xFFFF) == 0
+    fp16 = as32.astype(np.float16).astype(np.float32) == as32
+    return 16 if bool(bf16.all() or fp16.all()) else FULL
+
+
+def zero_share(values: np.ndarray) -> float:
+    """Share of entries exactly zero (magnitude pruning leaves many)."""
+    return float((values == 0).mean()) if values.size else 0.0

@@ -1,0 +1,103 @@
+"""Each model read once: a sketch of every matrix (the same sampled rows in every model of the same
+shape) and the cheap statistics the tree is built from.
+
+A matrix's sketch is about ``SKETCH`` entries: all of it when small, else runs of whole rows
+drawn with seed 0 (``lineage.weights.sample_runs``), so two models' sketches of a same-shape
+matrix hold the same positions and every pairwise measure works on sketches alone: no model is
+read twice, however many pairs it is in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from tensorguard import progress
+from tensorguard.genealogy.artefacts import FULL, float_bits, grid_of, zero_share
+from tensorguard.lineage.weights import sample_runs
+from tensorguard.loading import ModelInput, opened
+
+#: Entries sampled per matrix (16 KB as float32).
+SKETCH = 1 << 12
+#: Matrices up to this many entries (1 MB as float32) are read whole and sampled in memory.
+WHOLE = 1 << 18
+#: Bits per weight of each stored float type.
+DTYPE_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "F8_E4M3": 8, "F8_E5M2": 8}
+
+
+@dataclass(frozen=True)
+class MatrixProfile:
+    """One matrix: its sampled rows (float64, ``rows`` x row length) and what they show."""
+
+    shape: tuple[int, ...]
+    sketch: np.ndarray = field(repr=False)
+    bits: int  # the narrowest of: stored bits, a quantization grid found, a 16-bit float cast
+    grid: str | None  # the quantization grid the values sit on
+    zeros: float
+    rms: float
+    kurtosis: float
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """One model as the tree sees it."""
+
+    name: str
+    params: int
+    matrices: dict[str, MatrixProfile] = field(repr=False)
+
+    def _median(self, values: Sequence[float]) -> float:
+        return float(np.median(values)) if values else float("nan")
+
+    @property
+    def bits(self) -> int:
+        """Precision of most of its matrices (median): 32 for float32 weights with no artefact."""
+        return int(np.median([m.bits for m in self.matrices.values()]))
+
+    @property
+    def grid(self) -> str | None:
+        """The quantization grid most of its matrices sit on, if any."""
+        grids = [m.grid for m in self.matrices.values()]
+        common = max(set(grids), key=lambda g: (grids.count(g), g or ""))
+        return common if grids.count(common) * 2 > len(grids) else None
+
+    @property
+    def zeros(self) -> float:
+        return self._median([m.zeros for m in self.matrices.values()])
+
+    @property
+    def kurtosis(self) -> float:
+        return self._median([m.kurtosis for m in self.matrices.values()])
+
+
+def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int) -> MatrixProfile:
+    flat = values.reshape(-1)
+    grid = grid_of(values)
+    bits = min(stored_bits, grid.bits if grid else FULL, float_bits(flat))
+    centred = flat - flat.mean()
+    squares = centred * centred  # products, not powers: numpy's float power is slow
+    m2 = float(squares.mean())
+    kurtosis = float((squares * squares).mean()) / m2 ** 2 if m2 > 0 else float("nan")
+    return MatrixProfile(shape, values, bits, grid.name if grid else None, zero_share(flat),
+                         math.sqrt(float((flat * flat).mean())), kurtosis)
+
+
+def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
+    """Read ``model``'s matrices once (sampled rows only) into a ``ModelProfile``."""
+    with opened(model) as source:
+        matrices = {}
+        for info in progress.bar(source.matrices(), desc=f"reading {source.name}", unit="tensor"):
+            rows, width = info.shape
+            runs = sample_runs(rows, width, SKETCH)
+            if rows * width <= WHOLE:  # one read beats many small ones
+                whole = source.read(info.name, torch.float32)
+                blocks = [whole[start:stop] for start, stop in runs]
+            else:
+                blocks = [source.read_rows(info.name, start, stop, torch.float32) for start, stop in runs]
+            stored = info.quant.bits if info.quant is not None else DTYPE_BITS.get(info.dtype, FULL)
+            matrices[info.name] = _matrix(info.shape, torch.cat(blocks).double().numpy(), stored)
+        return ModelProfile(name or source.name, source.total_params, matrices)
