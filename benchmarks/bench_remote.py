@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import LLAMA_1B, bench_model, build_once
+from tensorguard.lineage.distance import Reference, load_reference
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model, tensor_shapes
 
 SMALL = ModelSpec(scheme="llama", hidden=1024, layers=8, intermediate=4096, vocab=32000, heads=16,
@@ -64,6 +65,38 @@ def tuned_copy(model: Path, spec: ModelSpec, workdir: Path) -> Path:
     return build_once(workdir / f"{model.name}-tuned", write)
 
 
+def scan_steps(ref: str, model: Path, tuned: Path,
+               reference: Reference) -> list[tuple[str, Callable[[], object]]]:
+    """``scan``'s three steps, each alone: the fingerprint, the weight signature (retrieval), and
+    the confirmation (``compare``'s weight signals and independence test against the catalogued
+    fine-tune, the fingerprints given: they are computed from the local copies here)."""
+    from tensorguard.fingerprints import fingerprint_source
+    from tensorguard.lineage import Context, Subject, compare_subjects
+    from tensorguard.loading import open_model
+    from tensorguard.signatures import compute_signature
+
+    def fingerprint() -> None:
+        with open_model(ref) as source:
+            fingerprint_source(source, device="cpu")
+
+    def signature() -> None:
+        with open_model(ref) as source:
+            compute_signature(source)
+
+    with open_model(tuned) as a, open_model(model) as b:
+        known, query = (fingerprint_source(m, device="cpu") for m in (a, b))
+
+    def confirm() -> None:
+        with open_model(tuned) as base, open_model(ref) as source:
+            compare_subjects(Subject(base.name, tuned, known, base),
+                             Subject(source.name, Path(ref), query, source),
+                             Context(reference, 4))
+
+    return [("scan, step 1 alone: fingerprint", fingerprint),
+            ("scan, step 2 alone: weight signature", signature),
+            ("scan, step 3 alone: confirm (compare's weight signals)", confirm)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="the 0.3 GB model instead of 2.5 GB")
@@ -80,6 +113,7 @@ def main() -> None:
     from tensorguard.loading import mirror, remote
     from tensorguard.testing.hub_server import HubServer
 
+    reference = load_reference(None)
     described = (f"model: {model.name}, {size / 1e9:.2f} GB in {len(list(model.glob('*.safetensors')))} "
                  "shards (bf16), served by tensorguard.testing.hub_server on 127.0.0.1")
     rows: list[list[str]] = []
@@ -106,6 +140,8 @@ def main() -> None:
         run("index add", lambda: Catalogue(Path(tmp) / "other.sqlite", builtin=False).add([ref]))
         run("scan", lambda: tensorguard.scan(ref, catalogue=Catalogue(db, builtin=False), device="cpu"))
         run("compare", lambda: tensorguard.compare(ref, tuned, device="cpu"))
+        for label, step in scan_steps(ref, model, tuned, reference):
+            run(label, step)
 
         def download() -> None:
             http = remote.Http(remote.Settings.from_env())

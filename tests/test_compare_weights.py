@@ -10,7 +10,7 @@ import torch
 from tensorguard.lineage import compare
 from tensorguard.lineage import weights as wmod
 from tensorguard.lineage.weights import cosine, weight_evidence
-from tensorguard.loading import open_model
+from tensorguard.loading import ModelSource, open_model
 from tensorguard.synthetic import ModelSpec, finetune, low_rank_update, make_weights, save_model
 
 SPEC = ModelSpec(scheme="llama", hidden=64, layers=3, intermediate=160, vocab=256, heads=4)
@@ -155,6 +155,35 @@ def test_identity_is_bitwise_and_checked_to_the_last_block(tmp_path, base, monke
             with open_model(_save(tmp_path, label.replace(" ", "_"), other)) as b:
                 t = next(t for t in weight_evidence(a, b).tensors if t.name == name)
             assert t.identical is same, label
+
+
+def test_identity_of_a_derivative_reads_one_small_block(tmp_path, base, monkeypatch):
+    """A tensor that differs in its first rows is read no further by the identity check (of a
+    remote model, nothing more is fetched); one equal there is still checked to the end."""
+    name = "model.layers.2.mlp.down_proj.weight"  # (64, 160)
+    monkeypatch.setattr(wmod, "_IDENTITY_HEAD", 2 * 160)  # its first two rows
+    tuned = finetune(base, 0.01, seed=1)
+    late = dict(base)
+    late[name] = base[name].clone()
+    late[name][-1, -1] += 1.0
+    read: list[tuple[int, int]] = []
+    real = ModelSource.read_rows
+
+    def spy(self, tensor, start, stop, dtype=None):
+        if tensor == name:
+            read.append((start, stop))
+        return real(self, tensor, start, stop, dtype)
+
+    monkeypatch.setattr(ModelSource, "read_rows", spy)
+    rows = base[name].shape[0]
+    head = wmod._IDENTITY_HEAD // base[name].shape[1]
+    with open_model(_save(tmp_path, "a", base)) as a:
+        for label, other, blocks in (("tuned", tuned, [(0, head)]),
+                                     ("late", late, [(0, head), (head, rows)])):
+            read.clear()
+            with open_model(_save(tmp_path, label, other)) as b:
+                assert not wmod._identical(a, b, name, rows)
+            assert read == [r for r in blocks for _ in (a, b)], label
 
 
 def test_vocabulary_extension_compares_shared_rows(tmp_path, base):

@@ -124,7 +124,9 @@ def test_cli_commands_take_references(hub, layouts, run_cli, tmp_path) -> None:
     local = run_cli("compare", layouts["directory"], tuned, "--json", "-q")
     there = run_cli("compare", ref, "hf://org/tuned", "--json", "-q")
     assert there.code == 0, there.err
-    assert json.loads(there.out) == json.loads(local.out)
+    remote_compare = json.loads(there.out)
+    assert remote_compare.pop("bytes_fetched") > 0
+    assert remote_compare == json.loads(local.out)
     db = tmp_path / "cat.sqlite"
     added = run_cli("index", "add", ref, "--db", db, "--samples", "2", "-q")
     assert added.code == 0, added.err
@@ -136,6 +138,8 @@ def test_cli_commands_take_references(hub, layouts, run_cli, tmp_path) -> None:
     assert remote_scan.code == local_scan.code == 0, remote_scan.err
     a, b = json.loads(local_scan.out), json.loads(remote_scan.out)
     assert b.pop("path").startswith("hf://org/tuned@")
+    assert b.pop("bytes_fetched") >= 0
+    assert a.pop("bytes_fetched") == 0  # confirming reads the catalogued remote model, mirrored
     a.pop("path")
     assert a == b
 
@@ -183,11 +187,45 @@ def test_compare_and_scan_of_gguf_and_sharded_references(hub, layouts, run_cli, 
     local = run_cli("compare", layouts["gguf"], layouts["indexed"], "--json", "-q", "--samples", "2")
     there = run_cli("compare", gguf, indexed, "--json", "-q", "--samples", "2")
     assert there.code == local.code == 0, there.err
-    assert json.loads(there.out) == json.loads(local.out)
+    remote_compare = json.loads(there.out)
+    assert remote_compare.pop("bytes_fetched") > 0
+    assert remote_compare == json.loads(local.out)
     db = tmp_path / "cat.sqlite"
     assert run_cli("index", "add", layouts["indexed"], "--db", db, "--samples", "2", "-q").code == 0
     scans = [json.loads(run_cli("scan", m, "--db", db, "--json", "-q", "--no-builtin", "--samples", "2").out)
              for m in (layouts["gguf"], gguf)]
     assert scans[1].pop("path").startswith("hf://gguf/tiny@")
+    assert scans[1].pop("bytes_fetched") >= 0
     scans[0].pop("path")
     assert scans[0] == scans[1]
+
+
+def test_json_says_bytes_fetched_for_remote_models_only(hub, tmp_path, run_cli) -> None:
+    folder = save_model(make_weights(ModelSpec(scheme="llama", hidden=64, layers=2, intermediate=128,
+                                               vocab=96, heads=4, kv_heads=2), 5), tmp_path / "tiny")
+    hub.add_repo("org/other", folder)
+    ref = "hf://org/other"
+
+    def fetched(*args: object) -> tuple[object, int]:
+        before = hub.counters.body_bytes
+        result = run_cli(*args, "--json", "-q")
+        assert result.code == 0, result.err
+        return json.loads(result.out), hub.counters.body_bytes - before
+
+    local, _ = fetched("inspect", folder)
+    assert "bytes_fetched" not in local
+    there, served = fetched("inspect", ref)
+    assert isinstance(there, dict) and there.pop("bytes_fetched") == served > 0
+    there, served = fetched("fingerprint", ref, "--samples", "2")
+    assert isinstance(there, dict) and there["bytes_fetched"] == served > 0
+    db = tmp_path / "cat.sqlite"
+    added, served = fetched("index", "add", folder, ref, "--db", db, "--samples", "2")
+    assert isinstance(added, list)
+    assert "bytes_fetched" not in added[0] and added[1]["bytes_fetched"] == served  # all mirrored
+    local_only = tmp_path / "local.sqlite"  # confirming against a remote entry would read it
+    assert run_cli("index", "add", folder, "--db", local_only, "--samples", "2", "-q").code == 0
+    scans, served = fetched("scan", folder, ref, "--db", local_only, "--no-builtin", "--samples", "2")
+    assert isinstance(scans, list) and "bytes_fetched" not in scans[0]
+    assert scans[1]["bytes_fetched"] == served  # a second command fetches only what is new
+    compared, served = fetched("compare", folder, ref, "--samples", "2")
+    assert isinstance(compared, dict) and compared["bytes_fetched"] == served

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.inputs import read_text_file
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: What fails one model of a batch rather than the whole run: bad input, unreadable files,
 #: torch refusing a tensor, or a model too large for memory.
@@ -33,6 +36,7 @@ class Outcome(Generic[T]):
     paths: tuple[str, ...] = ()
     error: str | None = None
     result: T | None = None
+    fetched: int | None = None  # bytes fetched over the network (None: no remote model was read)
 
 
 def failure_message(model: str, exc: BaseException) -> str:
@@ -41,11 +45,23 @@ def failure_message(model: str, exc: BaseException) -> str:
     return detail if detail.startswith(model) else f"{model}: {detail}"
 
 
+def metered(call: Callable[[], R]) -> tuple[R, int | None]:
+    """``call()``, and the bytes it fetched over the network (``None`` when it read no remote
+    model: a local result's JSON stays as it was)."""
+    from tensorguard.loading.mirror import usage
+
+    before = usage()
+    result = call()
+    spent = usage().since(before)
+    return result, spent.fetched if spent.opened else None
+
+
 def attempt(work: Callable[[str], Outcome[T]], model: str, *, alone: bool) -> Outcome[T]:
-    """``work(model)``; a model's error is its ``failed`` outcome, unless the model is ``alone``
-    in its batch (then it propagates: the CLI exits 2 on bad input)."""
+    """``work(model)``, with the bytes it fetched; a model's error is its ``failed`` outcome,
+    unless the model is ``alone`` in its batch (then it propagates: the CLI exits 2 on bad input)."""
     try:
-        return work(model)
+        outcome, fetched = metered(functools.partial(work, model))
+        return dataclasses.replace(outcome, fetched=fetched)
     except MODEL_ERRORS as exc:
         if alone:
             raise

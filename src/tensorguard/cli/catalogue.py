@@ -88,7 +88,8 @@ def index_add(models: tuple[str, ...], from_file: str | None, label: str | None,
                           executor=make_executor(workers=workers, scheduler=scheduler),
                           on_outcome=report_failure)
     if as_json:
-        emit([entry_of(o.result) for o in outcomes if o.result is not None], True, str)
+        added = [(o.result, o.fetched) for o in outcomes if o.result is not None]
+        emit([entry_of(row) for row, _ in added], True, str, fetched=[f for _, f in added])
     else:
         click.echo(render_add(outcomes))
     exit_if_failed(outcomes)
@@ -228,7 +229,9 @@ def scan(models: tuple[str, ...], from_file: str | None, top: int, confirm: int,
                            on_outcome=report_failure)
     results = [o.result for o in outcomes if o.result is not None]
     if as_json:
-        emit(results if len(listed) > 1 else results[0], True, str)
+        fetched = [o.fetched for o in outcomes if o.result is not None]
+        emit(results if len(listed) > 1 else results[0], True, str,
+             fetched=fetched if len(listed) > 1 else fetched[0])
     elif results:
         click.echo(render_text(outcomes))
     hits = policy_hits(results, labels, unconfirmed=policy_unconfirmed)

@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -50,10 +50,21 @@ def cli() -> None:
     """
 
 
-def emit(result: Any, as_json: bool, render_text: Callable[[Any], str]) -> None:
-    """Print ``result`` as JSON (``--json``) or as the command's text report, on stdout."""
+def emit(result: Any, as_json: bool, render_text: Callable[[Any], str], *,
+         fetched: int | Sequence[int | None] | None = None) -> None:
+    """Print ``result`` as JSON (``--json``) or as the command's text report, on stdout.
+
+    ``fetched``: the bytes fetched over the network to compute ``result`` (for a list, one per
+    item), ``None`` where no remote model was read. The JSON of a result that read a remote model
+    gains ``bytes_fetched``; a local result's JSON is unchanged."""
     from tensorguard import report
 
+    if as_json and fetched is not None:
+        result = report.to_jsonable(result)
+        items, counts = (result, fetched) if isinstance(fetched, Sequence) else ([result], [fetched])
+        for item, count in zip(items, counts, strict=True):
+            if count is not None and isinstance(item, dict):
+                item["bytes_fetched"] = count
     click.echo(report.dumps(result) if as_json else render_text(result), nl=not as_json)
 
 

@@ -35,9 +35,11 @@ def inspect(model: str, base: str | None, name: str | None, as_json: bool) -> No
       tensorguard inspect ./my-lora-adapter --base ./Llama-3.1-8B
     """
     import tensorguard
+    from tensorguard.app.batch import metered
     from tensorguard.app.inspect import render_text
 
-    emit(tensorguard.inspect(model, base=base, name=name), as_json, render_text)
+    summary, fetched = metered(lambda: tensorguard.inspect(model, base=base, name=name))
+    emit(summary, as_json, render_text, fetched=fetched)
 
 
 @cli.command()
@@ -78,9 +80,11 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
     outcomes = fingerprint_models(list(models), out_dir=directory, samples=samples, device=device,
                                   name=name, base=base, force=force, on_outcome=report)
     done = [o.result for o in outcomes if o.result is not None]
+    fetched = [o.fetched for o in outcomes if o.result is not None]
     if as_json:
         if len(models) > 1 or done:
-            emit(done if len(models) > 1 else done[0], True, str)
+            emit(done if len(models) > 1 else done[0], True, str,
+                 fetched=fetched if len(models) > 1 else fetched[0])
     elif any(o.status is not Status.FAILED for o in outcomes):
         click.echo(render_text(outcomes))
     exit_if_failed(outcomes)
@@ -122,14 +126,15 @@ def sensitivity(models: tuple[str, ...], samples: int | None, seeds: str, noise:
       tensorguard sensitivity ./model --metric gradient-norm --seeds repeat   # the paper's score
       tensorguard sensitivity ./SmolLM2-135M.gguf --metric forward   # through the model itself
     """
+    from tensorguard.app.batch import metered
     from tensorguard.app.sensitivity import analyze_models, render_text
     from tensorguard.sensitivity import Options
 
     options = Options(kinds=noise, metric=metric, samples=samples, seeds=seeds,  # type: ignore[arg-type]
                       threshold=threshold, top=top, attention_test=attention_test)
-    done = analyze_models(models, options, out_dir=output, force=force, base=base,
-                          on_outcome=report_failure)
-    emit(done, as_json, render_text)
+    done, fetched = metered(lambda: analyze_models(models, options, out_dir=output, force=force,
+                                                   base=base, on_outcome=report_failure))
+    emit(done, as_json, render_text, fetched=fetched)
     if done.failures:
         raise SystemExit(EXIT_FAILED)
 
@@ -164,7 +169,10 @@ def compare(inputs: tuple[str, ...], reference: str | None, blocks: int, samples
       tensorguard compare a/ b/ c/ --plot-dir figures/ --json
       tensorguard compare base_features.json finetune_features.json
     """
+    from tensorguard.app.batch import metered
     from tensorguard.app.compare import compare_inputs, render_text
 
-    emit(compare_inputs(inputs, plot_dir=plot_dir, force=force, reference=reference, blocks=blocks,
-                        samples=samples, device=device, seed=seed, base=base), as_json, render_text)
+    result, fetched = metered(lambda: compare_inputs(
+        inputs, plot_dir=plot_dir, force=force, reference=reference, blocks=blocks, samples=samples,
+        device=device, seed=seed, base=base))
+    emit(result, as_json, render_text, fetched=fetched)

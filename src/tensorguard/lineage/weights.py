@@ -1,8 +1,9 @@
 """Direct weight evidence: identical tensors, cosine similarity per role, what differs in shape.
 
 Tensors are streamed one pair at a time, in matching row blocks (``ModelSource.row_blocks``),
-so memory stays near two blocks. Identity is checked block by block and stops at the first
-block that differs, so a pair that differs early (any derivative) is not read to the end.
+so memory stays near two blocks. Identity is checked block by block, a small block first, and
+stops at the first block that differs, so a pair that differs early (any derivative) is not read
+to the end (of a remote model, only that first block is fetched).
 
 Cosines are exact (float64) up to ``EXACT_LIMIT`` entries. A larger tensor's cosine is computed
 over a sample of ``RUNS`` runs of whole rows, about ``EXACT_LIMIT`` entries in all, the runs
@@ -16,7 +17,7 @@ former sample, ``1 << 22`` random flat positions, read every tensor whole.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,9 @@ EXACT_LIMIT = 1 << 18
 RUNS = 16
 ROLES = tuple(r.value for r in Role)
 _IDENTITY_BLOCK = 1 << 20  # entries per block of the identity check
+#: Entries of the identity check's first block: a derivative's tensors differ there already, so
+#: the check stops having read (of a remote model: fetched) one small block, not a megabyte.
+_IDENTITY_HEAD = 1 << 14
 _SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -134,9 +138,13 @@ def _identical(a: ModelSource, b: ModelSource, name: str, rows: int) -> bool:
     """Whether rows ``:rows`` are equal (``_equal``), streamed, stopping at the first difference."""
     if not a.tensors[name].shape:  # a scalar has no rows
         return _equal(a.read(name), b.read(name))
-    return all(_equal(x, y) for (_, x), (_, y) in zip(
-        a.row_blocks(name, max_elements=_IDENTITY_BLOCK, stop=rows),
-        b.row_blocks(name, max_elements=_IDENTITY_BLOCK, stop=rows), strict=True))
+    head = min(rows, max(1, _IDENTITY_HEAD // _rows(a.tensors[name].shape)[1]))
+
+    def blocks(source: ModelSource) -> Iterator[tuple[int, torch.Tensor]]:
+        yield from source.row_blocks(name, max_elements=_IDENTITY_HEAD, stop=head)
+        yield from source.row_blocks(name, max_elements=_IDENTITY_BLOCK, start=head, stop=rows)
+
+    return all(_equal(x, y) for (_, x), (_, y) in zip(blocks(a), blocks(b), strict=True))
 
 
 def _streamed_cosine(a: ModelSource, b: ModelSource, name: str, rows: int) -> float:

@@ -90,6 +90,27 @@ def traffic(reference: str) -> Traffic:
         return _TRAFFIC.setdefault(reference, Traffic())
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Remote models opened and bytes fetched by this process (``usage()``), or between two
+    readings (``later.since(earlier)``)."""
+
+    opened: int  # remote models opened (each open of a reference counts)
+    fetched: int  # bytes fetched over the network
+
+    def since(self, earlier: Usage) -> Usage:
+        return Usage(self.opened - earlier.opened, self.fetched - earlier.fetched)
+
+
+_opened = 0
+
+
+def usage() -> Usage:
+    """What reading remote models has cost so far in this process."""
+    with _lock:
+        return Usage(_opened, sum(t.fetched for t in _TRAFFIC.values()))
+
+
 class RemoteFile:
     """One mirrored file: a ``ByteSource`` that fetches missing blocks into the sparse file."""
 
@@ -192,6 +213,9 @@ def materialize(ref: Reference, *, settings: Settings | None = None,
     settings = settings or Settings.from_env()
     root = root or cache_root()
     key = (str(ref), settings, root)
+    global _opened
+    with _lock:
+        _opened += 1
     if key not in _LAID_OUT:
         http = Http(settings)
         enforce_limit(root, cache_limit())
