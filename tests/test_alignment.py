@@ -3,6 +3,8 @@ derived; independent models stay independent, and only on positive evidence."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from lineage_models import SPEC, base_weights, forward, save, write_tokenizer
 from tensorguard.lineage import compare
 from tensorguard.lineage.alignment import BY_INDEX, BY_STRING, gather_rows, procrustes
-from tensorguard.lineage.verdict import POWER_RHO, detectable_rho
+from tensorguard.lineage.verdict import MIN_FIT, POWER_RHO, decide, detectable_rho
 from tensorguard.loading import open_model
 from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model
 from tensorguard.testing import disguises
@@ -157,3 +159,18 @@ def test_vocabularies_without_shared_strings_make_the_test_not_applicable(base_d
     c = _compare(base_dir, tmp_path, tuned, [f"other{i}" for i in range(SPEC.vocab)])
     assert not c.independence.applicable and "share no token strings" in c.independence.reason
     assert c.verdict.label != "independent"
+
+
+def test_a_rejection_through_a_poorly_fitting_alignment_is_not_derived(base_dir, tmp_path, tuned):
+    """Independent models trained alike have embeddings alike up to a rotation: the map Procrustes
+    fits makes their neurons correlate and the test can reject. Below ``MIN_FIT`` such a rejection
+    is no evidence of derivation."""
+    c = _compare(base_dir, tmp_path, tuned)
+    test = c.independence
+    assert c.verdict.label == "derived" and test.alignment.fit >= MIN_FIT
+    misfit = dataclasses.replace(test, alignment=dataclasses.replace(test.alignment, fit=MIN_FIT / 2))
+    verdict = decide(c.fingerprint, c.evidence["weights"], misfit, c.evidence["signature"])
+    assert verdict.label == "derived" and not verdict.reason.startswith("independence test")  # by cosine
+    weights = dataclasses.replace(c.evidence["weights"], matrix_cosine=0.0)
+    verdict = decide(c.fingerprint, weights, misfit, None)
+    assert verdict.label == "inconclusive" and "fits poorly" in verdict.reason
