@@ -12,12 +12,12 @@ import json
 import pytest
 
 from tensorguard.testing.gguf_write import Q, requantize
-from test_real_model import smollm2, timed  # noqa: F401  (the fixture that downloads the model)
+from test_real_model import timed
 
 pytestmark = pytest.mark.real
 
 
-def test_smollm2_is_found_in_the_catalogue(smollm2, run_cli, tmp_path):  # noqa: F811
+def test_smollm2_is_found_in_the_catalogue(smollm2, run_cli, tmp_path):
     db = tmp_path / "cat.sqlite"
     added, add_s = timed(run_cli, "index", "add", smollm2, "--label", "licence=restricted", "--db", db,
                          "--device", "cpu", "--json", "-q")
