@@ -11,7 +11,11 @@ weights say, and merges given both parents.
    the parent of the float model it sits beside, even when it happens to sit a hair closer to
    their own parent; an edge the cues cannot orient costs the same both ways. A parent below full
    precision costs ``COARSE_PARENT`` more (a tie-break: a quantizer starts from the float release,
-   not from its 16-bit cast, when both fit alike). The arborescence's root is the family's root;
+   not from its 16-bit cast, when both fit alike). A parent on a quantization grid costs ``PENALTY``
+   more (one full vote against) when its child is no coarser: quantizing onto the parent's own grid
+   reproduces the parent, so two same-grid copies of one float model (an int4 round trip and a
+   GGUF Q4_1 file, say) sit closer to each other than to it, yet each was made from the float
+   model; and a derivative keeps the artefacts of its parent. The arborescence's root is the family's root;
    it is ``told`` when a cue orients an edge out of it (or it stands alone).
 3. A merge gets one ``merge parent`` edge from each parent; a family is the trees joined so (with
    unrelated parents it has two roots).
@@ -69,6 +73,8 @@ def _arborescence(members: list[int], profiles: Sequence[ModelProfile], allowed:
             if allowed[u, v] and v not in merges:
                 d = max(0.0, 1 - float(sim[u, v])) + 1e-9
                 coarse = COARSE_PARENT * max(0, FULL - profiles[u].bits) / FULL
+                if profiles[u].grid is not None and profiles[v].bits >= profiles[u].bits:
+                    coarse += PENALTY
                 graph.add_edge(u, v, weight=d + PENALTY * max(0.0, -told(u, v).score) + coarse)
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     edges = sorted((int(u), int(v)) for u, v in tree.edges)
