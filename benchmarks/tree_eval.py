@@ -151,7 +151,8 @@ def evaluate(result: Tree, true_edges: dict[tuple[str, str], EdgeKind], true_roo
         if e is not None and e.kind is not kind:
             per[transform(child)][f"kind {e.kind}"] += 1
     detail = [[t, ", ".join(f"{k} {v}" for k, v in sorted(c.items()))] for t, c in per.items()]
-    wrong = sorted(f"{e.parent} -> {e.child} ({e.kind})" for k, e in found.items() if frozenset(k) not in hits)
+    wrong = sorted(f"{e.parent} -> {e.child} ({e.kind})" for k, e in found.items()
+                   if frozenset(k) not in hits)
     extra = "\n\nfalse edges:\n" + "\n".join(wrong) if wrong else ""
     return table(["measure", "count", "value"], rows) + "\n\n" + table(["transform", "edges"], detail) + extra
 
