@@ -2,6 +2,7 @@
 direction rule beside ours; then how its time grows with the number of models.
 
 ``python benchmarks/tree_eval.py [--families 5] [--scale 200] [--workdir DIR]``
+``python benchmarks/tree_eval.py --lineage-corpus DIR...`` (the trained corpus instead: below)
 
 1. A synthetic corpus of ``--families`` families (written once under ``--workdir``): each base a
    tiny Llama-named model whose matrices carry outlier columns (log-normal column scales, as
@@ -16,7 +17,11 @@ direction rule beside ours; then how its time grows with the number of models.
    how many it leaves undirected), kind accuracy, root precision and recall; per transform, what
    became of its edge. MoTHer's rule (Horwitz et al. 2024: the parent is the model of lower
    kurtosis) is scored on the same recovered edges.
-3. ``--scale N``: N models (N/10 families of 10), small and larger, the time of ``tree`` against the
+3. ``--lineage-corpus DIR...``: instead of 1 to 3, ``tree`` over every model folder of the lineage
+   corpus that ``benchmarks/lineage_corpus.py`` built (its ``lineage-v1`` and
+   ``lineage-formats-v1`` folders; read in place, never written), scored as in 2 against the
+   parents its ``TRANSFORMS`` make each derivative from (``LINEAGE_PARENTS``).
+4. ``--scale N``: N models (N/10 families of 10), small and larger, the time of ``tree`` against the
    time of reading every tensor of every model once (the floor of any weight-reading method).
 """
 
