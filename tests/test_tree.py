@@ -186,3 +186,16 @@ def test_same_grid_copies_hang_from_the_float_model_and_new_tokens_point_to_the_
         "base-tokens": ("base", "vocabulary")}
     assert {e.child: e.kind for e in t.edges if e.child != "base-tokens"} == {
         "base-4bit": EdgeKind.QUANTIZED, "base-q4_1": EdgeKind.QUANTIZED}
+
+
+def test_a_merged_adapter_hangs_from_the_model_it_differs_from_by_exact_low_rank(tmp_path: Path) -> None:
+    base = make_weights(SPEC, 3)
+    lora = low_rank_update(base, 4, 0.3, 7)
+    # a sibling tuned the same way (most of the adapter's update, plus its own noise) sits nearer
+    # the adapter than the base does
+    sibling = finetune({n: b + 0.8 * (lora[n] - b) for n, b in base.items()}, 0.05, 8)
+    paths = [save_model(w, tmp_path / name) for name, w in
+             (("base", base), ("sibling", sibling), ("lora", lora))]
+    t = tensorguard.tree(paths)
+    assert t.roots == ("base",)
+    assert ("base", "lora", EdgeKind.ADAPTER) in {(e.parent, e.child, e.kind) for e in t.edges}
