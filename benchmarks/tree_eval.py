@@ -2,6 +2,7 @@
 direction rule beside ours; then how its time grows with the number of models.
 
 ``python benchmarks/tree_eval.py [--families 5] [--scale 200] [--workdir DIR]``
+``python benchmarks/tree_eval.py --lineage-corpus DIR...`` (the trained corpus instead: below)
 
 1. A synthetic corpus of ``--families`` families (written once under ``--workdir``): each base a
    tiny Llama-named model whose matrices carry outlier columns (log-normal column scales, as
@@ -16,7 +17,11 @@ direction rule beside ours; then how its time grows with the number of models.
    how many it leaves undirected), kind accuracy, root precision and recall; per transform, what
    became of its edge. MoTHer's rule (Horwitz et al. 2024: the parent is the model of lower
    kurtosis) is scored on the same recovered edges.
-3. ``--scale N``: N models (N/10 families of 10), small and larger, the time of ``tree`` against the
+3. ``--lineage-corpus DIR...``: instead of 1 to 3, ``tree`` over every model folder of the lineage
+   corpus that ``benchmarks/lineage_corpus.py`` built (its ``lineage-v1`` and
+   ``lineage-formats-v1`` folders; read in place, never written), scored as in 2 against the
+   parents its ``TRANSFORMS`` make each derivative from (``LINEAGE_PARENTS``).
+4. ``--scale N``: N models (N/10 families of 10), small and larger, the time of ``tree`` against the
    time of reading every tensor of every model once (the floor of any weight-reading method).
 """
 
@@ -26,6 +31,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -114,8 +120,10 @@ def truth(families: int) -> tuple[dict[tuple[str, str], EdgeKind], set[str]]:
     return edges, {f"f{f}-base" for f in range(families)}
 
 
-def evaluate(result: Tree, families: int, profiles: dict[str, object]) -> str:
-    true_edges, true_roots = truth(families)
+def evaluate(result: Tree, true_edges: dict[tuple[str, str], EdgeKind], true_roots: set[str],
+             profiles: dict[str, object], transform: Callable[[str], str]) -> str:
+    """The scores of ``result`` against the known edges (parent, child) -> kind and roots; per
+    transform (``transform(child)``), what became of its edges."""
     found = {(e.parent, e.child): e for e in result.edges}
     unordered_true = {frozenset(k) for k in true_edges}
     unordered_found = {frozenset(k) for k in found}
@@ -141,15 +149,70 @@ def evaluate(result: Tree, families: int, profiles: dict[str, object]) -> str:
     ]
     per: dict[str, Counter[str]] = {}
     for (parent, child), kind in true_edges.items():
-        transform = child.split("-", 1)[1]
         e = found.get((parent, child)) or found.get((child, parent))
         outcome = ("missed" if e is None else "reversed" if e.child == parent and e.directed
                    else "undirected" if not e.directed else "right")
-        per.setdefault(transform, Counter())[outcome] += 1
+        per.setdefault(transform(child), Counter())[outcome] += 1
         if e is not None and e.kind is not kind:
-            per[transform][f"kind {e.kind}"] += 1
+            per[transform(child)][f"kind {e.kind}"] += 1
     detail = [[t, ", ".join(f"{k} {v}" for k, v in sorted(c.items()))] for t, c in per.items()]
-    return table(["measure", "count", "value"], rows) + "\n\n" + table(["transform", "edges"], detail)
+    wrong = sorted(f"{e.parent} -> {e.child} ({e.kind})" for k, e in found.items()
+                   if frozenset(k) not in hits)
+    extra = "\n\nfalse edges:\n" + "\n".join(wrong) if wrong else ""
+    return table(["measure", "count", "value"], rows) + "\n\n" + table(["transform", "edges"], detail) + extra
+
+
+#: The lineage corpus (``benchmarks/lineage_corpus.py``): each derivative's parent transform
+#: (``None``: the base), as ``TRANSFORMS`` makes it, and the kind of edge expected.
+LINEAGE_PARENTS: dict[str, tuple[tuple[str | None, ...], EdgeKind]] = {
+    "finetune": ((None,), EdgeKind.FINETUNED),
+    "finetune-long": ((None,), EdgeKind.FINETUNED),
+    "lora": ((None,), EdgeKind.ADAPTER),
+    "int8": ((None,), EdgeKind.QUANTIZED),
+    "4bit": ((None,), EdgeKind.QUANTIZED),
+    "prune30": ((None,), EdgeKind.PRUNED),
+    "drop-blocks": ((None,), EdgeKind.PRUNED),
+    "vocab-ext": ((None,), EdgeKind.FINETUNED),
+    "bf16": ((None,), EdgeKind.CAST),
+    "permute": (("finetune",), EdgeKind.DISGUISED),
+    "rescale": (("finetune",), EdgeKind.RESCALED),
+    "rotate": (("finetune",), EdgeKind.DISGUISED),
+    "permute-rescale": ((None,), EdgeKind.DISGUISED),
+    "merge": (("finetune", "lora"), EdgeKind.MERGE),
+    "gguf-q8_0": ((None,), EdgeKind.QUANTIZED),
+    "gguf-q4_1": ((None,), EdgeKind.QUANTIZED),
+}
+
+
+def lineage_truth(paths: list[Path]) -> tuple[dict[tuple[str, str], EdgeKind], set[str]]:
+    """Known edges and roots of lineage-corpus model folders named ``BASE`` or ``BASE--TRANSFORM``
+    (the derivatives' parents, where not the base, must be among ``paths``)."""
+    names = {p.name for p in paths}
+    edges, roots = {}, set()
+    for name in sorted(names):
+        base, _, made = name.partition("--")
+        if not made:
+            roots.add(name)
+            continue
+        parents, kind = LINEAGE_PARENTS[made]
+        for parent in parents:
+            edges[base if parent is None else f"{base}--{parent}", name] = kind
+    missing = {p for edge in edges for p in edge} - names
+    if missing:
+        raise SystemExit(f"the lineage corpus lacks {sorted(missing)[0]}")
+    return edges, roots
+
+
+def run_lineage(folders: list[Path]) -> None:
+    """``tree`` over every model folder of ``folders`` at once, scored against the known parents."""
+    paths = sorted((p for f in folders for p in f.iterdir() if p.is_dir()), key=lambda p: p.name)
+    true_edges, true_roots = lineage_truth(paths)
+    start = time.perf_counter()
+    result = tree(paths)
+    took = time.perf_counter() - start
+    profiles = {p.name: profile(p) for p in paths}
+    print(f"## lineage corpus: {len(paths)} models, {len(true_roots)} bases: tree in {took:.1f} s\n")
+    print(evaluate(result, true_edges, true_roots, profiles, lambda child: child.partition("--")[2]))
 
 
 def scale(workdir: Path, n: int, size: str) -> list[object]:
@@ -186,8 +249,13 @@ def main() -> None:
     parser.add_argument("--families", type=int, default=5)
     parser.add_argument("--scale", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=HERE / ".data")
+    parser.add_argument("--lineage-corpus", type=Path, nargs="+", metavar="DIR",
+                        help="score tree on the built lineage corpus folders instead (no synthetic run)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.lineage_corpus:
+        run_lineage(args.lineage_corpus)
+        return
     folder = args.workdir / f"tree-corpus-{args.families}-v{CORPUS_VERSION}"
     build_once(folder, lambda target: build(target, args.families))
     paths = sorted(p for p in folder.iterdir() if p.is_dir())
@@ -196,7 +264,8 @@ def main() -> None:
     took = time.perf_counter() - start
     profiles = {p.name: profile(p) for p in paths}
     print(f"## {len(paths)} models, {args.families} families: tree in {took:.1f} s\n")
-    print(evaluate(result, args.families, profiles))
+    true_edges, true_roots = truth(args.families)
+    print(evaluate(result, true_edges, true_roots, profiles, lambda child: child.split("-", 1)[1]))
     if args.scale:
         print(f"\n## scaling: {args.scale} models\n")
         rows = [scale(args.workdir, args.scale, size) for size in SCALE_SPECS]

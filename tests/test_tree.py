@@ -164,3 +164,38 @@ def test_gguf_copies_are_quantized_children_of_the_float_model(tmp_path: Path) -
         ("base", "base-q8_0", EdgeKind.QUANTIZED, "precision"),
         ("base", "base-q4_1", EdgeKind.QUANTIZED, "precision")]
     assert [m.bits for m in t.models] == [32, 8, 4]
+
+
+def test_same_grid_copies_hang_from_the_float_model_and_new_tokens_point_to_the_child(tmp_path: Path) -> None:
+    from benchmarks.lineage_corpus import extend_vocab
+    from gguf import GGMLQuantizationType
+
+    import lineage_models as lm
+    from tensorguard.testing.gguf_write import save_gguf
+
+    base = lm.base_weights(5)
+    paths = [lm.save(tmp_path / "base", base), lm.save(tmp_path / "base-4bit", quantize_4bit(base)),
+             save_gguf(base, tmp_path / "base-q4_1.gguf", arch="llama", heads=lm.SPEC.heads,
+                       kv_heads=lm.SPEC.kv_heads, qtype=GGMLQuantizationType.Q4_1),
+             lm.save(tmp_path / "base-tokens", extend_vocab(base, 16, 1))]
+    t = tensorguard.tree(paths)
+    assert t.roots == ("base",)
+    # the 4-bit round trip and the Q4_1 file sit on one grid, nearer each other than the float model
+    assert {e.child: (e.parent, e.cue) for e in t.edges} == {
+        "base-4bit": ("base", "precision"), "base-q4_1": ("base", "precision"),
+        "base-tokens": ("base", "vocabulary")}
+    assert {e.child: e.kind for e in t.edges if e.child != "base-tokens"} == {
+        "base-4bit": EdgeKind.QUANTIZED, "base-q4_1": EdgeKind.QUANTIZED}
+
+
+def test_a_merged_adapter_hangs_from_the_model_it_differs_from_by_exact_low_rank(tmp_path: Path) -> None:
+    base = make_weights(SPEC, 3)
+    lora = low_rank_update(base, 4, 0.3, 7)
+    # a sibling tuned the same way (most of the adapter's update, plus its own noise) sits nearer
+    # the adapter than the base does
+    sibling = finetune({n: b + 0.8 * (lora[n] - b) for n, b in base.items()}, 0.05, 8)
+    paths = [save_model(w, tmp_path / name) for name, w in
+             (("base", base), ("sibling", sibling), ("lora", lora))]
+    t = tensorguard.tree(paths)
+    assert t.roots == ("base",)
+    assert ("base", "lora", EdgeKind.ADAPTER) in {(e.parent, e.child, e.kind) for e in t.edges}

@@ -11,6 +11,8 @@ them and never loses them:
 * ``sparsity``: more exact zeros in the child (pruning);
 * ``depth``: fewer matrices in the child (blocks removed; a model grown by stacking blocks would
   be read the wrong way round);
+* ``vocabulary``: more rows in a matrix both name (an embedding or head extended with new tokens;
+  a vocabulary cut down would be read the wrong way round);
 * ``drift``: a larger root-mean-square weight in the child (an update adds energy that is
   independent of the weights; weight decay during long training can reverse it).
 
@@ -59,6 +61,15 @@ def _sign(x: float) -> int:
     return int(np.sign(x))
 
 
+def _rows(a: ModelProfile, b: ModelProfile) -> float:
+    """Over the matrices both name whose rows are of one width but not of one count: the mean of
+    +1 (more rows in ``b``, the child) and -1 (more in ``a``); 0 where there are none."""
+    votes = [_sign(b.matrices[n].shape[0] - m.shape[0]) for n, m in a.matrices.items()
+             if n in b.matrices and len(m.shape) == 2 and b.matrices[n].shape[1:] == m.shape[1:]
+             and b.matrices[n].shape[0] != m.shape[0]]
+    return float(np.mean(votes)) if votes else 0.0
+
+
 CUES = (
     Cue("precision", "the child's values are coarser (quantized or cast)",
         per_matrix(lambda a, b: _sign(a.bits - b.bits))),
@@ -66,6 +77,8 @@ CUES = (
         per_matrix(lambda a, b: _sign(b.zeros - a.zeros) if abs(b.zeros - a.zeros) > ZERO_MARGIN else 0)),
     Cue("depth", "the child has fewer matrices (blocks removed)",
         lambda a, b: float(_sign(len(a.matrices) - len(b.matrices)))),
+    Cue("vocabulary", "the child has more rows in a matrix both name (new tokens)",
+        _rows),
     Cue("drift", "the child's weights are larger (updates add energy)",
         per_matrix(lambda a, b: _sign(b.rms - a.rms))),
 )

@@ -11,7 +11,14 @@ weights say, and merges given both parents.
    the parent of the float model it sits beside, even when it happens to sit a hair closer to
    their own parent; an edge the cues cannot orient costs the same both ways. A parent below full
    precision costs ``COARSE_PARENT`` more (a tie-break: a quantizer starts from the float release,
-   not from its 16-bit cast, when both fit alike). The arborescence's root is the family's root;
+   not from its 16-bit cast, when both fit alike). A parent on a quantization grid costs ``PENALTY``
+   more (one full vote against) when its child is no coarser: quantizing onto the parent's own grid
+   reproduces the parent, so two same-grid copies of one float model (an int4 round trip and a
+   GGUF Q4_1 file, say) sit closer to each other than to it, yet each was made from the float
+   model; and a derivative keeps the artefacts of its parent. Where a child's difference from one
+   candidate parent is exactly low rank (a merged adapter, to within float rounding), every other
+   edge into it costs ``PENALTY`` more: no other parent leaves an exact low rank by chance, while
+   siblings trained on the same text may sit closer to it. The arborescence's root is the family's root;
    it is ``told`` when a cue orients an edge out of it (or it stands alone).
 3. A merge gets one ``merge parent`` edge from each parent; a family is the trees joined so (with
    unrelated parents it has two roots).
@@ -29,7 +36,7 @@ from scipy.sparse.csgraph import connected_components
 from tensorguard.genealogy.artefacts import FULL
 from tensorguard.genealogy.candidates import RELATED, MergeFit, find_merges, products, similarity_matrix
 from tensorguard.genealogy.direction import DECISIVE, Direction, direction
-from tensorguard.genealogy.kinds import edge_kind
+from tensorguard.genealogy.kinds import edge_kind, exactly_low_rank
 from tensorguard.genealogy.profiles import ModelProfile
 from tensorguard.genealogy.results import Edge, EdgeKind, Family, Node, Tree
 
@@ -56,12 +63,27 @@ def _candidates(sim: np.ndarray, merges: dict[int, MergeFit]) -> np.ndarray:
     return np.asarray(allowed, dtype=bool)
 
 
+def _adapter_parents(child: int, members: list[int], profiles: Sequence[ModelProfile], allowed: np.ndarray,
+                     sim: np.ndarray) -> set[int]:
+    """The candidate parents from which ``child`` differs by exactly low rank; only those within
+    ``PENALTY`` of its nearest candidate are tried (a farther one could not win the edge)."""
+    near = [u for u in members if allowed[u, child]]
+    if len(near) < 2:
+        return set()
+    best = min(1 - float(sim[u, child]) for u in near)
+    near = [u for u in near if 1 - float(sim[u, child]) <= best + PENALTY]
+    if len(near) < 2:
+        return set()
+    return {u for u in near if exactly_low_rank(profiles[min(u, child)], profiles[max(u, child)])}
+
+
 def _arborescence(members: list[int], profiles: Sequence[ModelProfile], allowed: np.ndarray, sim: np.ndarray,
                   merges: dict[int, MergeFit], told: Callable[[int, int], Direction],
                   ) -> tuple[int, list[tuple[int, int]]]:
     """The root and the (parent, child) edges of one connected set of candidates."""
     if len(members) == 1:
         return members[0], []
+    adapted = {v: _adapter_parents(v, members, profiles, allowed, sim) for v in members}
     graph = nx.DiGraph()
     graph.add_nodes_from(members)
     for u in members:
@@ -69,6 +91,10 @@ def _arborescence(members: list[int], profiles: Sequence[ModelProfile], allowed:
             if allowed[u, v] and v not in merges:
                 d = max(0.0, 1 - float(sim[u, v])) + 1e-9
                 coarse = COARSE_PARENT * max(0, FULL - profiles[u].bits) / FULL
+                if profiles[u].grid is not None and profiles[v].bits >= profiles[u].bits:
+                    coarse += PENALTY
+                if adapted[v] and u not in adapted[v]:
+                    coarse += PENALTY
                 graph.add_edge(u, v, weight=d + PENALTY * max(0.0, -told(u, v).score) + coarse)
     tree = nx.minimum_spanning_arborescence(graph, attr="weight", preserve_attrs=False)
     edges = sorted((int(u), int(v)) for u, v in tree.edges)

@@ -28,18 +28,39 @@ from tensorguard.genealogy.results import EdgeKind
 RESCALED = 1e-3
 #: Energy share of the first quarter of singular values from which a difference is low rank.
 LOW_RANK = 0.9
+#: Largest energy share beyond the first quarter of singular values that float rounding leaves in
+#: a difference of exactly low rank (float32 rounding is about 1e-7 per entry, so 1e-14 in energy).
+EXACT = 1e-8
 
 
-def low_rank_share(parent: ModelProfile, child: ModelProfile) -> float:
-    """Share of shared matrices whose difference (on the sketch) is low rank."""
-    votes = []
-    for name in shared(parent, child):
+def _tails(parent: ModelProfile, child: ModelProfile, *, stop_after_misses: bool = False) -> list[float]:
+    """Per shared matrix whose sketch changed: the share of the difference's energy beyond its
+    first quarter of singular values (``stop_after_misses``: stop once half of the shared matrices
+    are not exactly low rank, which settles ``exactly_low_rank``)."""
+    tails: list[float] = []
+    names = shared(parent, child)
+    for name in names:
+        if stop_after_misses and 2 * sum(t > EXACT for t in tails) >= len(names):
+            break
         delta = child.matrices[name].sketch - parent.matrices[name].sketch
         if min(delta.shape) < 8 or not delta.any():
             continue
         energy = np.linalg.svd(delta, compute_uv=False) ** 2
-        votes.append(energy[: min(delta.shape) // 4].sum() >= LOW_RANK * energy.sum())
-    return float(np.mean(votes)) if votes else 0.0
+        tails.append(float(energy[min(delta.shape) // 4:].sum() / energy.sum()))
+    return tails
+
+
+def low_rank_share(parent: ModelProfile, child: ModelProfile) -> float:
+    """Share of shared matrices whose difference (on the sketch) is low rank."""
+    tails = _tails(parent, child)
+    return float(np.mean([t <= 1 - LOW_RANK for t in tails])) if tails else 0.0
+
+
+def exactly_low_rank(a: ModelProfile, b: ModelProfile) -> bool:
+    """Whether the difference of ``a`` and ``b`` is low rank to within float rounding in most of
+    the matrices that differ: a merged adapter made from exactly that model (symmetric in a, b)."""
+    tails = _tails(a, b, stop_after_misses=True)
+    return bool(tails) and float(np.mean([t <= EXACT for t in tails])) > 0.5
 
 
 def rescaled_share(parent: ModelProfile, child: ModelProfile) -> float:
