@@ -228,15 +228,17 @@ def _rank_key(c: Candidate) -> tuple[int, float, str]:
     return tier, value, c.name
 
 
-def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store, reference: Reference,
-                    fingerprint_limit: float | None, keep: int = SHORTLIST) -> list[Candidate]:
+def rank_candidates(sig: Signature, fp: Fingerprint | None, known: Known, store: Store,
+                    reference: Reference, fingerprint_limit: float | None,
+                    keep: int = SHORTLIST) -> list[Candidate]:
     """Retrieval over every row, the full signature comparison for the ``SHORTLIST`` best, and
     fingerprint distances (standardised by ``reference``) for every row with a fingerprint.
     Returned, best first: the shortlist, every fingerprint row within ``fingerprint_limit``, and
-    the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer)."""
+    the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer).
+    Without ``fp``, the shortlist alone (no fingerprint distances)."""
     retrieval = stream_scores(sig, store, known)
     try:
-        query = fp.vector()
+        query = fp.vector() if fp is not None else np.full(len(FEATURE_KEYS), np.nan)
     except TensorguardError:  # a model without every feature: fingerprint rows cannot be ranked
         query = np.full(len(FEATURE_KEYS), np.nan)
     distances = np.linalg.norm((known.features - query) / reference.scale, axis=1)

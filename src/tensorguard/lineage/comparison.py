@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -164,9 +164,14 @@ def _subject(opened: Fingerprint | ModelSource, item: CompareInput, *, samples: 
     return Subject(opened.name, path or opened.root, fp, opened)
 
 
-def compare_subjects(a: Subject, b: Subject, context: Context) -> Comparison:
-    """Every registered signal for an opened pair, and the verdict."""
-    evidence = {name: signal.measure(a, b, context) for name, signal in SIGNALS.items()}
+def compare_subjects(a: Subject, b: Subject, context: Context,
+                     measured: Mapping[str, Any] | None = None) -> Comparison:
+    """Every registered signal for an opened pair, and the verdict. ``measured``: signals already
+    measured for this pair (by name), kept rather than measured again (``scan`` measures the
+    fingerprint last, and only where its answer needs it)."""
+    done = measured or {}
+    evidence = {name: done[name] if name in done else signal.measure(a, b, context)
+                for name, signal in SIGNALS.items()}
     distance = evidence["fingerprint"]
     assert isinstance(distance, FingerprintDistance)  # the fingerprint signal always applies
     test = evidence["independence"]
