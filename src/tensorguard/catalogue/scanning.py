@@ -59,10 +59,10 @@ from tensorguard.catalogue.store import Row, Store
 from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import Fingerprint, fingerprint_source, parse_fingerprint
-from tensorguard.lineage import Comparison, Context, Subject, compare_subjects
+from tensorguard.lineage import Comparison, Context, Subject, confirm_subjects
 from tensorguard.lineage.distance import load_reference
 from tensorguard.loading import ModelInput, ModelSource, is_reference, open_model, opened
-from tensorguard.signatures import compute_signature
+from tensorguard.signatures import Signature, compute_signature
 from tensorguard.validation import whole_option
 
 #: Blocks of the scanned model's weight signature (evenly spaced depths, the first and the last).
@@ -108,9 +108,11 @@ class ScanResult:
 
 
 def _confirm(query: Subject, known: Known, i: int, context: Context, stored: Fingerprint | None,
-             measured: Comparison | None = None) -> tuple[Confirmation, Comparison | None]:
+             signature: Signature | None, measured: Comparison | None = None,
+             ) -> tuple[Confirmation, Comparison | None]:
     """``compare``'s verdict between the catalogued model ``i`` and the query, if its weights are
-    still where they were read, unchanged; with the comparison it rests on. ``measured``: an
+    still where they were read, unchanged (``confirm_subjects``: reading only what decides it);
+    with the comparison it rests on. ``stored``, ``signature``: the row's. ``measured``: an
     earlier comparison of the pair without the query's fingerprint, completed here with it."""
     path, recorded = known.paths[i], known.hashes[i]
     if path is None:
@@ -123,7 +125,9 @@ def _confirm(query: Subject, known: Known, i: int, context: Context, stored: Fin
                 return Confirmation(False, None, None, f"{path} has changed since it was catalogued"), None
             fp = stored or (fingerprint_source(source) if query.fingerprint is not None else None)
             kept = {k: v for k, v in measured.evidence.items() if k != "fingerprint"} if measured else None
-            c = compare_subjects(Subject(known.names[i], Path(path), fp, source), query, context, kept)
+            if signature is not None:  # the row's own: not computed again from its weights
+                context.signatures[source] = signature
+            c = confirm_subjects(Subject(known.names[i], Path(path), fp, source), query, context, kept)
     except (TensorguardError, OSError, RuntimeError) as exc:  # an unreadable base fails its check only
         return Confirmation(False, None, None, f"compare failed: {exc}"), None
     test = c.independence
@@ -193,12 +197,14 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
         context = Context(reference, blocks, {source: sig})  # compare reuses the query's signature
         index = {name: i for i, name in enumerate(known.names)}
         stored: dict[str, Fingerprint | None] = {}
+        signatures: dict[str, Signature | None] = {}
         checked: dict[str, tuple[Confirmation, Comparison | None]] = {}
         for c in [c for c in ranked if c.match and c.evidence is Evidence.SIGNATURE][:confirm]:
             i = index[c.name]  # the best ``confirm`` signature matches, best first
             row = store.get(c.name) if known.origins[i] is Origin.MODEL else None
             stored[c.name] = _stored_fingerprint(store, row)
-            checked[c.name] = _confirm(query, known, i, context, stored[c.name])
+            signatures[c.name] = _stored_signature(store, row)
+            checked[c.name] = _confirm(query, known, i, context, stored[c.name], signatures[c.name])
         skipped: tuple[str, ...] = ()
         if any(done.confirmed for done, _ in checked.values()):
             skipped = ("fingerprint: a signature match is confirmed, so the answer is derived whatever "
@@ -207,7 +213,8 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
             fp = fingerprint_source(source, samples=samples, device=device)
             ranked = rank_candidates(sig, fp, known, store, reference, thresholds.fingerprint)
             query = dataclasses.replace(query, fingerprint=fp)
-            checked = {name: (_confirm(query, known, index[name], context, stored[name], measured)
+            checked = {name: (_confirm(query, known, index[name], context, stored[name], signatures[name],
+                                       measured)
                               if measured is not None else (done, None))
                        for name, (done, measured) in checked.items()}
         confirmed = [dataclasses.replace(c, confirmation=checked[c.name][0]) if c.name in checked else c
@@ -232,6 +239,15 @@ def _stored_fingerprint(store: Store, row: Row | None) -> Fingerprint | None:
         return parse_fingerprint(row.fingerprint, Path(row.name))
     except TensorguardError as exc:
         store.record_damage(row.name, f"its fingerprint is unreadable ({str(exc).partition(': ')[2]})")
+        return None
+
+
+def _stored_signature(store: Store, row: Row | None) -> Signature | None:
+    """A row's signature (``None``: none, or unreadable: ``compare`` then computes it)."""
+    blob = store.signature(row.name) if row is not None else None
+    try:
+        return Signature.from_bytes(blob, row.name) if blob is not None and row is not None else None
+    except TensorguardError:
         return None
 
 
