@@ -70,12 +70,12 @@ def tuned_copy(model: Path, spec: ModelSpec, workdir: Path) -> Path:
 def scan_steps(ref: str, model: Path, tuned: Path,
                reference: Reference) -> list[tuple[str, Callable[[], object]]]:
     """``scan``'s steps, each alone from an empty mirror: the query's weight signature (its
-    ``QUERY_BLOCKS`` blocks), the confirmation (``compare``'s signals against the catalogued
-    fine-tune, the query's signature given: computed from the local copy here), and the
-    fingerprint (which ``scan`` computes only when no match is confirmed)."""
+    ``QUERY_BLOCKS`` blocks), the confirmation (``confirm_subjects`` against the catalogued
+    fine-tune, both signatures given: computed from the local copies here, as ``scan`` has them),
+    and the fingerprint (which ``scan`` computes only when no match is confirmed)."""
     from tensorguard.catalogue.scanning import QUERY_BLOCKS
     from tensorguard.fingerprints import fingerprint_source
-    from tensorguard.lineage import Context, Subject, compare_subjects
+    from tensorguard.lineage import Context, Subject, confirm_subjects
     from tensorguard.loading import open_model
     from tensorguard.signatures import compute_signature
 
@@ -83,20 +83,20 @@ def scan_steps(ref: str, model: Path, tuned: Path,
         with open_model(ref) as source:
             compute_signature(source, blocks=QUERY_BLOCKS)
 
-    sig = compute_signature(model, blocks=QUERY_BLOCKS)
+    sig, stored = compute_signature(model, blocks=QUERY_BLOCKS), compute_signature(tuned)
 
     def confirm() -> None:
         with open_model(tuned) as base, open_model(ref) as source:
-            compare_subjects(Subject(base.name, tuned, None, base),
+            confirm_subjects(Subject(base.name, tuned, None, base),
                              Subject(source.name, Path(ref), None, source),
-                             Context(reference, 4, {source: sig}))
+                             Context(reference, 4, {source: sig, base: stored}))
 
     def fingerprint() -> None:
         with open_model(ref) as source:
             fingerprint_source(source, device="cpu")
 
     return [(f"scan, step 1 alone: weight signature ({QUERY_BLOCKS} blocks)", signature),
-            ("scan, step 2 alone: confirm (compare's weight signals)", confirm),
+            ("scan, step 2 alone: confirm (the signals that decide)", confirm),
             ("scan, step 3 alone: fingerprint (run only when no match is confirmed)", fingerprint)]
 
 
