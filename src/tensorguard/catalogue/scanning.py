@@ -53,7 +53,8 @@ from tensorguard.catalogue.retrieval import (
     Known,
     fingerprint_threshold,
     load_known,
-    rank_candidates,
+    rank_signatures,
+    with_fingerprint,
 )
 from tensorguard.catalogue.store import Row, Store
 from tensorguard.enums import TextEnum
@@ -192,7 +193,7 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
     with opened(model, base=base) as source, cat.open() as store:
         sig = compute_signature(source, blocks=QUERY_BLOCKS)
         known = load_known(store, builtin=cat.builtin)
-        ranked = rank_candidates(sig, None, known, store, reference, thresholds.fingerprint)
+        ranked = rank_signatures(sig, known, store)
         query = Subject(source.name, _where(model, source), None, source)
         context = Context(reference, blocks, {source: sig})  # compare reuses the query's signature
         index = {name: i for i, name in enumerate(known.names)}
@@ -207,11 +208,11 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
             checked[c.name] = _confirm(query, known, i, context, stored[c.name], signatures[c.name])
         skipped: tuple[str, ...] = ()
         if any(done.confirmed for done, _ in checked.values()):
-            skipped = ("fingerprint: a signature match is confirmed, so the answer is derived whatever "
-                       "the fingerprint; fingerprint-only rows were not ranked",)
+            skipped = ("fingerprint (a confirmed match answers derived whatever it is; fingerprint-only "
+                       "entries not ranked)",)
         else:  # the fingerprint can change the answer (a fingerprint-only row) or its reasons
             fp = fingerprint_source(source, samples=samples, device=device)
-            ranked = rank_candidates(sig, fp, known, store, reference, thresholds.fingerprint)
+            ranked = with_fingerprint(ranked, fp, known, store, reference, thresholds.fingerprint)
             query = dataclasses.replace(query, fingerprint=fp)
             checked = {name: (_confirm(query, known, index[name], context, stored[name], signatures[name],
                                        measured)
