@@ -32,7 +32,7 @@ rescaling and rotation attacks, merges) and every pair of independently trained 
 costs a ``compare`` run (which must then confirm it) while a missed one is lost. The fingerprint
 threshold is the 5th percentile of the distances between different-family pairs of the reference
 set. With the query's signature over 2 blocks, every derivative of the tiny corpus still scores at
-least 0.604 against its base and every other base at most 0.115, and every ``scan`` answer of the
+least 0.624 against its base and every other base at most 0.108, and every ``scan`` answer of the
 corpus is unchanged (``docs/remote.md``).
 """
 
