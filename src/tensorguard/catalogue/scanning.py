@@ -174,8 +174,8 @@ def scan(model: ModelInput, *, catalogue: Catalogue | str | Path | None = None, 
             the built-in published fingerprints).
         top: candidates reported (the answer's own is always among them).
         confirm: signature matches whose weights ``compare`` checks, best first.
-        samples, device: how the model is fingerprinted; blocks: MLP blocks the confirming
-            independence test probes.
+        samples, device: how the model is fingerprinted (only when no match is confirmed);
+            blocks: MLP blocks the confirming independence test probes.
 
     Example::
 
