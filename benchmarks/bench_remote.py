@@ -33,6 +33,8 @@ from tensorguard.synthetic import ModelSpec, finetune, make_weights, save_model,
 SMALL = ModelSpec(scheme="llama", hidden=1024, layers=8, intermediate=4096, vocab=32000, heads=16,
                   kv_heads=4, tied=True)
 WORKDIR = Path(__file__).with_name(".data")
+#: The rows ``--only`` picks from (``steps``: each of ``scan``'s steps alone).
+COMMANDS = ("inspect", "fingerprint", "index-add", "scan", "compare", "steps", "download")
 
 
 def small_model(workdir: Path, seed: int = 0, name: str = "llama-small") -> Path:
@@ -67,40 +69,43 @@ def tuned_copy(model: Path, spec: ModelSpec, workdir: Path) -> Path:
 
 def scan_steps(ref: str, model: Path, tuned: Path,
                reference: Reference) -> list[tuple[str, Callable[[], object]]]:
-    """``scan``'s three steps, each alone: the fingerprint, the weight signature (retrieval), and
-    the confirmation (``compare``'s weight signals and independence test against the catalogued
-    fine-tune, the fingerprints given: they are computed from the local copies here)."""
+    """``scan``'s steps, each alone from an empty mirror: the query's weight signature (its
+    ``QUERY_BLOCKS`` blocks), the confirmation (``confirm_subjects`` against the catalogued
+    fine-tune, both signatures given: computed from the local copies here, as ``scan`` has them),
+    and the fingerprint (which ``scan`` computes only when no match is confirmed)."""
+    from tensorguard.catalogue.scanning import QUERY_BLOCKS
     from tensorguard.fingerprints import fingerprint_source
-    from tensorguard.lineage import Context, Subject, compare_subjects
+    from tensorguard.lineage import Context, Subject, confirm_subjects
     from tensorguard.loading import open_model
     from tensorguard.signatures import compute_signature
+
+    def signature() -> None:
+        with open_model(ref) as source:
+            compute_signature(source, blocks=QUERY_BLOCKS)
+
+    sig, stored = compute_signature(model, blocks=QUERY_BLOCKS), compute_signature(tuned)
+
+    def confirm() -> None:
+        with open_model(tuned) as base, open_model(ref) as source:
+            confirm_subjects(Subject(base.name, tuned, None, base),
+                             Subject(source.name, Path(ref), None, source),
+                             Context(reference, 4, {source: sig, base: stored}))
 
     def fingerprint() -> None:
         with open_model(ref) as source:
             fingerprint_source(source, device="cpu")
 
-    def signature() -> None:
-        with open_model(ref) as source:
-            compute_signature(source)
-
-    with open_model(tuned) as a, open_model(model) as b:
-        known, query = (fingerprint_source(m, device="cpu") for m in (a, b))
-
-    def confirm() -> None:
-        with open_model(tuned) as base, open_model(ref) as source:
-            compare_subjects(Subject(base.name, tuned, known, base),
-                             Subject(source.name, Path(ref), query, source),
-                             Context(reference, 4))
-
-    return [("scan, step 1 alone: fingerprint", fingerprint),
-            ("scan, step 2 alone: weight signature", signature),
-            ("scan, step 3 alone: confirm (compare's weight signals)", confirm)]
+    return [(f"scan, step 1 alone: weight signature ({QUERY_BLOCKS} blocks)", signature),
+            ("scan, step 2 alone: confirm (the signals that decide)", confirm),
+            ("scan, step 3 alone: fingerprint (run only when no match is confirmed)", fingerprint)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="the 0.3 GB model instead of 2.5 GB")
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help="where the models are built")
+    parser.add_argument("--only", nargs="+", choices=COMMANDS, default=COMMANDS, metavar="COMMAND",
+                        help=f"rows to measure (default all: {' '.join(COMMANDS)})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = SMALL if args.small else LLAMA_1B
@@ -125,7 +130,9 @@ def main() -> None:
         db = Path(tmp) / "catalogue.sqlite"
         Catalogue(db, builtin=False).add([tuned])
 
-        def run(label: str, call: Callable[[], object]) -> None:
+        def run(label: str, call: Callable[[], object], command: str) -> None:
+            if command not in args.only:
+                return
             os.environ["TENSORGUARD_REMOTE_CACHE"] = str(Path(tmp) / f"mirror-{len(rows)}")
             mirror._LAID_OUT.clear()
             hub.reset()
@@ -135,13 +142,20 @@ def main() -> None:
             got = hub.counters.body_bytes
             rows.append([label, f"{got / 1e6:,.2f}", f"{100 * got / size:.2f} %", f"{wall:.1f}"])
 
-        run("inspect", lambda: tensorguard.inspect(ref))
-        run("fingerprint", lambda: tensorguard.fingerprint(ref, device="cpu"))
-        run("index add", lambda: Catalogue(Path(tmp) / "other.sqlite", builtin=False).add([ref]))
-        run("scan", lambda: tensorguard.scan(ref, catalogue=Catalogue(db, builtin=False), device="cpu"))
-        run("compare", lambda: tensorguard.compare(ref, tuned, device="cpu"))
-        for label, step in scan_steps(ref, model, tuned, reference):
-            run(label, step)
+        run("inspect", lambda: tensorguard.inspect(ref), "inspect")
+        run("fingerprint", lambda: tensorguard.fingerprint(ref, device="cpu"), "fingerprint")
+        run("index add", lambda: Catalogue(Path(tmp) / "other.sqlite", builtin=False).add([ref]), "index-add")
+        answers: list[str] = []
+
+        def scan() -> None:
+            found = tensorguard.scan(ref, catalogue=Catalogue(db, builtin=False), device="cpu")
+            answers.append(found.summary)
+
+        run("scan", scan, "scan")
+        run("compare", lambda: tensorguard.compare(ref, tuned, device="cpu"), "compare")
+        if "steps" in args.only:
+            for label, step in scan_steps(ref, model, tuned, reference):
+                run(label, step, "steps")
 
         def download() -> None:
             http = remote.Http(remote.Settings.from_env())
@@ -152,13 +166,15 @@ def main() -> None:
                     http.read_range(url + shard.name, start, min(64 << 20, n - start), size=n,
                                     etag=None, where=shard.name)
 
-        run("full download (reference)", download)
-        if args.small:  # inspect of the 2.5 GB file (its real header, sparse data)
+        run("full download (reference)", download, "download")
+        if args.small and "inspect" in args.only:  # inspect of the 2.5 GB file (its real header, sparse data)
             sparse = sparse_1b(args.workdir)
             hub.add_repo("bench/sparse-1b", sparse)
             size = (sparse / "model.safetensors").stat().st_size
-            run("inspect of the 2.5 GB 1B-shaped file", lambda: tensorguard.inspect("hf://bench/sparse-1b"))
+            run("inspect of the 2.5 GB 1B-shaped file", lambda: tensorguard.inspect("hf://bench/sparse-1b"),
+                "inspect")
     print(described)
+    print(*(f"scan's answer: {a}" for a in answers), sep="\n")
     print("| command | MB fetched | of the file size | wall s |")
     print("| --- | ---: | ---: | ---: |")
     for row in rows:

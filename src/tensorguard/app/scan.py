@@ -73,6 +73,7 @@ def render_result(r: ScanResult) -> str:
              f"  {r.rows} catalogue entries ({r.catalogue}); signature match >= {r.thresholds.signature}"
              + (f", fingerprint match <= {r.thresholds.fingerprint:.3g}"
                 if r.thresholds.fingerprint is not None else "")]
+    lines += [f"  skipped: {why}" for why in r.skipped]
     if rows:
         lines += ["  " + line for line in table(
             ["candidate", "origin", "evidence", "signature", "retrieval", "fp distance", "match",

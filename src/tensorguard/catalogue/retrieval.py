@@ -12,6 +12,7 @@ shown or answer become ``Candidate`` objects.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -228,30 +229,30 @@ def _rank_key(c: Candidate) -> tuple[int, float, str]:
     return tier, value, c.name
 
 
-def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store, reference: Reference,
-                    fingerprint_limit: float | None, keep: int = SHORTLIST) -> list[Candidate]:
+def rank_candidates(sig: Signature, fp: Fingerprint | None, known: Known, store: Store,
+                    reference: Reference, fingerprint_limit: float | None,
+                    keep: int = SHORTLIST) -> list[Candidate]:
     """Retrieval over every row, the full signature comparison for the ``SHORTLIST`` best, and
     fingerprint distances (standardised by ``reference``) for every row with a fingerprint.
     Returned, best first: the shortlist, every fingerprint row within ``fingerprint_limit``, and
-    the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer)."""
+    the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer).
+    Without ``fp``, the shortlist alone (``with_fingerprint`` adds the rest later)."""
+    ranked = rank_signatures(sig, known, store)
+    return ranked if fp is None else with_fingerprint(ranked, fp, known, store, reference,
+                                                      fingerprint_limit, keep)
+
+
+def rank_signatures(sig: Signature, known: Known, store: Store) -> list[Candidate]:
+    """Retrieval over every row and the full signature comparison for the ``SHORTLIST`` best,
+    best first (no fingerprint distances)."""
     retrieval = stream_scores(sig, store, known)
-    try:
-        query = fp.vector()
-    except TensorguardError:  # a model without every feature: fingerprint rows cannot be ranked
-        query = np.full(len(FEATURE_KEYS), np.nan)
-    distances = np.linalg.norm((known.features - query) / reference.scale, axis=1)
-    signed = known.signed
     order = np.argsort(np.where(np.isfinite(retrieval), -retrieval, np.inf), kind="stable")
     shortlist = [int(i) for i in order[:SHORTLIST] if np.isfinite(retrieval[i])]
-    fp_rows = np.flatnonzero(~signed & np.isfinite(distances))
-    nearest = fp_rows[np.argsort(distances[fp_rows], kind="stable")]
-    limit = fingerprint_limit if fingerprint_limit is not None else -1.0
-    within = nearest[distances[nearest] <= limit]
-    chosen = list(dict.fromkeys([*shortlist, *map(int, within), *map(int, nearest[:keep])]))
-    labels = {**store.labels([known.names[i] for i in chosen]), **known.builtin_labels}
+    labels = {**store.labels([known.names[i] for i in shortlist]), **known.builtin_labels}
     comparer = Comparer(sig)
+    signed = known.signed
     candidates = []
-    for i in chosen:
+    for i in shortlist:
         name = known.names[i]
         parts = None
         if signed[i] and (blob := store.signature(name)) is not None:
@@ -260,11 +261,39 @@ def rank_candidates(sig: Signature, fp: Fingerprint, known: Known, store: Store,
             except TensorguardError as exc:  # a damaged row: said, and the others go on
                 store.record_damage(name, str(exc).partition(": ")[2])
         score = parts.score if parts is not None else None
-        distance = float(distances[i]) if np.isfinite(distances[i]) else None
-        match = (score is not None and score >= SIGNATURE_THRESHOLD) if signed[i] else (
-            distance is not None and distance <= limit)
         candidates.append(Candidate(
             name, known.origins[i], labels.get(name, {}),
-            Evidence.SIGNATURE if signed[i] else Evidence.FINGERPRINT, score,
-            float(retrieval[i]) if np.isfinite(retrieval[i]) else None, parts, distance, match))
+            Evidence.SIGNATURE if signed[i] else Evidence.FINGERPRINT, score, float(retrieval[i]), parts,
+            None, bool(signed[i]) and score is not None and score >= SIGNATURE_THRESHOLD))
+    return sorted(candidates, key=_rank_key)
+
+
+def with_fingerprint(ranked: list[Candidate], fp: Fingerprint, known: Known, store: Store,
+                     reference: Reference, fingerprint_limit: float | None,
+                     keep: int = SHORTLIST) -> list[Candidate]:
+    """``rank_signatures``'s candidates with their fingerprint distances, and the fingerprint rows
+    (those within ``fingerprint_limit`` and the ``keep`` nearest others), best first."""
+    try:
+        query = fp.vector()
+    except TensorguardError:  # a model without every feature: fingerprint rows cannot be ranked
+        query = np.full(len(FEATURE_KEYS), np.nan)
+    distances = np.linalg.norm((known.features - query) / reference.scale, axis=1)
+    index = {name: i for i, name in enumerate(known.names)}
+
+    def distance(i: int) -> float | None:
+        return float(distances[i]) if np.isfinite(distances[i]) else None
+
+    fp_rows = np.flatnonzero(~known.signed & np.isfinite(distances))
+    nearest = fp_rows[np.argsort(distances[fp_rows], kind="stable")]
+    limit = fingerprint_limit if fingerprint_limit is not None else -1.0
+    within = nearest[distances[nearest] <= limit]
+    shown = {c.name for c in ranked}
+    chosen = [i for i in dict.fromkeys([*map(int, within), *map(int, nearest[:keep])])
+              if known.names[i] not in shown]
+    labels = {**store.labels([known.names[i] for i in chosen]), **known.builtin_labels}
+    candidates = [dataclasses.replace(c, fingerprint_distance=distance(index[c.name])) for c in ranked]
+    for i in chosen:
+        name, d = known.names[i], distance(i)
+        candidates.append(Candidate(name, known.origins[i], labels.get(name, {}), Evidence.FINGERPRINT,
+                                    None, None, None, d, d is not None and d <= limit))
     return sorted(candidates, key=_rank_key)

@@ -9,6 +9,7 @@ from tensorguard.lineage.comparison import (
     compare,
     compare_all,
     compare_subjects,
+    confirm_subjects,
     is_fingerprint_file,
 )
 from tensorguard.lineage.signals import SIGNALS, Context, Signal, Subject, register
@@ -16,4 +17,4 @@ from tensorguard.lineage.verdict import Verdict, VerdictLabel, decide
 
 __all__ = ["SIGNALS", "CompareInput", "Comparison", "ComparisonMatrix", "Context", "Signal",
            "SignalMatrix", "Subject", "Verdict", "VerdictLabel", "compare", "compare_all",
-           "compare_subjects", "decide", "is_fingerprint_file", "register"]
+           "compare_subjects", "confirm_subjects", "decide", "is_fingerprint_file", "register"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -21,8 +21,8 @@ from tensorguard.inputs import read_json
 from tensorguard.lineage.distance import FingerprintDistance, load_reference
 from tensorguard.lineage.independence import IndependenceTest
 from tensorguard.lineage.signals import SIGNALS, Context, Subject
-from tensorguard.lineage.verdict import Verdict, decide
-from tensorguard.lineage.weights import WeightEvidence
+from tensorguard.lineage.verdict import Verdict, decide, test_decides
+from tensorguard.lineage.weights import WeightEvidence, may_be_identical
 from tensorguard.loading import ModelInput, ModelSource, is_reference, model_path, open_model
 from tensorguard.loading.layouts import ADAPTER_CONFIG
 from tensorguard.validation import whole_option
@@ -164,15 +164,37 @@ def _subject(opened: Fingerprint | ModelSource, item: CompareInput, *, samples: 
     return Subject(opened.name, path or opened.root, fp, opened)
 
 
-def compare_subjects(a: Subject, b: Subject, context: Context) -> Comparison:
-    """Every registered signal for an opened pair, and the verdict."""
-    evidence = {name: signal.measure(a, b, context) for name, signal in SIGNALS.items()}
+def compare_subjects(a: Subject, b: Subject, context: Context,
+                     measured: Mapping[str, Any] | None = None) -> Comparison:
+    """Every registered signal for an opened pair, and the verdict. ``measured``: signals already
+    measured for this pair (by name), kept rather than measured again (``scan`` measures the
+    fingerprint last, and only where its answer needs it)."""
+    done = measured or {}
+    evidence = {name: done[name] if name in done else signal.measure(a, b, context)
+                for name, signal in SIGNALS.items()}
     distance = evidence["fingerprint"]
     assert isinstance(distance, FingerprintDistance)  # the fingerprint signal always applies
     test = evidence["independence"]
     verdict = decide(distance, evidence["weights"], test, evidence["signature"])
     notes = (test.alignment.note,) if test is not None and test.alignment and test.alignment.note else ()
     return Comparison(a.name, b.name, (a.kind, b.kind), verdict, evidence, notes)
+
+
+def confirm_subjects(a: Subject, b: Subject, context: Context,
+                     measured: Mapping[str, Any] | None = None) -> Comparison:
+    """``compare_subjects``'s verdict, reading less of the models: when they cannot hold the same
+    weights (``may_be_identical``: other names or shapes, or a first block that differs) and the
+    independence test alone decides (``test_decides``), the verdict is ``derived`` whatever the
+    weight cosines, which are then not measured (``weights`` is ``None`` in the evidence). Otherwise
+    every signal is measured, as ``compare`` does. ``scan`` confirms with it."""
+    done = dict(measured or {})
+    if "weights" not in done and a.source is not None and b.source is not None \
+            and not may_be_identical(a.source, b.source):
+        first = compare_subjects(a, b, context, {**done, "weights": None})
+        if test_decides(first.independence):
+            return first
+        done = {k: v for k, v in first.evidence.items() if k != "weights"}
+    return compare_subjects(a, b, context, done)
 
 
 def _matrices(n: int, pairs: dict[tuple[int, int], Comparison]) -> list[SignalMatrix]:

@@ -85,6 +85,13 @@ def _percentile(sorted_values: np.ndarray, value: float) -> float | None:
     return float(100.0 * np.searchsorted(sorted_values, value, side="right") / sorted_values.size)
 
 
+def not_computed(reference: Reference) -> FingerprintDistance:
+    """The distance of a pair where a fingerprint was not computed."""
+    return FingerprintDistance(None, str(reference.directory), reference.models,
+                               int(reference.same_base.size), None, int(reference.different_family.size),
+                               None, reason="a fingerprint was not computed")
+
+
 def fingerprint_distance(a: Fingerprint, b: Fingerprint, reference: Reference) -> FingerprintDistance:
     """The standardised distance between two fingerprints, in the reference's context."""
     lacking = [fp.model_name for fp in (a, b) if set(fp.features) != set(FEATURE_KEYS)]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import Fingerprint
-from tensorguard.lineage.distance import FingerprintDistance, Reference, fingerprint_distance
+from tensorguard.lineage.distance import FingerprintDistance, Reference, fingerprint_distance, not_computed
 from tensorguard.lineage.independence import IndependenceTest, independence_test
 from tensorguard.lineage.weights import WeightEvidence, weight_evidence
 from tensorguard.loading import ModelSource
@@ -24,11 +24,13 @@ from tensorguard.signatures import Signature, SignatureSimilarity, compute_signa
 
 @dataclass(frozen=True)
 class Subject:
-    """One input of a comparison: a model (with its fingerprint) or a fingerprint file alone."""
+    """One input of a comparison: a model (with its fingerprint) or a fingerprint file alone.
+    ``fingerprint`` ``None``: not computed (``scan`` fingerprints a model only where the answer
+    can depend on it); the fingerprint signal then does not apply."""
 
     name: str
     path: Path | None
-    fingerprint: Fingerprint
+    fingerprint: Fingerprint | None
     source: ModelSource | None
 
     @property
@@ -89,6 +91,8 @@ class FingerprintSignal(Signal):
     description, higher_is_closer, diagonal = "standardised fingerprint distance", False, 0.0
 
     def measure(self, a: Subject, b: Subject, context: Context) -> FingerprintDistance:
+        if a.fingerprint is None or b.fingerprint is None:
+            return not_computed(context.reference)
         return fingerprint_distance(a.fingerprint, b.fingerprint, context.reference)
 
     def value(self, evidence: FingerprintDistance) -> float | None:

@@ -134,6 +134,13 @@ def _why_not_independent(test: IndependenceTest) -> str | None:
     return None
 
 
+def test_decides(test: IndependenceTest | None) -> bool:
+    """Whether the test alone makes the verdict ``derived`` (rule 2) for models whose weights are
+    not all identical: it rejects, through an alignment that fits."""
+    rejects = test is not None and test.applicable and (test.log10_p or 0.0) < math.log10(ALPHA)
+    return rejects and _misfit(test) is None
+
+
 def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
            test: IndependenceTest | None, signature: SignatureSimilarity | None = None) -> Verdict:
     """Apply the rule in the module docstring."""
@@ -144,7 +151,7 @@ def decide(distance: FingerprintDistance, weights: WeightEvidence | None,
         how = f"after a dtype cast ({', '.join(weights.casts)})" if weights.casts else "byte for byte"
         return Verdict(VerdictLabel.SAME_WEIGHTS, p, f"all {weights.shared_tensors} tensors identical {how}")
     misfit = _misfit(test) if rejects else None
-    if rejects and test is not None and misfit is None:
+    if test is not None and test_decides(test):
         return Verdict(VerdictLabel.DERIVED, p, _test_summary(test))
     if cosine is not None and cosine >= DERIVED_COSINE:
         return Verdict(VerdictLabel.DERIVED, p, f"median cosine of shared matrices {cosine:.3f}")

@@ -138,13 +138,31 @@ def _identical(a: ModelSource, b: ModelSource, name: str, rows: int) -> bool:
     """Whether rows ``:rows`` are equal (``_equal``), streamed, stopping at the first difference."""
     if not a.tensors[name].shape:  # a scalar has no rows
         return _equal(a.read(name), b.read(name))
-    head = min(rows, max(1, _IDENTITY_HEAD // _rows(a.tensors[name].shape)[1]))
+    head = min(rows, _head(a.tensors[name].shape))
 
     def blocks(source: ModelSource) -> Iterator[tuple[int, torch.Tensor]]:
         yield from source.row_blocks(name, max_elements=_IDENTITY_HEAD, stop=head)
         yield from source.row_blocks(name, max_elements=_IDENTITY_BLOCK, start=head, stop=rows)
 
     return all(_equal(x, y) for (_, x), (_, y) in zip(blocks(a), blocks(b), strict=True))
+
+
+def may_be_identical(a: ModelSource, b: ModelSource) -> bool:
+    """Whether the two models may hold the same weights (``WeightEvidence.all_identical``): the
+    same tensor names and shapes, and every tensor's first block equal. ``False`` as soon as one
+    differs, having read (of a remote model: fetched) that one small block only."""
+    if set(a.tensors) != set(b.tensors):
+        return False
+    if any(a.tensors[n].shape != b.tensors[n].shape for n in a.tensors):
+        return False
+    return all(_identical(a, b, name, _head(a.tensors[name].shape) if a.tensors[name].shape else 1)
+               for name in a.tensors)
+
+
+def _head(shape: tuple[int, ...]) -> int:
+    """Rows of the identity check's first block."""
+    rows, width = _rows(shape)
+    return min(rows, max(1, _IDENTITY_HEAD // width))
 
 
 def _streamed_cosine(a: ModelSource, b: ModelSource, name: str, rows: int) -> float:

@@ -16,6 +16,7 @@ from tensorguard.signatures.signature import (
     SCHEMA,
     Signature,
     compute_signature,
+    sample_blocks,
 )
 from tensorguard.signatures.similarity import (
     RETRIEVAL_TOKENS,
@@ -33,4 +34,4 @@ from tensorguard.signatures.tokens import select_tokens, token_strings
 __all__ = ["BLOCK_TOKENS", "BUDGET_BYTES", "EMBED_TOKENS", "KINDS", "MIN_TOKENS", "REFUSED",
            "RETRIEVAL_TOKENS", "SCHEMA", "Anatomy", "Block", "BlockPair", "Comparer", "Matrix", "Signature",
            "SignatureSimilarity", "align_blocks", "anatomy", "compute_signature", "retrieval_vector",
-           "select_tokens", "similarity", "token_strings", "triangle", "unit"]
+           "sample_blocks", "select_tokens", "similarity", "token_strings", "triangle", "unit"]

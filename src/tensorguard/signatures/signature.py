@@ -28,6 +28,7 @@ about the cost of reading the model as float32.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -238,11 +239,31 @@ def _block_matrices(source: ModelSource, block: Block, a: Anatomy, e: torch.Tens
                      for kind in KINDS])
 
 
-def compute_signature(model: ModelInput, *, base: ModelInput | None = None) -> Signature:
+def sample_blocks(count: int, k: int) -> list[int]:
+    """``k`` blocks of ``count`` at evenly spaced relative depths, the first and the last among
+    them (all of them when ``k >= count``): the same depths in every model, and among the blocks
+    ``compare``'s independence test probes (it spaces its own the same way)."""
+    if k >= count:
+        return list(range(count))
+    if k == 1:
+        return [count // 2]
+    return sorted({round(i * (count - 1) / (k - 1)) for i in range(k)})
+
+
+def compute_signature(model: ModelInput, *, base: ModelInput | None = None,
+                      blocks: int | None = None) -> Signature:
     """The signature of ``model`` (a path or an open source; ``base`` for a LoRA adapter),
-    streaming one matrix at a time (float32 maths, float16 result)."""
+    streaming one matrix at a time (float32 maths, float16 result). ``blocks``: only that many
+    blocks, at evenly spaced depths (``sample_blocks``); ``None``: every block. A sampled
+    signature compares with full ones as a model with fewer blocks does (blocks are aligned in
+    order), and reads only its blocks' matrices: ``scan`` queries the catalogue with one."""
+    if blocks is not None and blocks < 1:
+        raise TensorguardError(f"blocks={blocks}: must be at least 1")
     with opened(model, base=base) as source, torch.no_grad():
         a = anatomy(source)
+        every = len(a.blocks)  # the block tokens are those of the full signature: a sample is a subset
+        if blocks is not None:
+            a = dataclasses.replace(a, blocks=tuple(a.blocks[i] for i in sample_blocks(every, blocks)))
         rows, hidden = source.info(a.embedding).shape
         strings = token_strings(source, rows)
         picked = select_tokens(strings, EMBED_TOKENS)
@@ -253,8 +274,8 @@ def compute_signature(model: ModelInput, *, base: ModelInput | None = None) -> S
         if a.centred:
             e = e - e.mean(1, keepdim=True)
         e = e * torch.rsqrt((e * e).mean(1, keepdim=True).clamp_min(1e-30))  # the norm's view
-        k = min(len(picked), _block_token_count(len(a.blocks)))
-        blocks = [_block_matrices(source, b, a, e[:k]) for b in a.blocks]
-        stacked = np.stack(blocks) if blocks else np.zeros((0, len(KINDS), k, k), dtype=np.float16)
+        k = min(len(picked), _block_token_count(every))
+        matrices = [_block_matrices(source, b, a, e[:k]) for b in a.blocks]
+        stacked = np.stack(matrices) if matrices else np.zeros((0, len(KINDS), k, k), dtype=np.float16)
         return Signature(tuple(str(strings[i]) for i in picked), _standardise(e @ e.T, True), k,
                          tuple(b.index for b in a.blocks), stacked, KINDS, hidden, rows)
