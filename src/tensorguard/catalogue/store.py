@@ -380,39 +380,37 @@ class Store:
         """The columns ``scan`` reads of every row, in name order (damaged rows left out). Without
         ``vectors`` the retrieval vectors stay in the file (``retrieval`` holds ``b""`` for a row
         that has one; ``vector_chunks`` streams them)."""
-        out = Light([], [], [], [], [], [], [])
         lists = self.token_lists()
         # without vectors, a vector's size stands for it (checked as the vector would be)
         column = "retrieval" if vectors else \
             "CASE WHEN retrieval IS NULL THEN NULL WHEN typeof(retrieval) = 'blob' THEN length(retrieval) " \
             "ELSE -1 END"
-        for rowid, name, path, digest, features, tokens, retrieval in self._query(
-                f"SELECT rowid, name, path, header_hash, features, tokens, {column} FROM models "
-                "ORDER BY name"):
-            if not vectors and retrieval is not None:
-                retrieval = Length(retrieval) if retrieval >= 0 else "not a blob"
-            if problem := _light_problem(name, path, digest, features, tokens, retrieval, lists):
-                self._damaged(rowid, name, problem)
-                continue
-            out.names.append(name)
-            out.paths.append(path)
-            out.hashes.append(digest)
-            out.features.append(features)
-            out.tokens.append(tokens)
-            out.retrieval.append(retrieval if vectors or retrieval is None else b"")
-            out.rowids.append(rowid)
-        return out
-
-    def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
-        """Every undamaged row's name, token-list id and retrieval vector, in name order, ``size``
-        rows at a time (one query: memory bounded by the chunk, whatever the catalogue's size)."""
-        if self._db is None:
-            return
-        with self._errors():
-            cursor = self._db.execute("SELECT rowid, name, tokens, retrieval FROM models ORDER BY name")
-            while batch := cursor.fetchmany(size):
-                yield [(name, tokens, vector) for rowid, name, tokens, vector in batch
-                       if rowid not in self.damage]
+        rows = self._query(f"SELECT rowid, name, path, header_hash, features, tokens, {column}, "
+                           f"{_plain_row(lists)} FROM models ORDER BY name")
+        # the checks SQLite cannot make (features finite and in range), on every plain row at once
+        plain = [r for r in rows if r[7] and r[4] is not None]
+        values = np.frombuffer(b"".join(r[4] for r in plain), dtype="<f8").reshape(len(plain), FEATURE_COUNT)
+        odd = {r[0] for r, ok in zip(plain, (np.abs(values) <= MAX_FEATURE).all(axis=1), strict=True) if not ok}
+        sizes = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
+        for r in rows:
+            if r[6] is not None:  # a vector (or, without vectors, its size): of its list's size?
+                size = r[6] if not vectors else len(r[6]) if isinstance(r[6], bytes) else -1
+                if sizes.get(r[5]) != size:
+                    odd.add(r[0])
+        keep = []
+        for row in rows:
+            if not row[7] or row[0] in odd:  # the full checks, for their message
+                rowid, name, path, digest, features, tokens, retrieval = row[:7]
+                if not vectors and retrieval is not None:
+                    retrieval = Length(retrieval) if retrieval >= 0 else "not a blob"
+                if problem := _light_problem(name, path, digest, features, tokens, retrieval, lists):
+                    self._damaged(rowid, name, problem)
+                    continue
+            keep.append(row)
+        return Light([r[1] for r in keep], [r[2] for r in keep], [r[3] for r in keep], [r[4] for r in keep],
+                     [r[5] for r in keep],
+                     [r[6] for r in keep] if vectors else [None if r[6] is None else b"" for r in keep],
+                     [r[0] for r in keep])
 
     def vectors(self, rowids: Sequence[int]) -> list[tuple[int, str, int | None, bytes | None]]:
         """The rows ``rowids``' rowid, name, token-list id and retrieval vector (those that exist)."""
@@ -674,6 +672,16 @@ def _check_writable(path: Path, exists: bool) -> None:
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise TensorguardError(f"{path}: its folder {folder} is read-only (SQLite writes its journal "
                                "beside the file); the catalogue can be listed and scanned, not changed")
+
+
+def _plain_row(lists: dict[int, tuple[str, ...]]) -> str:
+    """An SQL test that a row's light columns pass ``_light_problem``'s checks, but the features'
+    values and the vector's size (checked in bulk after)."""
+    ids = ", ".join(map(str, lists))
+    return ("(typeof(name) = 'text' AND name != '' AND typeof(path) IN ('text', 'null') "
+            "AND typeof(header_hash) IN ('text', 'null') "
+            f"AND (features IS NULL OR (typeof(features) = 'blob' AND length(features) = {8 * FEATURE_COUNT})) "
+            f"AND (tokens IS NULL OR (typeof(tokens) = 'integer' AND tokens IN ({ids}))))")
 
 
 def drop_index(db: sqlite3.Connection) -> None:
