@@ -412,6 +412,17 @@ class Store:
                      [r[6] for r in keep] if vectors else [None if r[6] is None else b"" for r in keep],
                      [r[0] for r in keep])
 
+    def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
+        """Every undamaged row's name, token-list id and retrieval vector, in name order, ``size``
+        rows at a time (one query: memory bounded by the chunk, whatever the catalogue's size)."""
+        if self._db is None:
+            return
+        with self._errors():
+            cursor = self._db.execute("SELECT rowid, name, tokens, retrieval FROM models ORDER BY name")
+            while batch := cursor.fetchmany(size):
+                yield [(name, tokens, vector) for rowid, name, tokens, vector in batch
+                       if rowid not in self.damage]
+
     def vectors(self, rowids: Sequence[int]) -> list[tuple[int, str, int | None, bytes | None]]:
         """The rows ``rowids``' rowid, name, token-list id and retrieval vector (those that exist)."""
         out = []
