@@ -6,12 +6,12 @@ matrix-vector product; the rows that can be among the ``SHORTLIST`` best are the
 from their vectors (``indexed_scores``), so the shortlist and its scores are the exhaustive
 search's. Otherwise (no index, a stale one, or a query that too many rows come close to) the
 retrieval vectors are streamed from the file ``CHUNK_ROWS`` rows at a time, so memory stays
-bounded however large the catalogue. Within a chunk the vectors of the rows that share a token list are one contiguous
-float32 matrix, so their scores are one matrix-vector product; rows of another token list are
-compared over the shared tokens by sums (no matrix is rebuilt). Fingerprint distances are one
-vectorised norm over a ``(rows, 14)`` array. Only the ``SHORTLIST`` best signature rows are read
-and compared in full (``signatures.similarity``, every block), and only the rows that can be
-shown or answer become ``Candidate`` objects.
+bounded however large the catalogue. Within a chunk the vectors of the rows that share a token
+list are one contiguous float32 matrix, so their scores are one matrix-vector product; rows of
+another token list are compared over the shared tokens by sums (no matrix is rebuilt).
+Fingerprint distances are one vectorised norm over a ``(rows, 14)`` array. Only the
+``SHORTLIST`` best signature rows are read and compared in full (``signatures.similarity``,
+every block), and only the rows that can be shown or answer become ``Candidate`` objects.
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def _score_exact(query: tuple[tuple[str, ...], np.ndarray], store: Store, known:
     if len(found) != len(where) or any(known.names[where[r]] != name for r, name, _, _ in found):
         raise TensorguardError(f"{store.path}: the catalogue changed while it was scanned; scan again")
     ids = np.asarray([where[r] for r, _, _, _ in found], dtype=np.int64)
-    _score_rows(query, store, known, ids, [t for _, _, t, _ in found], [v for _, _, _, v in found], lists, out)
+    _score_rows(query, store, known, ids, [t for _, _, t, _ in found], [v for _, _, _, v in found],
+                lists, out)
 
 
 def indexed_scores(sig: Signature, store: Store, known: Known, keep: int = SHORTLIST) -> np.ndarray | None:

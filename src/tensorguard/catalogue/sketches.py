@@ -45,11 +45,6 @@ def projection(pairs: int) -> np.ndarray:
     return out
 
 
-def tokens_of(pairs: int) -> int:
-    """``n`` such that ``n (n - 1) / 2 == pairs``."""
-    return int(round((1 + math.sqrt(1 + 8 * pairs)) / 2))
-
-
 @lru_cache(maxsize=16)
 def _incidence(n: int) -> np.ndarray:
     """``(pairs, n)``: 1 where a pair (row-major upper triangle) touches a token."""
@@ -104,7 +99,7 @@ class Block:
 def sketch(tokens: int, rowids: np.ndarray, vectors: np.ndarray) -> Block:
     """The block of rows ``rowids`` whose float32 vectors (finite, one token list) are ``vectors``."""
     pairs = vectors.shape[1]
-    n = tokens_of(pairs)
+    n = round((1 + math.sqrt(1 + 8 * pairs)) / 2)  # n (n - 1) / 2 == pairs
     projected = vectors @ projection(pairs)
     scales = np.maximum(np.abs(projected).max(axis=1), 1e-30) / 127
     codes = np.clip(np.rint(projected / scales[:, None]), -127, 127).astype(np.int8)

@@ -390,7 +390,8 @@ class Store:
         # the checks SQLite cannot make (features finite and in range), on every plain row at once
         plain = [r for r in rows if r[7] and r[4] is not None]
         values = np.frombuffer(b"".join(r[4] for r in plain), dtype="<f8").reshape(len(plain), FEATURE_COUNT)
-        odd = {r[0] for r, ok in zip(plain, (np.abs(values) <= MAX_FEATURE).all(axis=1), strict=True) if not ok}
+        in_range = (np.abs(values) <= MAX_FEATURE).all(axis=1)  # NaN is not
+        odd = {r[0] for r, ok in zip(plain, in_range, strict=True) if not ok}
         sizes = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
         for r in rows:
             if r[6] is not None:  # a vector (or, without vectors, its size): of its list's size?
@@ -690,8 +691,8 @@ def _plain_row(lists: dict[int, tuple[str, ...]]) -> str:
     values and the vector's size (checked in bulk after)."""
     ids = ", ".join(map(str, lists))
     return ("(typeof(name) = 'text' AND name != '' AND typeof(path) IN ('text', 'null') "
-            "AND typeof(header_hash) IN ('text', 'null') "
-            f"AND (features IS NULL OR (typeof(features) = 'blob' AND length(features) = {8 * FEATURE_COUNT})) "
+            "AND typeof(header_hash) IN ('text', 'null') AND (features IS NULL OR "
+            f"(typeof(features) = 'blob' AND length(features) = {8 * FEATURE_COUNT})) "
             f"AND (tokens IS NULL OR (typeof(tokens) = 'integer' AND tokens IN ({ids}))))")
 
 
