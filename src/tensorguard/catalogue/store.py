@@ -93,8 +93,8 @@ CREATE TABLE retrieval_blocks (      -- sketches of up to BLOCK_ROWS rows of one
     tokens INTEGER NOT NULL,
     rowids BLOB NOT NULL,            -- int64: the rows of models
     codes BLOB NOT NULL,             -- int8 (rows, DIMS)
-    stats BLOB NOT NULL,             -- float32 (rows, 3): scale, |sum v|, |v|^2
-    weights BLOB NOT NULL            -- float16 (rows, tokens): each token's sum of squares
+    stats BLOB NOT NULL,             -- float32 (rows, 5): see sketches.Block
+    weights BLOB NOT NULL            -- int8 (rows, 2, tokens): each token's squares and sum
 );
 INSERT INTO retrieval_state (id, valid) VALUES (0, 1);
 CREATE TRIGGER retrieval_stale_insert AFTER INSERT ON models
