@@ -144,6 +144,13 @@ def test_every_write_keeps_the_index_in_step(query, tmp_path, monkeypatch):
         known = load_known(store, builtin=False)
         best = _best(indexed_scores(query, store, known), known.names)[0]
         assert best[0] == "row-00046" and best[1] > 0.999
+    with sqlite3.connect(db) as con:  # a block that does not read as one: not read, then rebuilt
+        con.execute("UPDATE retrieval_blocks SET codes = x'00' WHERE id = "
+                    "(SELECT min(id) FROM retrieval_blocks)")
+    with Store.open(db, writable=True) as store:
+        assert store.sketch_blocks() is None
+        assert store.delete("late-00001")
+        assert _indexed_rowids(store) == _signed_rowids(store)
 
 
 def test_damaged_vectors_are_said_as_without_the_index(query, tmp_path):

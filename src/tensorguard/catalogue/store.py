@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorguard.catalogue.sketches import BLOCK_ROWS, Block, sketch
+from tensorguard.catalogue.sketches import BLOCK_ROWS, DIMS, Block, sketch
 from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.fingerprints.schema import FEATURE_KEYS, MAX_MAGNITUDE
 from tensorguard.inputs import special_file
@@ -84,11 +84,11 @@ CREATE TABLE signatures (
 """
 #: Schema 2: the retrieval index (``sketches``) and the triggers that mark it stale.
 _INDEX_SCHEMA = """
-CREATE TABLE retrieval_state (
+CREATE TABLE IF NOT EXISTS retrieval_state (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     valid INTEGER NOT NULL           -- 0: rows changed outside tensorguard; rebuilt at the next write
 );
-CREATE TABLE retrieval_blocks (      -- sketches of up to BLOCK_ROWS rows of one token list
+CREATE TABLE IF NOT EXISTS retrieval_blocks (  -- sketches of up to BLOCK_ROWS rows of a token list
     id INTEGER PRIMARY KEY,
     tokens INTEGER NOT NULL,
     rowids BLOB NOT NULL,            -- int64: the rows of models
@@ -96,14 +96,14 @@ CREATE TABLE retrieval_blocks (      -- sketches of up to BLOCK_ROWS rows of one
     stats BLOB NOT NULL,             -- float32 (rows, 5): see sketches.Block
     weights BLOB NOT NULL            -- int8 (rows, 2, tokens): each token's squares and sum
 );
-INSERT INTO retrieval_state (id, valid) VALUES (0, 1);
-CREATE TRIGGER retrieval_stale_insert AFTER INSERT ON models
+INSERT OR IGNORE INTO retrieval_state (id, valid) VALUES (0, 1);
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_insert AFTER INSERT ON models
     BEGIN UPDATE retrieval_state SET valid = 0; END;
-CREATE TRIGGER retrieval_stale_update AFTER UPDATE ON models
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_update AFTER UPDATE ON models
     BEGIN UPDATE retrieval_state SET valid = 0; END;
-CREATE TRIGGER retrieval_stale_delete AFTER DELETE ON models
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_delete AFTER DELETE ON models
     BEGIN UPDATE retrieval_state SET valid = 0; END;
-CREATE TRIGGER retrieval_stale_tokens AFTER UPDATE ON token_lists
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_tokens AFTER UPDATE ON token_lists
     BEGIN UPDATE retrieval_state SET valid = 0; END;
 """
 _DOCUMENT = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "features",
@@ -284,11 +284,10 @@ class Store:
                     f"{self.path}: not a tensorguard catalogue of schema {version}: "
                     + (f"table {table!r} is missing" if not found
                        else f"table {table!r} lacks column(s) {', '.join(missing)}"))
-        if writable and version < SCHEMA_VERSION:  # schema 1: add the retrieval index
+        if writable and (version < SCHEMA_VERSION or "retrieval_state" not in tables):  # add the index
             with self.transaction() as tx:
-                if "retrieval_state" not in tables:
-                    for statement in _statements(_INDEX_SCHEMA):
-                        tx.execute(statement)
+                for statement in _statements(_INDEX_SCHEMA):
+                    tx.execute(statement)
                 self._rebuild_index(tx)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -456,12 +455,7 @@ class Store:
 
     def token_lists(self) -> dict[int, tuple[str, ...]]:
         """The readable token lists by id (a damaged one is left out: its rows read as damaged)."""
-        out: dict[int, tuple[str, ...]] = {}
-        for i, text in self._query("SELECT id, tokens FROM token_lists"):
-            tokens = _loads(text)
-            if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-                out[i] = tuple(tokens)
-        return out
+        return _token_lists(self._query("SELECT id, tokens FROM token_lists"))
 
     def labels(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
         """The labels of the rows ``names`` (those that exist and are readable)."""
@@ -590,9 +584,18 @@ class Store:
                       added: Sequence[tuple[int | None, int | None, bytes | None]]) -> None:
         """Drop the rows ``removed`` from the index and add the rows ``added`` (rowid, token-list
         id, vector); a stale index (changed outside tensorguard) is rebuilt whole instead."""
-        if not valid:
-            self._rebuild_index(db)
-            return
+        try:
+            if valid:
+                self._change_index(db, removed, added)
+                return
+        except ValueError:  # a block that does not read as one: rebuilt
+            pass
+        self._rebuild_index(db)
+
+    def _change_index(self, db: sqlite3.Connection, removed: Sequence[int],
+                      added: Sequence[tuple[int | None, int | None, bytes | None]]) -> None:
+        if db.execute(_ODD_BLOCKS).fetchone()[0]:
+            raise ValueError("a retrieval block's columns disagree")
         if removed:
             gone = np.asarray(sorted(set(removed)), dtype=np.int64)
             for block_id, rowids in db.execute("SELECT id, rowids FROM retrieval_blocks").fetchall():
@@ -604,7 +607,7 @@ class Store:
                 db.execute("DELETE FROM retrieval_blocks WHERE id = ?", (block_id,))
                 if keep.any():
                     self._write_block(db, block.take(keep), block_id)
-        lists = {i: len(t) for i, t in self.token_lists_in(db).items()}
+        lists = _list_sizes(db)
         by_list: dict[int, list[tuple[int, np.ndarray]]] = {}
         for rowid, tokens, blob in added:
             if type(tokens) is int and (vector := _indexable(tokens, blob, lists)) is not None:
@@ -626,7 +629,7 @@ class Store:
         """Every row's sketch again (rows whose vector cannot be used are left out: ``scan``
         reads those rows' vectors itself)."""
         db.execute("DELETE FROM retrieval_blocks")
-        lists = {i: len(t) for i, t in self.token_lists_in(db).items()}
+        lists = _list_sizes(db)
         for (tokens,) in db.execute("SELECT DISTINCT tokens FROM models WHERE tokens IS NOT NULL "
                                     "ORDER BY tokens").fetchall():
             cursor = db.execute("SELECT rowid, retrieval FROM models WHERE tokens = ? ORDER BY rowid",
@@ -637,15 +640,6 @@ class Store:
                     self._write_block(db, sketch(tokens, np.asarray([r for r, _ in items]),
                                                  np.stack([v for _, v in items])), None)
         db.execute("UPDATE retrieval_state SET valid = 1")
-
-    @staticmethod
-    def token_lists_in(db: sqlite3.Connection) -> dict[int, tuple[str, ...]]:
-        out: dict[int, tuple[str, ...]] = {}
-        for i, text in db.execute("SELECT id, tokens FROM token_lists").fetchall():
-            tokens = _loads(text)
-            if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-                out[i] = tuple(tokens)
-        return out
 
     def _read_block(self, db: sqlite3.Connection, block_id: int) -> Block:
         tokens, rowids, codes, stats, weights = db.execute(
@@ -713,6 +707,28 @@ def _statements(script: str) -> list[str]:
                 out.append(part.strip())
             part = ""
     return out
+
+
+#: Blocks whose columns' sizes disagree (``sketches.Block.from_columns`` would refuse them).
+_ODD_BLOCKS = f"""SELECT count(*) FROM retrieval_blocks WHERE typeof(rowids) != 'blob'
+    OR length(rowids) = 0 OR length(rowids) % 8 OR length(codes) != length(rowids) / 8 * {DIMS}
+    OR length(stats) != length(rowids) / 8 * 20 OR length(weights) % (length(rowids) / 8 * 2)"""
+
+
+def _token_lists(rows: Sequence[tuple[Any, ...]]) -> dict[int, tuple[str, ...]]:
+    """The readable token lists of ``(id, JSON text)`` rows, by id."""
+    out: dict[int, tuple[str, ...]] = {}
+    for i, text in rows:
+        tokens = _loads(text)
+        if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+            out[i] = tuple(tokens)
+    return out
+
+
+def _list_sizes(db: sqlite3.Connection) -> dict[int, int]:
+    """Tokens per readable token list, by id (inside a transaction)."""
+    lists = _token_lists(db.execute("SELECT id, tokens FROM token_lists").fetchall())
+    return {i: len(t) for i, t in lists.items()}
 
 
 def _indexable(tokens: object, blob: object, lists: dict[int, int]) -> np.ndarray | None:
