@@ -200,3 +200,37 @@ def test_a_pack_carries_no_index_and_its_import_is_indexed(query, tmp_path):
     with Store.open(tmp_path / "imported.sqlite") as store:
         assert _indexed_rowids(store) == _signed_rowids(store)
         assert _same_as_exhaustive(query, store)
+
+
+def test_the_light_columns_read_beside_the_index_are_the_rows_own(query, tmp_path):
+    rows = _rows(query, 8, "planted", 300)
+    tokens = rows[0].retrieval_tokens
+    features, day = np.ones(14).astype("<f8").tobytes(), "2026-01-01T00:00:00"
+    nan_vector = np.full(len(rows[0].retrieval or b"") // 2, np.nan).astype("<f2").tobytes()
+    odd = [Row("nan-features", {}, None, None, None, None, np.full(14, np.nan).astype("<f8").tobytes(), None,
+               tokens, rows[0].retrieval, day),
+           Row("nan-vector", {}, "/m", "h", None, None, features, None, tokens, nan_vector, day),
+           Row("short-vector", {}, None, None, None, None, None, None, tokens, b"\0" * 10, day),
+           Row("fingerprint-only", {}, None, None, None, None, features, None, None, None, day)]
+    db = tmp_path / "cat.sqlite"
+    with Store.open(db, writable=True) as store:
+        store.put(rows + odd, replace=False)
+
+    def light(beside_index: bool) -> tuple[object, list[str]]:
+        with Store.open(db) as store:
+            if not beside_index:
+                store._light_from_index = lambda lists: None  # type: ignore[method-assign]
+            else:
+                assert store._light_from_index(store.token_lists()) is not None
+            found = store.light(vectors=False)
+            return found, sorted(str(d) for d in store.damage.values())
+
+    fast, damaged = light(True)
+    assert (fast, damaged) == light(False)
+    assert [d.split("'")[1] for d in damaged] == ["nan-features", "short-vector"]
+    assert "nan-vector" in fast.names and "fingerprint-only" in fast.names  # type: ignore[attr-defined]
+    with sqlite3.connect(db) as con:  # changed by another program: read from the rows themselves
+        con.execute("UPDATE models SET retrieval = x'0000' WHERE name = 'row-00003'")
+    with Store.open(db) as store:
+        assert store._light_from_index(store.token_lists()) is None
+        assert "row-00003" not in store.light(vectors=False).names

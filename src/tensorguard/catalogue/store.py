@@ -105,7 +105,20 @@ CREATE TRIGGER IF NOT EXISTS retrieval_stale_delete AFTER DELETE ON models
     BEGIN UPDATE retrieval_state SET valid = 0; END;
 CREATE TRIGGER IF NOT EXISTS retrieval_stale_tokens AFTER UPDATE ON token_lists
     BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_new_tokens AFTER INSERT ON token_lists
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_old_tokens AFTER DELETE ON token_lists
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+-- the light columns but the vector's, in name order: read without the rows' pages, the
+-- vector's presence and size then known from the (valid) index
+CREATE INDEX IF NOT EXISTS retrieval_light ON models (name, path, header_hash, features, tokens);
 """
+_INDEX_OBJECTS = {"retrieval_state", "retrieval_blocks", "retrieval_light", "retrieval_stale_insert",
+                  "retrieval_stale_update", "retrieval_stale_delete", "retrieval_stale_tokens",
+                  "retrieval_stale_new_tokens", "retrieval_stale_old_tokens"}
+#: A retrieval column's size, read in its place (-1: not a blob).
+_VECTOR_SIZE = ("CASE WHEN retrieval IS NULL THEN NULL "
+                "WHEN typeof(retrieval) = 'blob' THEN length(retrieval) ELSE -1 END")
 _DOCUMENT = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "features",
              "retrieval", "added_at")
 
@@ -284,7 +297,8 @@ class Store:
                     f"{self.path}: not a tensorguard catalogue of schema {version}: "
                     + (f"table {table!r} is missing" if not found
                        else f"table {table!r} lacks column(s) {', '.join(missing)}"))
-        if writable and (version < SCHEMA_VERSION or "retrieval_state" not in tables):  # add the index
+        objects = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if writable and (version < SCHEMA_VERSION or not objects >= _INDEX_OBJECTS):  # add the index
             with self.transaction() as tx:
                 for statement in _statements(_INDEX_SCHEMA):
                     tx.execute(statement)
@@ -381,36 +395,72 @@ class Store:
         that has one; ``vector_chunks`` streams them)."""
         lists = self.token_lists()
         # without vectors, a vector's size stands for it (checked as the vector would be)
-        column = "retrieval" if vectors else \
-            "CASE WHEN retrieval IS NULL THEN NULL WHEN typeof(retrieval) = 'blob' THEN length(retrieval) " \
-            "ELSE -1 END"
-        rows = self._query(f"SELECT rowid, name, path, header_hash, features, tokens, {column}, "
-                           f"{_plain_row(lists)} FROM models ORDER BY name")
+        found = None if vectors else self._light_from_index(lists)
+        if found is None:
+            rows = self._query(f"SELECT rowid, name, path, header_hash, features, tokens, "
+                               f"{'retrieval' if vectors else _VECTOR_SIZE}, {_plain_row(lists)} "
+                               "FROM models ORDER BY name")
+            found = rows, [r[6] for r in rows]
+        rows = found[0]
+        column: list[Any] = found[1]
         # the checks SQLite cannot make (features finite and in range), on every plain row at once
         plain = [r for r in rows if r[7] and r[4] is not None]
         values = np.frombuffer(b"".join(r[4] for r in plain), dtype="<f8").reshape(len(plain), FEATURE_COUNT)
         in_range = (np.abs(values) <= MAX_FEATURE).all(axis=1)  # NaN is not
         odd = {r[0] for r, ok in zip(plain, in_range, strict=True) if not ok}
         sizes = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
-        for r in rows:
-            if r[6] is not None:  # a vector (or, without vectors, its size): of its list's size?
-                size = r[6] if not vectors else len(r[6]) if isinstance(r[6], bytes) else -1
+        for r, vector in zip(rows, column, strict=True):
+            if vector is not None:  # a vector (or, without vectors, its size): of its list's size?
+                size = vector if not vectors else len(vector) if isinstance(vector, bytes) else -1
                 if sizes.get(r[5]) != size:
                     odd.add(r[0])
-        keep = []
-        for row in rows:
+        keep, kept = [], []
+        for row, vector in zip(rows, column, strict=True):
             if not row[7] or row[0] in odd:  # the full checks, for their message
-                rowid, name, path, digest, features, tokens, retrieval = row[:7]
-                if not vectors and retrieval is not None:
-                    retrieval = Length(retrieval) if retrieval >= 0 else "not a blob"
-                if problem := _light_problem(name, path, digest, features, tokens, retrieval, lists):
+                rowid, name, path, digest, features, tokens = row[:6]
+                stands: object = vector if vectors or vector is None else \
+                    Length(vector) if vector >= 0 else "not a blob"
+                if problem := _light_problem(name, path, digest, features, tokens, stands, lists):
                     self._damaged(rowid, name, problem)
                     continue
             keep.append(row)
+            kept.append(vector)
         return Light([r[1] for r in keep], [r[2] for r in keep], [r[3] for r in keep], [r[4] for r in keep],
-                     [r[5] for r in keep],
-                     [r[6] for r in keep] if vectors else [None if r[6] is None else b"" for r in keep],
+                     [r[5] for r in keep], kept if vectors else [None if v is None else b"" for v in kept],
                      [r[0] for r in keep])
+
+    def _light_from_index(self, lists: dict[int, tuple[str, ...]]
+                          ) -> tuple[list[tuple[Any, ...]], list[int | None]] | None:
+        """``light``'s rows with vector sizes, from the index ``retrieval_light`` (no row's own page
+        read) when the retrieval index is valid: a row it holds has a vector of its list's size
+        (checked when it was indexed, and nothing changed since); the others' sizes are read."""
+        if self._db is None:
+            return None
+        with self._errors():
+            self._db.execute("BEGIN")  # the rows and the index from one snapshot
+            try:
+                objects = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+                if not objects >= _INDEX_OBJECTS or \
+                        self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
+                    return None
+                rows = self._db.execute(f"SELECT rowid, name, path, header_hash, features, tokens, NULL, "
+                                        f"{_plain_row(lists)} FROM models INDEXED BY retrieval_light "
+                                        "ORDER BY name").fetchall()
+                blocks = [np.frombuffer(b, dtype="<i8") for (b,) in
+                          self._db.execute("SELECT rowids FROM retrieval_blocks") if isinstance(b, bytes)]
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                indexed = np.isin(ids, np.concatenate(blocks)) if blocks else np.zeros(len(rows), dtype=bool)
+                rest = ids[~indexed].tolist()
+                sizes: dict[int, int | None] = {}
+                for start in range(0, len(rest), 900):
+                    part = rest[start:start + 900]
+                    sizes.update(self._db.execute(f"SELECT rowid, {_VECTOR_SIZE} FROM models WHERE rowid IN "
+                                                  f"({', '.join('?' * len(part))})", part).fetchall())
+            finally:
+                self._db.execute("COMMIT")
+        size_of = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
+        return rows, [size_of.get(r[5], -1) if hit else sizes.get(r[0])
+                      for r, hit in zip(rows, indexed.tolist(), strict=True)]
 
     def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
         """Every undamaged row's name, token-list id and retrieval vector, in name order, ``size``
@@ -544,6 +594,7 @@ class Store:
                                (row.name, row.signature))
             self._update_index(db, valid, removed, added)
             self._drop_unused(db)
+            db.execute("UPDATE retrieval_state SET valid = 1")
 
     def delete(self, name: str) -> bool:
         with self.transaction() as db:
@@ -553,6 +604,7 @@ class Store:
             deleted = db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
             self._update_index(db, valid, removed, [])
             self._drop_unused(db)
+            db.execute("UPDATE retrieval_state SET valid = 1")
         return deleted
 
     def delete_rows(self, damage: Sequence[Damage]) -> None:
@@ -565,6 +617,7 @@ class Store:
                 db.execute("DELETE FROM models WHERE rowid = ?", (d.rowid,))
             self._update_index(db, valid, [d.rowid for d in damage], [])
             self._drop_unused(db)
+            db.execute("UPDATE retrieval_state SET valid = 1")
 
     @staticmethod
     def _drop_unused(db: sqlite3.Connection) -> None:
@@ -693,7 +746,7 @@ def _plain_row(lists: dict[int, tuple[str, ...]]) -> str:
 def drop_index(db: sqlite3.Connection) -> None:
     """Remove the retrieval index and its triggers (the file keeps schema 1's tables)."""
     for kind, name in db.execute("SELECT type, name FROM sqlite_master WHERE name LIKE 'retrieval_%' "
-                                 "AND type IN ('trigger', 'table')").fetchall():
+                                 "AND type IN ('trigger', 'table', 'index')").fetchall():
         db.execute(f"DROP {kind.upper()} IF EXISTS {name}")
 
 
