@@ -20,10 +20,11 @@
   stored once, shared by the rows of one tokenizer.
 * **Retrieval index** (schema 2): every row's retrieval sketch (``sketches``) in blocks of
   ``BLOCK_ROWS`` rows of one token list, one BLOB per column per block, kept up to date by every
-  write in the write's own transaction. Triggers mark it stale when the rows change by any other
-  means (another program); a stale index is never read (``scan`` streams every vector, as a
-  schema-1 file does) and the next write rebuilds it. Opening a schema-1 file for writing
-  migrates it (builds the index once).
+  write in the write's own transaction, and an SQLite index of the light columns (``light`` reads
+  it instead of the rows while the retrieval index is valid). Triggers mark it stale when the
+  rows change by any other means (another program); a stale index is never read (``scan``
+  streams every vector, as a schema-1 file does) and the next write rebuilds it. Opening a
+  schema-1 file for writing migrates it (builds the index once).
 """
 
 from __future__ import annotations
