@@ -430,6 +430,19 @@ class Store:
                      [r[5] for r in keep], kept if vectors else [None if v is None else b"" for v in kept],
                      [r[0] for r in keep])
 
+    @staticmethod
+    @contextmanager
+    def _snapshot(db: sqlite3.Connection) -> Iterator[None]:
+        """Several reads from one snapshot of the file (a read transaction, unless one is open)."""
+        if db.in_transaction:
+            yield
+            return
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
+
     def _light_from_index(self, lists: dict[int, tuple[str, ...]]
                           ) -> tuple[list[tuple[Any, ...]], list[int | None]] | None:
         """``light``'s rows with vector sizes, from the index ``retrieval_light`` (no row's own page
@@ -437,28 +450,24 @@ class Store:
         (checked when it was indexed, and nothing changed since); the others' sizes are read."""
         if self._db is None:
             return None
-        with self._errors():
-            self._db.execute("BEGIN")  # the rows and the index from one snapshot
-            try:
-                objects = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
-                if not objects >= _INDEX_OBJECTS or \
-                        self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
-                    return None
-                rows = self._db.execute(f"SELECT rowid, name, path, header_hash, features, tokens, NULL, "
-                                        f"{_plain_row(lists)} FROM models INDEXED BY retrieval_light "
-                                        "ORDER BY name").fetchall()
-                blocks = [np.frombuffer(b, dtype="<i8") for (b,) in
-                          self._db.execute("SELECT rowids FROM retrieval_blocks") if isinstance(b, bytes)]
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                indexed = np.isin(ids, np.concatenate(blocks)) if blocks else np.zeros(len(rows), dtype=bool)
-                rest = ids[~indexed].tolist()
-                sizes: dict[int, int | None] = {}
-                for start in range(0, len(rest), 900):
-                    part = rest[start:start + 900]
-                    sizes.update(self._db.execute(f"SELECT rowid, {_VECTOR_SIZE} FROM models WHERE rowid IN "
-                                                  f"({', '.join('?' * len(part))})", part).fetchall())
-            finally:
-                self._db.execute("COMMIT")
+        with self._errors(), self._snapshot(self._db):  # the rows and the index from one snapshot
+            objects = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+            if not objects >= _INDEX_OBJECTS or \
+                    self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
+                return None
+            rows = self._db.execute(f"SELECT rowid, name, path, header_hash, features, tokens, NULL, "
+                                    f"{_plain_row(lists)} FROM models INDEXED BY retrieval_light "
+                                    "ORDER BY name").fetchall()
+            blocks = [np.frombuffer(b, dtype="<i8") for (b,) in
+                      self._db.execute("SELECT rowids FROM retrieval_blocks") if isinstance(b, bytes)]
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            indexed = np.isin(ids, np.concatenate(blocks)) if blocks else np.zeros(len(rows), dtype=bool)
+            rest = ids[~indexed].tolist()
+            sizes: dict[int, int | None] = {}
+            for start in range(0, len(rest), 900):
+                part = rest[start:start + 900]
+                sizes.update(self._db.execute(f"SELECT rowid, {_VECTOR_SIZE} FROM models WHERE rowid IN "
+                                              f"({', '.join('?' * len(part))})", part).fetchall())
         size_of = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
         return rows, [size_of.get(r[5], -1) if hit else sizes.get(r[0])
                       for r, hit in zip(rows, indexed.tolist(), strict=True)]
@@ -488,17 +497,13 @@ class Store:
         marked stale, or a block that does not read as one): the caller then reads every vector."""
         if self._db is None:
             return None
-        with self._errors():
-            self._db.execute("BEGIN")  # the state and the blocks from one snapshot
-            try:
-                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if "retrieval_state" not in tables or \
-                        self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
-                    return None
-                rows = self._db.execute("SELECT tokens, rowids, codes, stats, weights FROM retrieval_blocks "
-                                        "ORDER BY id").fetchall()
-            finally:
-                self._db.execute("COMMIT")
+        with self._errors(), self._snapshot(self._db):  # the state and the blocks from one snapshot
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "retrieval_state" not in tables or \
+                    self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
+                return None
+            rows = self._db.execute("SELECT tokens, rowids, codes, stats, weights FROM retrieval_blocks "
+                                    "ORDER BY id").fetchall()
         try:
             return [Block.from_columns(t, r, c, s, w) for t, r, c, s, w in rows]
         except (ValueError, TypeError):
