@@ -110,7 +110,7 @@ CHUNK_ROWS = 8192
 FIRST_PASS = 4
 #: When more than this share of the indexed rows could still be among the best (a query close to
 #: many rows, or to none), every vector is streamed instead.
-MAX_RESCORED = 0.5
+MAX_RESCORED = 0.25
 
 
 def load_known(store: Store, *, builtin: bool) -> Known:
