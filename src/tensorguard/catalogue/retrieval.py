@@ -199,7 +199,8 @@ def _score_exact(query: tuple[tuple[str, ...], np.ndarray], store: Store, known:
 def indexed_scores(sig: Signature, store: Store, known: Known, keep: int = SHORTLIST) -> np.ndarray | None:
     """``stream_scores``' exact score for every row that can be among the ``keep`` best (ties
     included), NaN for the rows the index rules out; ``None`` when the index cannot answer (no
-    usable index, or more than ``MAX_RESCORED`` of the rows could be among the best).
+    usable index, fewer than ``keep`` rows with a score, or more than ``MAX_RESCORED`` of the rows
+    could be among the best).
 
     Every block's bounds are one product (``sketches.bounds``). The ``FIRST_PASS * keep`` rows
     with the best estimates, and every signed row the index lacks, are scored exactly; ``t`` is

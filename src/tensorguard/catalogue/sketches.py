@@ -6,8 +6,9 @@ A row's float16 retrieval vector ``v`` (``D = n(n-1)/2`` token pairs) is project
 codes with one scale per row. For a query ``x`` in the row's pair space, ``codes @ (x R) * scale``
 estimates ``v . x``. Its error has two parts: the quantisation error, bounded exactly
 (``scale / 2 * |x R|_1``), and the projection's error, whose standard deviation is at most
-``|v| |x| sqrt(2 / DIMS)``; the bound allows ``Z`` of those (a row whose estimate is off by more
-has odds below about 1e-9 under the Gaussian approximation of a sum of ``DIMS`` terms). Rows of
+``sqrt((|v|^2 |x|^2 + (v . x)^2) / DIMS)``; the bound allows ``Z`` of those (a row whose
+estimate is off by more has odds below about 1e-9 under the Gaussian approximation of a sum of
+``DIMS`` terms). Rows of
 another token list than the query's are correlated over the shared tokens only; their score's
 denominator (the spread of ``v`` over the shared pairs) is bounded below from each token's sum of
 squares (rounded up) and sum of entries (``weights``, int8 with one scale each per row) and
