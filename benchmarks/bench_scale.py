@@ -4,6 +4,7 @@ local Dask cluster and through an external scheduler.
 
     python benchmarks/bench_scale.py                      # 100,000 rows, 8 models
     python benchmarks/bench_scale.py --rows 20000 --models 4 --no-throughput
+    python benchmarks/bench_scale.py --workdir /tmp/scale --reuse --no-pack --no-throughput
 
 The synthetic catalogue: ``--rows`` rows, each with a random retrieval vector (in 4 token lists,
 as several tokenizers give) and a perturbed fingerprint; ``SHORTLIST`` of them are planted near
@@ -11,7 +12,8 @@ the query (noisy copies of its retrieval vector) with a full signature each, so 
 compared in full is real work. The other rows carry no signature: the retrieve step never reads
 the signatures of rows outside its shortlist. The retrieve step runs in a fresh child process
 (open the file, read every row, rank, compare the shortlist in full), best of 3, with its peak
-resident memory.
+resident memory: once through the retrieval index, once streaming every vector (the index
+ignored), on the same file.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _RETRIEVE = """
 import json, resource, sys, time
 from pathlib import Path
 from tensorguard.catalogue import Store
+from tensorguard.catalogue import retrieval
 from tensorguard.catalogue.retrieval import fingerprint_threshold, load_known, rank_candidates
 from tensorguard.fingerprints import fingerprint
 from tensorguard.lineage.distance import load_reference
@@ -52,6 +55,8 @@ from tensorguard.signatures import compute_signature
 import torch
 torch.set_num_threads(1)
 db, model = Path(sys.argv[1]), Path(sys.argv[2])
+if sys.argv[3] == "streamed":
+    retrieval.indexed_scores = lambda *args, **kwargs: None
 sig, fp = compute_signature(model), fingerprint(model, samples=2, device="cpu")
 reference = load_reference(None)
 limit = fingerprint_threshold(reference)
@@ -108,9 +113,10 @@ def synthetic_catalogue(db: Path, rows: int, query: Path) -> None:
             store.put(batch, replace=False)
 
 
-def retrieval(db: Path, query: Path, runs: int = 3) -> dict:
+def retrieval(db: Path, query: Path, mode: str, runs: int = 3) -> dict:
+    """The retrieve step in a fresh process, ``indexed`` or ``streamed``: the fastest of ``runs``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    found = [json.loads(subprocess.run([sys.executable, "-c", _RETRIEVE, str(db), str(query)], env=env,
+    found = [json.loads(subprocess.run([sys.executable, "-c", _RETRIEVE, str(db), str(query), mode], env=env,
                                        check=True, capture_output=True, text=True).stdout)
              for _ in range(runs)]
     return min(found, key=lambda r: r["wall_s"])
@@ -161,6 +167,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--models", type=int, default=8, help="models added in the throughput runs")
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--no-pack", action="store_true", help="skip the pack export and check")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the --workdir's catalogue and query model when they are there")
     parser.add_argument("--workdir", type=Path, help="kept (default: a temporary folder, removed)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tensorguard-scale-"))
@@ -169,27 +178,36 @@ def main() -> None:
         base = make_weights(SPEC, 0)
         models = [save(workdir / f"model-{i}", finetune(base, 0.1, seed=i) if i else base, i)
                   for i in range(max(args.models, 1))]
-        query = save(workdir / "query", finetune(base, 0.2, seed=99), 99)
         db = workdir / "synthetic.sqlite"
+        reuse = args.reuse and db.exists() and (workdir / "query").is_dir()
+        query = workdir / "query" if reuse else save(workdir / "query", finetune(base, 0.2, seed=99), 99)
         start = time.perf_counter()
-        synthetic_catalogue(db, args.rows, query)
+        if not reuse:
+            synthetic_catalogue(db, args.rows, query)
         built = time.perf_counter() - start
-        found = retrieval(db, query)
-        pack = workdir / "synthetic.tgpack"
-        start = time.perf_counter()
-        info = Catalogue(db, builtin=False).export_pack(pack, force=True)
-        exported = time.perf_counter() - start
-        start = time.perf_counter()
-        from tensorguard.catalogue import read_pack
+        with Store.open(db, writable=True) as store:  # a catalogue of an older schema is migrated
+            blocks = store.sketch_blocks() or []
+        index_mb = sum(sum(len(c) for c in b.to_columns()[1:]) for b in blocks) / 1e6
+        how = "reused" if reuse else f"built in {built:.0f} s"
+        print(f"catalogue {db.stat().st_size / 1e6:.0f} MB ({how}), its retrieval index {index_mb:.1f} MB "
+              f"in {len(blocks)} blocks")
+        for mode in ("streamed", "indexed"):
+            found = retrieval(db, query, mode)
+            print(f"retrieve step, {mode}, over {found['rows']:,} rows: best of 3 {found['wall_s']:.3f} s, "
+                  f"peak RSS {found['peak_mb']:.0f} MB (+{found['growth_mb']:.0f} MB during the step); "
+                  f"best match {found['best']}")
+        if not args.no_pack:
+            pack = workdir / "synthetic.tgpack"
+            start = time.perf_counter()
+            info = Catalogue(db, builtin=False).export_pack(pack, force=True)
+            exported = time.perf_counter() - start
+            start = time.perf_counter()
+            from tensorguard.catalogue import read_pack
 
-        read_pack(pack)
-        verified = time.perf_counter() - start
-        print(f"retrieve step over {found['rows']:,} rows ({args.rows:,} synthetic + 43 built-in; "
-              f"catalogue {db.stat().st_size / 1e6:.0f} MB, built in {built:.0f} s): best of 3 "
-              f"{found['wall_s']:.3f} s, peak RSS {found['peak_mb']:.0f} MB (+{found['growth_mb']:.0f} MB "
-              f"during the step); best match {found['best']}")
-        print(f"signature pack of those {info.rows:,} rows: {info.size / 1e6:.0f} MB, exported in "
-              f"{exported:.1f} s, checked whole in {verified:.1f} s")
+            read_pack(pack)
+            verified = time.perf_counter() - start
+            print(f"signature pack of those {info.rows:,} rows: {info.size / 1e6:.0f} MB, exported in "
+                  f"{exported:.1f} s, checked whole in {verified:.1f} s")
         if not args.no_throughput:
             print(table(["index add", "models", "wall s", "models/min"], throughput(workdir, models)))
     finally:

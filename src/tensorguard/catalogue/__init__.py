@@ -3,8 +3,8 @@ SQLite file plus the built-in published fingerprints, and the look-up of a new m
 
 ``store`` is the file, ``entries`` what a row holds (and how one is measured), ``catalogue`` the
 ``Catalogue`` handle, ``packs`` the signature packs (a catalogue in one checked file),
-``retrieval`` the vectorised ranking of every row, ``scanning`` the ``scan`` verb (retrieve,
-confirm with ``compare``, answer).
+``retrieval`` the vectorised ranking of every row, ``sketches`` its index, ``scanning`` the
+``scan`` verb (retrieve, confirm with ``compare``, answer).
 """
 
 from tensorguard.catalogue.catalogue import Catalogue, PackImport

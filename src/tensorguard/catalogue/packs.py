@@ -30,14 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tensorguard.catalogue.store import SCHEMA_VERSION, Row, Store
+from tensorguard.catalogue.store import Row, Store, drop_index
 from tensorguard.errors import TensorguardError
 from tensorguard.inputs import regular_file
 from tensorguard.outputs import write_bytes_atomic
 
 FORMAT = "tensorguard signature pack"
-#: The pack layout's version (the tables inside follow the catalogue's ``SCHEMA_VERSION``).
+#: The pack layout's version.
 PACK_VERSION = 1
+#: The catalogue schema of a pack's tables: schema 1's, without the retrieval index (a pack is
+#: checked whole before use and the index is derived data; importing a pack indexes its rows).
+PACK_SCHEMA = 1
 #: ``PRAGMA application_id`` of a pack: "TGPK".
 PACK_ID = 0x5447504B
 #: The largest value accepted per column (bytes), checked before a value is read.
@@ -117,6 +120,8 @@ def write_pack(rows: Sequence[Row], path: str | Path, *, force: bool = False,
             store.put(rows, replace=False)
         with closing(sqlite3.connect(str(build), isolation_level=None)) as db:
             db.execute("PRAGMA journal_mode=DELETE")  # one file: no write-ahead log beside it
+            drop_index(db)
+            db.execute(f"PRAGMA user_version = {PACK_SCHEMA}")
             db.execute("CREATE TABLE pack (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             meta = {"format": FORMAT, "version": str(PACK_VERSION), "rows": str(len(rows)),
                     "sha256": digest, "created_by": created_by}
@@ -277,7 +282,7 @@ def read_pack(path: str | Path) -> tuple[PackInfo, list[Row]]:
                            and not (t == "index" and n.startswith("sqlite_autoindex_")))
             if extra or {n for t, n in kinds if t == "table"} != _TABLES:
                 raise _refuse(path, f"unexpected tables or code ({', '.join(extra) or 'missing tables'})")
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            if db.execute("PRAGMA user_version").fetchone()[0] != PACK_SCHEMA:
                 raise _refuse(path, "an unknown catalogue schema")
             meta = _meta(path, db)
             _check_sizes(path, db, int(meta["rows"]))

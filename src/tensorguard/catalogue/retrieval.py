@@ -1,24 +1,29 @@
 """The retrieve step of ``scan``: every catalogue row scored at once, then the best few in full.
 
-Every row's light columns are read into arrays once (``Known``); the retrieval vectors are then
-streamed from the file ``CHUNK_ROWS`` rows at a time, so memory stays bounded however large the
-catalogue. Within a chunk the vectors of the rows that share a token list are one contiguous
-float32 matrix, so their scores are one matrix-vector product; rows of another token list are
-compared over the shared tokens by sums (no matrix is rebuilt). Fingerprint distances are one
-vectorised norm over a ``(rows, 14)`` array. Only the ``SHORTLIST`` best signature rows are read
-and compared in full (``signatures.similarity``, every block), and only the rows that can be
-shown or answer become ``Candidate`` objects.
+Every row's light columns are read into arrays once (``Known``). Where the file has a usable
+retrieval index (``store``, ``sketches``), each block of sketches bounds its rows' scores with one
+matrix-vector product; the rows that can be among the ``SHORTLIST`` best are then scored exactly
+from their vectors (``indexed_scores``), so the shortlist and its scores are the exhaustive
+search's. Otherwise (no index, a stale one, or a query that too many rows come close to) the
+retrieval vectors are streamed from the file ``CHUNK_ROWS`` rows at a time, so memory stays
+bounded however large the catalogue. Within a chunk the vectors of the rows that share a token
+list are one contiguous float32 matrix, so their scores are one matrix-vector product; rows of
+another token list are compared over the shared tokens by sums (no matrix is rebuilt).
+Fingerprint distances are one vectorised norm over a ``(rows, 14)`` array. Only the
+``SHORTLIST`` best signature rows are read and compared in full (``signatures.similarity``,
+every block), and only the rows that can be shown or answer become ``Candidate`` objects.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tensorguard.catalogue.entries import Origin, builtin_entries
+from tensorguard.catalogue.sketches import Estimates, bounds
 from tensorguard.catalogue.store import Store
 from tensorguard.enums import TextEnum
 from tensorguard.errors import TensorguardError
@@ -91,6 +96,7 @@ class Known:
     hashes: list[str | None]
     features: np.ndarray  # (rows, 14) float64, NaN where a row has no complete fingerprint
     builtin_labels: dict[str, dict[str, str]]
+    rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # -1: built-in
 
     @property
     def signed(self) -> np.ndarray:
@@ -101,6 +107,11 @@ _NO_FEATURES = np.full(len(FEATURE_KEYS), np.nan).astype("<f8").tobytes()
 #: Rows whose retrieval vectors are read and scored together: the retrieve step's memory is
 #: bounded by this many 4 KB vectors (as float32: 8 KB each), whatever the catalogue's size.
 CHUNK_ROWS = 8192
+#: The indexed search first scores exactly this many times ``SHORTLIST`` rows, best by sketch.
+FIRST_PASS = 4
+#: When more than this share of the indexed rows could still be among the best (a query close to
+#: many rows, or to none), every vector is streamed instead.
+MAX_RESCORED = 0.25
 
 
 def load_known(store: Store, *, builtin: bool) -> Known:
@@ -109,6 +120,7 @@ def load_known(store: Store, *, builtin: bool) -> Known:
     names = list(light.names)
     origins = [Origin.MODEL if r is not None else Origin.FINGERPRINT for r in light.retrieval]
     paths, hashes = list(light.paths), list(light.hashes)
+    rowids = list(light.rowids)
     features = [f or _NO_FEATURES for f in light.features]
     labels: dict[str, dict[str, str]] = {}
     if builtin:
@@ -119,10 +131,11 @@ def load_known(store: Store, *, builtin: bool) -> Known:
                 origins.append(Origin.BUILTIN)
                 paths.append(None)
                 hashes.append(None)
+                rowids.append(-1)
                 features.append(e.fingerprint.vector().astype("<f8").tobytes())
                 labels[e.name] = e.labels
     matrix = np.frombuffer(b"".join(features), dtype="<f8").reshape(len(names), len(FEATURE_KEYS))
-    return Known(names, origins, paths, hashes, matrix, labels)
+    return Known(names, origins, paths, hashes, matrix, labels, np.asarray(rowids, dtype=np.int64))
 
 
 Groups = dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]  # tokens -> (row ids, float32 vectors)
@@ -151,15 +164,115 @@ def stream_scores(sig: Signature, store: Store, known: Known, chunk: int | None 
         if [name for name, _, _ in batch] != known.names[start:start + len(batch)]:
             raise TensorguardError(f"{store.path}: the catalogue changed while it was scanned; scan again")
         ids = np.arange(start, start + len(batch))
-        groups = vector_groups(ids, [t for _, t, _ in batch], [v for _, _, v in batch], lists)
-        for rows, vectors in groups.values():
-            bad = ~np.isfinite(vectors).all(axis=1)
-            vectors[bad] = np.nan  # damaged: scored NaN, never shortlisted
-            for i in rows[bad]:
-                store.record_damage(known.names[i], "its retrieval vector holds values that are not finite")
-        _score(query, groups, out)
+        _score_rows(query, store, known, ids, [t for _, t, _ in batch], [v for _, _, v in batch], lists, out)
         start += len(batch)
     return out
+
+
+def _score_rows(query: tuple[tuple[str, ...], np.ndarray], store: Store, known: Known, ids: np.ndarray,
+                token_ids: list[int | None], blobs: list[bytes | None], lists: Mapping[int, tuple[str, ...]],
+                out: np.ndarray) -> None:
+    """Score the rows ``ids`` exactly from their vectors into ``out`` (a non-finite vector: NaN,
+    recorded as damage)."""
+    groups = vector_groups(ids, token_ids, blobs, lists)
+    for rows, vectors in groups.values():
+        bad = ~np.isfinite(vectors).all(axis=1)
+        vectors[bad] = np.nan  # damaged: scored NaN, never shortlisted
+        for i in rows[bad]:
+            store.record_damage(known.names[i], "its retrieval vector holds values that are not finite")
+    _score(query, groups, out)
+
+
+def _score_exact(query: tuple[tuple[str, ...], np.ndarray], store: Store, known: Known,
+                 rows: Sequence[int], lists: Mapping[int, tuple[str, ...]], out: np.ndarray) -> None:
+    """Read the vectors of the rows ``rows`` (indices of ``known``) by rowid and score them."""
+    if not len(rows):
+        return
+    where = {int(known.rowids[i]): int(i) for i in rows}
+    found = store.vectors(list(where))
+    if len(found) != len(where) or any(known.names[where[r]] != name for r, name, _, _ in found):
+        raise TensorguardError(f"{store.path}: the catalogue changed while it was scanned; scan again")
+    ids = np.asarray([where[r] for r, _, _, _ in found], dtype=np.int64)
+    _score_rows(query, store, known, ids, [t for _, _, t, _ in found], [v for _, _, _, v in found],
+                lists, out)
+
+
+def indexed_scores(sig: Signature, store: Store, known: Known, keep: int = SHORTLIST) -> np.ndarray | None:
+    """``stream_scores``' exact score for every row that can be among the ``keep`` best (ties
+    included), NaN for the rows the index rules out; ``None`` when the index cannot answer (no
+    usable index, fewer than ``keep`` rows with a score, or more than ``MAX_RESCORED`` of the rows
+    could be among the best).
+
+    Every block's bounds are one product (``sketches.bounds``). The ``FIRST_PASS * keep`` rows
+    with the best estimates, and every signed row the index lacks, are scored exactly; ``t`` is
+    the ``keep``-th best of those scores, a lower bound of the ``keep``-th best of all. Every other
+    row whose upper bound reaches ``t`` is then scored exactly: a row the index rules out scores
+    below ``t``, so it cannot be among the ``keep`` best."""
+    blocks = store.sketch_blocks()
+    if blocks is None or len(known.rowids) != len(known.names):
+        return None
+    query = retrieval_vector(sig)
+    tokens, vector = query[0], query[1].astype(np.float32)
+    lists = store.token_lists()
+    rows = len(known.names)
+    files = np.flatnonzero(known.rowids >= 0)
+    order = files[np.argsort(known.rowids[files], kind="stable")]
+    ordered = known.rowids[order]
+    estimate = np.full(rows, -np.inf)
+    covered = np.zeros(rows, dtype=bool)
+    found: list[tuple[np.ndarray, Estimates]] = []
+    spaces: dict[int, tuple[np.ndarray, np.ndarray | None] | None] = {}
+    for block in blocks:
+        at = np.minimum(np.searchsorted(ordered, block.rowids), max(len(ordered) - 1, 0))
+        hit = ordered[at] == block.rowids if len(ordered) else np.zeros(len(block), dtype=bool)
+        if not hit.any() or block.tokens not in lists:
+            continue
+        if block.tokens not in spaces:
+            spaces[block.tokens] = _query_space(tokens, vector, lists[block.tokens])
+        space = spaces[block.tokens]
+        index = order[at[hit]]
+        covered[index] = True
+        if space is not None:  # else too few shared tokens: NaN in the exhaustive search too
+            estimates = bounds(block.take(hit), *space)
+            estimate[index] = estimates.estimate
+            found.append((index, estimates))
+    out = np.full(rows, np.nan)
+    first = np.flatnonzero(covered)
+    first = first[np.argsort(-estimate[first], kind="stable")[:FIRST_PASS * keep]]
+    first = first[estimate[first] > -np.inf]
+    _score_exact(query, store, known, [*np.flatnonzero(known.signed & ~covered), *first], lists, out)
+    best = np.sort(out[np.isfinite(out)])[::-1]
+    if len(best) < keep:
+        return None
+    reach = np.zeros(rows, dtype=bool)
+    for index, estimates in found:
+        reach[index] = estimates.may_reach(float(best[keep - 1]))
+    rest = np.flatnonzero(reach)
+    rest = rest[~np.isin(rest, first)]
+    if len(rest) > MAX_RESCORED * max(int(covered.sum()), 1):
+        return None
+    _score_exact(query, store, known, list(rest), lists, out)
+    return out
+
+
+def _query_space(tokens: tuple[str, ...], vector: np.ndarray,
+                 row_tokens: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The query in a token list's pair space, for ``sketches.bounds``: the vector itself (same
+    tokens), or its shared pairs centred with the mask of the list's unshared tokens; ``None``
+    when fewer than ``MIN_TOKENS`` tokens are shared."""
+    if row_tokens == tokens:
+        return vector, None
+    where = {t: i for i, t in enumerate(row_tokens)}
+    qa = [i for i, t in enumerate(tokens) if t in where]
+    if len(qa) < MIN_TOKENS:
+        return None
+    mine = np.asarray([where[tokens[i]] for i in qa])
+    shared = vector[_pair_index(np.asarray(qa), len(tokens))]
+    x = np.zeros(len(row_tokens) * (len(row_tokens) - 1) // 2, dtype=np.float32)
+    x[_pair_index(mine, len(row_tokens))] = shared - shared.mean()
+    unshared = np.ones(len(row_tokens), dtype=bool)
+    unshared[mine] = False
+    return x, unshared
 
 
 def _pair_index(order: np.ndarray, n: int) -> np.ndarray:
@@ -245,7 +358,9 @@ def rank_candidates(sig: Signature, fp: Fingerprint | None, known: Known, store:
 def rank_signatures(sig: Signature, known: Known, store: Store) -> list[Candidate]:
     """Retrieval over every row and the full signature comparison for the ``SHORTLIST`` best,
     best first (no fingerprint distances)."""
-    retrieval = stream_scores(sig, store, known)
+    retrieval = indexed_scores(sig, store, known)
+    if retrieval is None:
+        retrieval = stream_scores(sig, store, known)
     order = np.argsort(np.where(np.isfinite(retrieval), -retrieval, np.inf), kind="stable")
     shortlist = [int(i) for i in order[:SHORTLIST] if np.isfinite(retrieval[i])]
     labels = {**store.labels([known.names[i] for i in shortlist]), **known.builtin_labels}

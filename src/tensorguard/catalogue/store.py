@@ -18,6 +18,13 @@
 * **Fast reads**: what ``scan`` reads for every row (name, path, hash, features, retrieval
   vector, a token-list id) sits apart from the signatures and the JSON documents; token lists are
   stored once, shared by the rows of one tokenizer.
+* **Retrieval index** (schema 2): every row's retrieval sketch (``sketches``) in blocks of
+  ``BLOCK_ROWS`` rows of one token list, one BLOB per column per block, kept up to date by every
+  write in the write's own transaction, and an SQLite index of the light columns (``light`` reads
+  it instead of the rows while the retrieval index is valid). Triggers mark it stale when the
+  rows change by any other means (another program); a stale index is never read (``scan``
+  streams every vector, as a schema-1 file does) and the next write rebuilds it. Opening a
+  schema-1 file for writing migrates it (builds the index once).
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tensorguard.catalogue.sketches import BLOCK_ROWS, DIMS, Block, sketch
 from tensorguard.errors import TensorguardError, UsageError
 from tensorguard.fingerprints.schema import FEATURE_KEYS, MAX_MAGNITUDE
 from tensorguard.inputs import special_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: How long a writer waits for another writer (``timeout``), by default.
 BUSY_TIMEOUT_S = 30.0
 #: A writer kept waiting this long says so (once) on the ``tensorguard`` logger.
@@ -73,6 +83,43 @@ CREATE TABLE signatures (
     signature BLOB NOT NULL          -- tensorguard.signatures bytes
 );
 """
+#: Schema 2: the retrieval index (``sketches``) and the triggers that mark it stale.
+_INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS retrieval_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    valid INTEGER NOT NULL           -- 0: rows changed outside tensorguard; rebuilt at the next write
+);
+CREATE TABLE IF NOT EXISTS retrieval_blocks (  -- sketches of up to BLOCK_ROWS rows of a token list
+    id INTEGER PRIMARY KEY,
+    tokens INTEGER NOT NULL,
+    rowids BLOB NOT NULL,            -- int64: the rows of models
+    codes BLOB NOT NULL,             -- int8 (rows, DIMS)
+    stats BLOB NOT NULL,             -- float32 (rows, 5): see sketches.Block
+    weights BLOB NOT NULL            -- int8 (rows, 2, tokens): each token's squares and sum
+);
+INSERT OR IGNORE INTO retrieval_state (id, valid) VALUES (0, 1);
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_insert AFTER INSERT ON models
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_update AFTER UPDATE ON models
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_delete AFTER DELETE ON models
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_tokens AFTER UPDATE ON token_lists
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_new_tokens AFTER INSERT ON token_lists
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+CREATE TRIGGER IF NOT EXISTS retrieval_stale_old_tokens AFTER DELETE ON token_lists
+    BEGIN UPDATE retrieval_state SET valid = 0; END;
+-- the light columns but the vector's, in name order: read without the rows' pages, the
+-- vector's presence and size then known from the (valid) index
+CREATE INDEX IF NOT EXISTS retrieval_light ON models (name, path, header_hash, features, tokens);
+"""
+_INDEX_OBJECTS = {"retrieval_state", "retrieval_blocks", "retrieval_light", "retrieval_stale_insert",
+                  "retrieval_stale_update", "retrieval_stale_delete", "retrieval_stale_tokens",
+                  "retrieval_stale_new_tokens", "retrieval_stale_old_tokens"}
+#: A retrieval column's size, read in its place (-1: not a blob).
+_VECTOR_SIZE = ("CASE WHEN retrieval IS NULL THEN NULL "
+                "WHEN typeof(retrieval) = 'blob' THEN length(retrieval) ELSE -1 END")
 _DOCUMENT = ("name", "labels", "path", "header_hash", "architecture", "fingerprint", "features",
              "retrieval", "added_at")
 
@@ -118,6 +165,7 @@ class Light:
     features: list[bytes | None]
     tokens: list[int | None]
     retrieval: list[bytes | None]
+    rowids: list[int]
 
 
 def _json(value: object) -> str | None:
@@ -235,7 +283,7 @@ class Store:
         if writable and version == 0:
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             with self.transaction() as tx:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+                for statement in _statements(_SCHEMA + _INDEX_SCHEMA):
                     tx.execute(statement)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
@@ -250,6 +298,13 @@ class Store:
                     f"{self.path}: not a tensorguard catalogue of schema {version}: "
                     + (f"table {table!r} is missing" if not found
                        else f"table {table!r} lacks column(s) {', '.join(missing)}"))
+        objects = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        if writable and (version < SCHEMA_VERSION or not objects >= _INDEX_OBJECTS):  # add the index
+            with self.transaction() as tx:
+                for statement in _statements(_INDEX_SCHEMA):
+                    tx.execute(statement)
+                self._rebuild_index(tx)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -339,27 +394,83 @@ class Store:
         """The columns ``scan`` reads of every row, in name order (damaged rows left out). Without
         ``vectors`` the retrieval vectors stay in the file (``retrieval`` holds ``b""`` for a row
         that has one; ``vector_chunks`` streams them)."""
-        out = Light([], [], [], [], [], [])
         lists = self.token_lists()
         # without vectors, a vector's size stands for it (checked as the vector would be)
-        column = "retrieval" if vectors else \
-            "CASE WHEN retrieval IS NULL THEN NULL WHEN typeof(retrieval) = 'blob' THEN length(retrieval) " \
-            "ELSE -1 END"
-        for rowid, name, path, digest, features, tokens, retrieval in self._query(
-                f"SELECT rowid, name, path, header_hash, features, tokens, {column} FROM models "
-                "ORDER BY name"):
-            if not vectors and retrieval is not None:
-                retrieval = Length(retrieval) if retrieval >= 0 else "not a blob"
-            if problem := _light_problem(name, path, digest, features, tokens, retrieval, lists):
-                self._damaged(rowid, name, problem)
-                continue
-            out.names.append(name)
-            out.paths.append(path)
-            out.hashes.append(digest)
-            out.features.append(features)
-            out.tokens.append(tokens)
-            out.retrieval.append(retrieval if vectors or retrieval is None else b"")
-        return out
+        found = None if vectors else self._light_from_index(lists)
+        if found is None:
+            rows = self._query(f"SELECT rowid, name, path, header_hash, features, tokens, "
+                               f"{'retrieval' if vectors else _VECTOR_SIZE}, {_plain_row(lists)} "
+                               "FROM models ORDER BY name")
+            found = rows, [r[6] for r in rows]
+        rows = found[0]
+        column: list[Any] = found[1]
+        # the checks SQLite cannot make (features finite and in range), on every plain row at once
+        plain = [r for r in rows if r[7] and r[4] is not None]
+        values = np.frombuffer(b"".join(r[4] for r in plain), dtype="<f8").reshape(len(plain), FEATURE_COUNT)
+        in_range = (np.abs(values) <= MAX_FEATURE).all(axis=1)  # NaN is not
+        odd = {r[0] for r, ok in zip(plain, in_range, strict=True) if not ok}
+        sizes = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
+        for r, vector in zip(rows, column, strict=True):
+            if vector is not None:  # a vector (or, without vectors, its size): of its list's size?
+                size = vector if not vectors else len(vector) if isinstance(vector, bytes) else -1
+                if sizes.get(r[5]) != size:
+                    odd.add(r[0])
+        keep, kept = [], []
+        for row, vector in zip(rows, column, strict=True):
+            if not row[7] or row[0] in odd:  # the full checks, for their message
+                rowid, name, path, digest, features, tokens = row[:6]
+                stands: object = vector if vectors or vector is None else \
+                    Length(vector) if vector >= 0 else "not a blob"
+                if problem := _light_problem(name, path, digest, features, tokens, stands, lists):
+                    self._damaged(rowid, name, problem)
+                    continue
+            keep.append(row)
+            kept.append(vector)
+        return Light([r[1] for r in keep], [r[2] for r in keep], [r[3] for r in keep], [r[4] for r in keep],
+                     [r[5] for r in keep], kept if vectors else [None if v is None else b"" for v in kept],
+                     [r[0] for r in keep])
+
+    @staticmethod
+    @contextmanager
+    def _snapshot(db: sqlite3.Connection) -> Iterator[None]:
+        """Several reads from one snapshot of the file (a read transaction, unless one is open)."""
+        if db.in_transaction:
+            yield
+            return
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
+
+    def _light_from_index(self, lists: dict[int, tuple[str, ...]]
+                          ) -> tuple[list[tuple[Any, ...]], list[int | None]] | None:
+        """``light``'s rows with vector sizes, from the index ``retrieval_light`` (no row's own page
+        read) when the retrieval index is valid: a row it holds has a vector of its list's size
+        (checked when it was indexed, and nothing changed since); the others' sizes are read."""
+        if self._db is None:
+            return None
+        with self._errors(), self._snapshot(self._db):  # the rows and the index from one snapshot
+            objects = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+            if not objects >= _INDEX_OBJECTS or \
+                    self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
+                return None
+            rows = self._db.execute(f"SELECT rowid, name, path, header_hash, features, tokens, NULL, "
+                                    f"{_plain_row(lists)} FROM models INDEXED BY retrieval_light "
+                                    "ORDER BY name").fetchall()
+            blocks = [np.frombuffer(b, dtype="<i8") for (b,) in
+                      self._db.execute("SELECT rowids FROM retrieval_blocks") if isinstance(b, bytes)]
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            indexed = np.isin(ids, np.concatenate(blocks)) if blocks else np.zeros(len(rows), dtype=bool)
+            rest = ids[~indexed].tolist()
+            sizes: dict[int, int | None] = {}
+            for start in range(0, len(rest), 900):
+                part = rest[start:start + 900]
+                sizes.update(self._db.execute(f"SELECT rowid, {_VECTOR_SIZE} FROM models WHERE rowid IN "
+                                              f"({', '.join('?' * len(part))})", part).fetchall())
+        size_of = {i: len(t) * (len(t) - 1) for i, t in lists.items()}
+        return rows, [size_of.get(r[5], -1) if hit else sizes.get(r[0])
+                      for r, hit in zip(rows, indexed.tolist(), strict=True)]
 
     def vector_chunks(self, size: int) -> Iterator[list[tuple[str, int | None, bytes | None]]]:
         """Every undamaged row's name, token-list id and retrieval vector, in name order, ``size``
@@ -372,14 +483,35 @@ class Store:
                 yield [(name, tokens, vector) for rowid, name, tokens, vector in batch
                        if rowid not in self.damage]
 
+    def vectors(self, rowids: Sequence[int]) -> list[tuple[int, str, int | None, bytes | None]]:
+        """The rows ``rowids``' rowid, name, token-list id and retrieval vector (those that exist)."""
+        out = []
+        for start in range(0, len(rowids), 900):
+            part = [int(r) for r in rowids[start:start + 900]]
+            out += self._query(f"SELECT rowid, name, tokens, retrieval FROM models WHERE rowid IN "
+                               f"({', '.join('?' * len(part))})", part)
+        return out
+
+    def sketch_blocks(self) -> list[Block] | None:
+        """The retrieval index's blocks, or ``None`` when the file has no usable index (schema 1,
+        marked stale, or a block that does not read as one): the caller then reads every vector."""
+        if self._db is None:
+            return None
+        with self._errors(), self._snapshot(self._db):  # the state and the blocks from one snapshot
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "retrieval_state" not in tables or \
+                    self._db.execute("SELECT valid FROM retrieval_state").fetchone() != (1,):
+                return None
+            rows = self._db.execute("SELECT tokens, rowids, codes, stats, weights FROM retrieval_blocks "
+                                    "ORDER BY id").fetchall()
+        try:
+            return [Block.from_columns(t, r, c, s, w) for t, r, c, s, w in rows]
+        except (ValueError, TypeError):
+            return None
+
     def token_lists(self) -> dict[int, tuple[str, ...]]:
         """The readable token lists by id (a damaged one is left out: its rows read as damaged)."""
-        out: dict[int, tuple[str, ...]] = {}
-        for i, text in self._query("SELECT id, tokens FROM token_lists"):
-            tokens = _loads(text)
-            if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-                out[i] = tuple(tokens)
-        return out
+        return _token_lists(self._query("SELECT id, tokens FROM token_lists"))
 
     def labels(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
         """The labels of the rows ``names`` (those that exist and are readable)."""
@@ -443,6 +575,8 @@ class Store:
     def put(self, rows: Sequence[Row], *, replace: bool) -> None:
         """Insert ``rows`` in one transaction; an existing name is an error unless ``replace``."""
         with self.transaction() as db:
+            valid = self._index_valid(db)
+            removed, added = [], []
             for row in rows:
                 if not replace and db.execute("SELECT 1 FROM models WHERE name = ?",
                                               (row.name,)).fetchone():
@@ -454,31 +588,42 @@ class Store:
                     db.execute("INSERT OR IGNORE INTO token_lists (tokens) VALUES (?)", (text,))
                     tokens = db.execute("SELECT id FROM token_lists WHERE tokens = ?", (text,)).fetchone()[0]
                 db.execute("DELETE FROM signatures WHERE name = ?", (row.name,))
-                db.execute(f"INSERT OR REPLACE INTO models ({', '.join(_DOCUMENT)}, tokens) "
+                removed += [r for (r,) in db.execute("SELECT rowid FROM models WHERE name = ?", (row.name,))]
+                cursor = db.execute(f"INSERT OR REPLACE INTO models ({', '.join(_DOCUMENT)}, tokens) "
                            f"VALUES ({', '.join('?' * (len(_DOCUMENT) + 1))})",
                            (row.name, _json(row.labels), row.path, row.header_hash,
                             _json(row.architecture), _json(row.fingerprint), row.features,
                             row.retrieval, row.added_at, tokens))
+                added.append((cursor.lastrowid, tokens, row.retrieval))
                 if row.signature is not None:
                     db.execute("INSERT INTO signatures (name, signature) VALUES (?, ?)",
                                (row.name, row.signature))
+            self._update_index(db, valid, removed, added)
             self._drop_unused(db)
+            db.execute("UPDATE retrieval_state SET valid = 1")
 
     def delete(self, name: str) -> bool:
         with self.transaction() as db:
+            valid = self._index_valid(db)
+            removed = [r for (r,) in db.execute("SELECT rowid FROM models WHERE name = ?", (name,))]
             db.execute("DELETE FROM signatures WHERE name = ?", (name,))
             deleted = db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount > 0
+            self._update_index(db, valid, removed, [])
             self._drop_unused(db)
+            db.execute("UPDATE retrieval_state SET valid = 1")
         return deleted
 
     def delete_rows(self, damage: Sequence[Damage]) -> None:
         """Remove damaged rows (by rowid) in one transaction, with their signatures."""
         with self.transaction() as db:
+            valid = self._index_valid(db)
             for d in damage:
                 db.execute("DELETE FROM signatures WHERE name = (SELECT name FROM models WHERE rowid = ?)",
                            (d.rowid,))
                 db.execute("DELETE FROM models WHERE rowid = ?", (d.rowid,))
+            self._update_index(db, valid, [d.rowid for d in damage], [])
             self._drop_unused(db)
+            db.execute("UPDATE retrieval_state SET valid = 1")
 
     @staticmethod
     def _drop_unused(db: sqlite3.Connection) -> None:
@@ -487,6 +632,84 @@ class Store:
                    "(SELECT tokens FROM models WHERE tokens IS NOT NULL)")
         db.execute("DELETE FROM signatures WHERE name IS NULL OR name NOT IN "
                    "(SELECT name FROM models WHERE name IS NOT NULL)")
+
+    # ---- the retrieval index, kept in the writing transaction
+
+    @staticmethod
+    def _index_valid(db: sqlite3.Connection) -> bool:
+        return bool(db.execute("SELECT valid FROM retrieval_state").fetchone() == (1,))
+
+    def _update_index(self, db: sqlite3.Connection, valid: bool, removed: Sequence[int],
+                      added: Sequence[tuple[int | None, int | None, bytes | None]]) -> None:
+        """Drop the rows ``removed`` from the index and add the rows ``added`` (rowid, token-list
+        id, vector); a stale index (changed outside tensorguard) is rebuilt whole instead."""
+        try:
+            if valid:
+                self._change_index(db, removed, added)
+                return
+        except ValueError:  # a block that does not read as one: rebuilt
+            pass
+        self._rebuild_index(db)
+
+    def _change_index(self, db: sqlite3.Connection, removed: Sequence[int],
+                      added: Sequence[tuple[int | None, int | None, bytes | None]]) -> None:
+        if db.execute(_ODD_BLOCKS).fetchone()[0]:
+            raise ValueError("a retrieval block's columns disagree")
+        if removed:
+            gone = np.asarray(sorted(set(removed)), dtype=np.int64)
+            for block_id, rowids in db.execute("SELECT id, rowids FROM retrieval_blocks").fetchall():
+                ids = np.frombuffer(rowids, dtype="<i8")
+                if not np.isin(ids, gone).any():
+                    continue
+                block = self._read_block(db, block_id)
+                keep = ~np.isin(block.rowids, gone)
+                db.execute("DELETE FROM retrieval_blocks WHERE id = ?", (block_id,))
+                if keep.any():
+                    self._write_block(db, block.take(keep), block_id)
+        lists = _list_sizes(db)
+        by_list: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for rowid, tokens, blob in added:
+            if type(tokens) is int and (vector := _indexable(tokens, blob, lists)) is not None:
+                by_list.setdefault(tokens, []).append((int(rowid or 0), vector))
+        for tokens, items in sorted(by_list.items()):
+            fresh = sketch(tokens, np.asarray([r for r, _ in items]), np.stack([v for _, v in items]))
+            last = db.execute("SELECT id FROM retrieval_blocks WHERE tokens = ? ORDER BY id DESC LIMIT 1",
+                              (tokens,)).fetchone()
+            if last is not None:  # top up the list's last block
+                old = self._read_block(db, last[0])
+                fresh = Block.concat(tokens, [old, fresh])
+                db.execute("DELETE FROM retrieval_blocks WHERE id = ?", (last[0],))
+            for start in range(0, len(fresh), BLOCK_ROWS):
+                self._write_block(db, fresh.take(np.arange(start, min(len(fresh), start + BLOCK_ROWS))),
+                                  last[0] if last is not None and start == 0 else None)
+        db.execute("UPDATE retrieval_state SET valid = 1")
+
+    def _rebuild_index(self, db: sqlite3.Connection) -> None:
+        """Every row's sketch again (rows whose vector cannot be used are left out: ``scan``
+        reads those rows' vectors itself)."""
+        db.execute("DELETE FROM retrieval_blocks")
+        lists = _list_sizes(db)
+        for (tokens,) in db.execute("SELECT DISTINCT tokens FROM models WHERE tokens IS NOT NULL "
+                                    "ORDER BY tokens").fetchall():
+            cursor = db.execute("SELECT rowid, retrieval FROM models WHERE tokens = ? ORDER BY rowid",
+                                (tokens,))
+            while batch := cursor.fetchmany(BLOCK_ROWS):
+                items = [(r, v) for r, blob in batch if (v := _indexable(tokens, blob, lists)) is not None]
+                if items:
+                    self._write_block(db, sketch(tokens, np.asarray([r for r, _ in items]),
+                                                 np.stack([v for _, v in items])), None)
+        db.execute("UPDATE retrieval_state SET valid = 1")
+
+    def _read_block(self, db: sqlite3.Connection, block_id: int) -> Block:
+        tokens, rowids, codes, stats, weights = db.execute(
+            "SELECT tokens, rowids, codes, stats, weights FROM retrieval_blocks WHERE id = ?",
+            (block_id,)).fetchone()
+        return Block.from_columns(tokens, rowids, codes, stats, weights)
+
+    @staticmethod
+    def _write_block(db: sqlite3.Connection, block: Block, block_id: int | None) -> None:
+        db.execute("INSERT INTO retrieval_blocks (id, tokens, rowids, codes, stats, weights) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (block_id, *block.to_columns()))
 
     def close(self) -> None:
         if self._db is not None:
@@ -514,6 +737,68 @@ def _check_writable(path: Path, exists: bool) -> None:
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
         raise TensorguardError(f"{path}: its folder {folder} is read-only (SQLite writes its journal "
                                "beside the file); the catalogue can be listed and scanned, not changed")
+
+
+def _plain_row(lists: dict[int, tuple[str, ...]]) -> str:
+    """An SQL test that a row's light columns pass ``_light_problem``'s checks, but the features'
+    values and the vector's size (checked in bulk after)."""
+    ids = ", ".join(map(str, lists))
+    return ("(typeof(name) = 'text' AND name != '' AND typeof(path) IN ('text', 'null') "
+            "AND typeof(header_hash) IN ('text', 'null') AND (features IS NULL OR "
+            f"(typeof(features) = 'blob' AND length(features) = {8 * FEATURE_COUNT})) "
+            f"AND (tokens IS NULL OR (typeof(tokens) = 'integer' AND tokens IN ({ids}))))")
+
+
+def drop_index(db: sqlite3.Connection) -> None:
+    """Remove the retrieval index and its triggers (the file keeps schema 1's tables)."""
+    for kind, name in db.execute("SELECT type, name FROM sqlite_master WHERE name LIKE 'retrieval_%' "
+                                 "AND type IN ('trigger', 'table', 'index')").fetchall():
+        db.execute(f"DROP {kind.upper()} IF EXISTS {name}")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script`` (a trigger's body keeps its own ``;``)."""
+    out, part = [], ""
+    for piece in script.split(";"):
+        part += piece + ";"
+        if sqlite3.complete_statement(part):
+            if part.strip(" \n;"):
+                out.append(part.strip())
+            part = ""
+    return out
+
+
+#: Blocks whose columns' sizes disagree (``sketches.Block.from_columns`` would refuse them).
+_ODD_BLOCKS = f"""SELECT count(*) FROM retrieval_blocks WHERE typeof(rowids) != 'blob'
+    OR length(rowids) = 0 OR length(rowids) % 8 OR length(codes) != length(rowids) / 8 * {DIMS}
+    OR length(stats) != length(rowids) / 8 * 20 OR length(weights) % (length(rowids) / 8 * 2)"""
+
+
+def _token_lists(rows: Sequence[tuple[Any, ...]]) -> dict[int, tuple[str, ...]]:
+    """The readable token lists of ``(id, JSON text)`` rows, by id."""
+    out: dict[int, tuple[str, ...]] = {}
+    for i, text in rows:
+        tokens = _loads(text)
+        if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+            out[i] = tuple(tokens)
+    return out
+
+
+def _list_sizes(db: sqlite3.Connection) -> dict[int, int]:
+    """Tokens per readable token list, by id (inside a transaction)."""
+    lists = _token_lists(db.execute("SELECT id, tokens FROM token_lists").fetchall())
+    return {i: len(t) for i, t in lists.items()}
+
+
+def _indexable(tokens: object, blob: object, lists: dict[int, int]) -> np.ndarray | None:
+    """A row's vector as float32 when the index can hold it (right size, every value finite)."""
+    if type(tokens) is not int or tokens not in lists or not isinstance(blob, bytes):
+        return None
+    n = lists[tokens]
+    if n < 2 or len(blob) != n * (n - 1):
+        return None
+    vector = np.frombuffer(blob, dtype="<f2").astype(np.float32)
+    return vector if np.isfinite(vector).all() else None
 
 
 def _text(raw: bytes) -> str:
