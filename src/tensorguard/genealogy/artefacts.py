@@ -19,6 +19,8 @@ TOLERANCE = 0.02
 ON_GRID = 0.9
 #: Bits of a float32 value (a weight with no artefact).
 FULL = 32
+#: Entries tried as float16 before all of them are.
+_HEAD = 64
 
 
 @dataclass(frozen=True)
@@ -58,39 +60,53 @@ def _share_on_grid(chunks: np.ndarray, grid: Grid) -> float:
     return float((np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE).mean())
 
 
-def _plausible(chunk: np.ndarray) -> list[Grid]:
-    """The grids one group's entries sit on (all grids at once: the quick test before the full one)."""
-    scale = np.array([np.abs(chunk).max() if g.symmetric else chunk.max() - chunk.min() for g in GRIDS])
-    low = np.array([0.0 if g.symmetric else chunk.min() for g in GRIDS])
-    steps = np.array([g.steps for g in GRIDS], dtype=float)
-    step = np.where(scale > 0, scale / steps, 1.0)
-    q = (chunk[None, :] - low[:, None]) / step[:, None]
-    fits = (np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE) & (scale > 0)
-    return [g for g, ok in zip(GRIDS, fits, strict=True) if ok]
+_SYMMETRIC = np.array([g.symmetric for g in GRIDS])
+_STEPS = np.array([g.steps for g in GRIDS], dtype=float)
+
+
+def _plausible(chunks: list[np.ndarray]) -> np.ndarray:
+    """Which grids each group's entries sit on (``[group, grid]``: every group against every grid
+    in one array operation, the quick test before the full one). Each group is padded to the
+    longest with copies of its own first entry, which changes none of its extremes or distances."""
+    width = max(len(c) for c in chunks)
+    x = np.stack([np.pad(c, (0, width - len(c)), mode="edge") for c in chunks])
+    top, bottom = x.max(axis=1), x.min(axis=1)
+    scale = np.where(_SYMMETRIC[None, :], np.abs(x).max(axis=1)[:, None], (top - bottom)[:, None])
+    low = np.where(_SYMMETRIC[None, :], 0.0, bottom[:, None])
+    step = np.where(scale > 0, scale / _STEPS[None, :], 1.0)
+    q = (x[:, None, :] - low[:, :, None]) / step[:, :, None]
+    return np.asarray((np.abs(q - np.rint(q)).max(axis=2) <= TOLERANCE) & (scale > 0), dtype=bool)
 
 
 def grid_of(rows: np.ndarray) -> Grid | None:
     """The coarsest grid that ``rows`` (whole rows of one matrix, float64) sit on, else ``None``."""
     width = rows.shape[1]
-    found = []
+    groups, firsts = [], []
     for group in GROUPS:
         size = group or width
         if width % size or size < 8:
             continue
         chunks = rows.reshape(-1, size)
         first = next((c for c in chunks if c.any()), None)  # an all-zero group says nothing
-        if first is None:
-            continue
-        found += [g for g in _plausible(first) if _share_on_grid(chunks, g) >= ON_GRID]
+        if first is not None:
+            groups.append(chunks)
+            firsts.append(first)
+    if not groups:
+        return None
+    found = [g for chunks, fits in zip(groups, _plausible(firsts), strict=True)
+             for g, ok in zip(GRIDS, fits, strict=True) if ok and _share_on_grid(chunks, g) >= ON_GRID]
     return min(found, key=lambda g: (g.bits, GRIDS.index(g))) if found else None
 
 
 def float_bits(values: np.ndarray) -> int:
     """16 when every value is exactly a bfloat16 or a float16 (a cast copy), else 32."""
     as32 = values.astype(np.float32)
-    bf16 = (as32.view(np.uint32) & 0xFFFF) == 0
-    fp16 = as32.astype(np.float16).astype(np.float32) == as32
-    return 16 if bool(bf16.all() or fp16.all()) else FULL
+    if not (as32.view(np.uint32) & 0xFFFF).any():
+        return 16  # every value a bfloat16
+    head = as32[:_HEAD]  # float weights show it in their first entries: no need to cast them all
+    if not np.array_equal(head.astype(np.float16).astype(np.float32), head):
+        return FULL
+    return 16 if np.array_equal(as32.astype(np.float16).astype(np.float32), as32) else FULL
 
 
 def zero_share(values: np.ndarray) -> float:

@@ -9,6 +9,7 @@ read twice, however many pairs it is in.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,18 +87,26 @@ def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int) -> Mat
                          math.sqrt(float((flat * flat).mean())), kurtosis)
 
 
+@functools.lru_cache(maxsize=1024)
+def _runs(rows: int, width: int) -> tuple[tuple[int, int], ...]:
+    """The sampled row runs of a ``rows`` x ``width`` matrix (the same for every model: drawn once)."""
+    return tuple(sample_runs(rows, width, SKETCH))
+
+
 def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
     """Read ``model``'s matrices once (sampled rows only) into a ``ModelProfile``."""
     with opened(model) as source:
         matrices = {}
         for info in progress.bar(source.matrices(), desc=f"reading {source.name}", unit="tensor"):
             rows, width = info.shape
-            runs = sample_runs(rows, width, SKETCH)
+            runs = _runs(rows, width)
             if rows * width <= WHOLE:  # one read beats many small ones
-                whole = source.read(info.name, torch.float32)
+                whole = source.read(info.name, torch.float32).numpy()
                 blocks = [whole[start:stop] for start, stop in runs]
             else:
-                blocks = [source.read_rows(info.name, start, stop, torch.float32) for start, stop in runs]
+                blocks = [source.read_rows(info.name, start, stop, torch.float32).numpy()
+                          for start, stop in runs]
             stored = info.quant.bits if info.quant is not None else DTYPE_BITS.get(info.dtype, FULL)
-            matrices[info.name] = _matrix(info.shape, torch.cat(blocks).double().numpy(), stored)
+            sketch = (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)).astype(np.float64)
+            matrices[info.name] = _matrix(info.shape, sketch, stored)
         return ModelProfile(name or source.name, source.total_params, matrices)
