@@ -69,7 +69,9 @@ def _plausible(chunks: list[np.ndarray]) -> np.ndarray:
     in one array operation, the quick test before the full one). Each group is padded to the
     longest with copies of its own first entry, which changes none of its extremes or distances."""
     width = max(len(c) for c in chunks)
-    x = np.stack([np.pad(c, (0, width - len(c)), mode="edge") for c in chunks])
+    x = np.empty((len(chunks), width))
+    for row, chunk in zip(x, chunks, strict=True):
+        row[: len(chunk)], row[len(chunk):] = chunk, chunk[0]
     top, bottom = x.max(axis=1), x.min(axis=1)
     scale = np.where(_SYMMETRIC[None, :], np.abs(x).max(axis=1)[:, None], (top - bottom)[:, None])
     low = np.where(_SYMMETRIC[None, :], 0.0, bottom[:, None])

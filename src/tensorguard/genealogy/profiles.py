@@ -24,8 +24,8 @@ from tensorguard.loading import ModelInput, opened
 
 #: Entries sampled per matrix (16 KB as float32).
 SKETCH = 1 << 12
-#: Matrices up to this many entries (1 MB as float32) are read whole and sampled in memory.
-WHOLE = 1 << 18
+#: Matrices up to this many entries (4 MB as float32) are read whole and sampled in memory.
+WHOLE = 1 << 20
 #: Bits per weight of each stored float type.
 DTYPE_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "F8_E4M3": 8, "F8_E5M2": 8}
 
@@ -79,12 +79,17 @@ def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int) -> Mat
     flat = values.reshape(-1)
     grid = grid_of(values)
     bits = min(stored_bits, grid.bits if grid else FULL, float_bits(flat))
-    centred = flat - flat.mean()
+    centred = flat - _mean(flat)
     squares = centred * centred  # products, not powers: numpy's float power is slow
-    m2 = float(squares.mean())
-    kurtosis = float((squares * squares).mean()) / m2 ** 2 if m2 > 0 else float("nan")
+    m2 = _mean(squares)
+    kurtosis = _mean(squares * squares) / m2 ** 2 if m2 > 0 else float("nan")
     return MatrixProfile(shape, values, bits, grid.name if grid else None, zero_share(flat),
-                         math.sqrt(float((flat * flat).mean())), kurtosis)
+                         math.sqrt(_mean(flat * flat)), kurtosis)
+
+
+def _mean(flat: np.ndarray) -> float:
+    """``flat.mean()`` (the same sum, divided alike) without its dispatch, paid per matrix."""
+    return float(np.add.reduce(flat) / flat.size)
 
 
 @functools.lru_cache(maxsize=1024)
