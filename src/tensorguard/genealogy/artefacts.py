@@ -64,40 +64,49 @@ _SYMMETRIC = np.array([g.symmetric for g in GRIDS])
 _STEPS = np.array([g.steps for g in GRIDS], dtype=float)
 
 
-def _plausible(chunks: list[np.ndarray]) -> np.ndarray:
-    """Which grids each group's entries sit on (``[group, grid]``: every group against every grid
-    in one array operation, the quick test before the full one). Each group is padded to the
-    longest with copies of its own first entry, which changes none of its extremes or distances."""
-    width = max(len(c) for c in chunks)
-    x = np.empty((len(chunks), width))
-    for row, chunk in zip(x, chunks, strict=True):
-        row[: len(chunk)], row[len(chunk):] = chunk, chunk[0]
-    top, bottom = x.max(axis=1), x.min(axis=1)
-    scale = np.where(_SYMMETRIC[None, :], np.abs(x).max(axis=1)[:, None], (top - bottom)[:, None])
+def _plausible(firsts: np.ndarray) -> np.ndarray:
+    """Which grids each group's entries sit on (``[group, grid]``, rows of ``firsts`` the groups:
+    every group of one size against every grid in one array operation, the quick test before the
+    full one)."""
+    top, bottom = firsts.max(axis=1), firsts.min(axis=1)
+    scale = np.where(_SYMMETRIC[None, :], np.abs(firsts).max(axis=1)[:, None], (top - bottom)[:, None])
     low = np.where(_SYMMETRIC[None, :], 0.0, bottom[:, None])
     step = np.where(scale > 0, scale / _STEPS[None, :], 1.0)
-    q = (x[:, None, :] - low[:, :, None]) / step[:, :, None]
+    q = (firsts[:, None, :] - low[:, :, None]) / step[:, :, None]
     return np.asarray((np.abs(q - np.rint(q)).max(axis=2) <= TOLERANCE) & (scale > 0), dtype=bool)
+
+
+def grids_of(matrices: list[np.ndarray]) -> list[Grid | None]:
+    """``grid_of`` of each of ``matrices`` (a model's sketches), the quick test of every group size
+    of every matrix batched by group size: a test per matrix costs more than reading it."""
+    tests: list[tuple[int, np.ndarray, np.ndarray]] = []  # matrix, its groups, the first not all zero
+    for i, rows in enumerate(matrices):
+        flat = rows.reshape(-1)
+        first = int(np.argmax(flat != 0))
+        if flat.size == 0 or flat[first] == 0:
+            continue  # all zero: no group says anything
+        width = rows.shape[1]
+        for group in GROUPS:
+            size = group or width
+            if width % size == 0 and size >= 8:
+                chunks = rows.reshape(-1, size)
+                tests.append((i, chunks, chunks[first // size]))
+    by_size: dict[int, list[int]] = {}
+    for k, (_, _, head) in enumerate(tests):
+        by_size.setdefault(head.size, []).append(k)
+    fits: dict[int, np.ndarray] = {}
+    for idx in by_size.values():
+        fits.update(zip(idx, _plausible(np.stack([tests[k][2] for k in idx])), strict=True))
+    found: list[list[Grid]] = [[] for _ in matrices]
+    for k, (i, chunks, _) in enumerate(tests):
+        found[i] += [g for g, ok in zip(GRIDS, fits[k], strict=True)
+                     if ok and _share_on_grid(chunks, g) >= ON_GRID]
+    return [min(f, key=lambda g: (g.bits, GRIDS.index(g))) if f else None for f in found]
 
 
 def grid_of(rows: np.ndarray) -> Grid | None:
     """The coarsest grid that ``rows`` (whole rows of one matrix, float64) sit on, else ``None``."""
-    width = rows.shape[1]
-    groups, firsts = [], []
-    for group in GROUPS:
-        size = group or width
-        if width % size or size < 8:
-            continue
-        chunks = rows.reshape(-1, size)
-        first = next((c for c in chunks if c.any()), None)  # an all-zero group says nothing
-        if first is not None:
-            groups.append(chunks)
-            firsts.append(first)
-    if not groups:
-        return None
-    found = [g for chunks, fits in zip(groups, _plausible(firsts), strict=True)
-             for g, ok in zip(GRIDS, fits, strict=True) if ok and _share_on_grid(chunks, g) >= ON_GRID]
-    return min(found, key=lambda g: (g.bits, GRIDS.index(g))) if found else None
+    return grids_of([rows])[0]
 
 
 def float_bits(values: np.ndarray) -> int:

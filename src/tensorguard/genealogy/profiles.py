@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tensorguard import progress
-from tensorguard.genealogy.artefacts import FULL, float_bits, grid_of, zero_share
+from tensorguard.genealogy.artefacts import FULL, Grid, float_bits, grids_of, zero_share
 from tensorguard.lineage.weights import sample_runs
 from tensorguard.loading import ModelInput, opened
 
@@ -75,9 +75,8 @@ class ModelProfile:
         return self._median([m.kurtosis for m in self.matrices.values()])
 
 
-def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int) -> MatrixProfile:
+def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int, grid: Grid | None) -> MatrixProfile:
     flat = values.reshape(-1)
-    grid = grid_of(values)
     bits = min(stored_bits, grid.bits if grid else FULL, float_bits(flat))
     centred = flat - _mean(flat)
     squares = centred * centred  # products, not powers: numpy's float power is slow
@@ -101,7 +100,7 @@ def _runs(rows: int, width: int) -> tuple[tuple[int, int], ...]:
 def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
     """Read ``model``'s matrices once (sampled rows only) into a ``ModelProfile``."""
     with opened(model) as source:
-        matrices = {}
+        read = []
         for info in progress.bar(source.matrices(), desc=f"reading {source.name}", unit="tensor"):
             rows, width = info.shape
             runs = _runs(rows, width)
@@ -113,5 +112,8 @@ def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
                           for start, stop in runs]
             stored = info.quant.bits if info.quant is not None else DTYPE_BITS.get(info.dtype, FULL)
             sketch = (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)).astype(np.float64)
-            matrices[info.name] = _matrix(info.shape, sketch, stored)
+            read.append((info, sketch, stored))
+        grids = grids_of([sketch for _, sketch, _ in read])
+        matrices = {info.name: _matrix(info.shape, sketch, stored, grid)
+                    for (info, sketch, stored), grid in zip(read, grids, strict=True)}
         return ModelProfile(name or source.name, source.total_params, matrices)
