@@ -48,27 +48,31 @@ def _exact_tail(delta: np.ndarray) -> float:
 def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.ndarray]]:
     """Per shared matrix whose sketch changed and has at least 8 rows and columns, in order: the
     share of the difference's energy beyond its first quarter of singular values, estimated from
-    the eigenvalues of its Gram matrix (one batched product and eigensolve per sketch shape, where
-    a singular value decomposition per matrix costs more than reading it), and the difference."""
-    deltas = []
-    for name in shared(parent, child):
-        delta = child.matrices[name].sketch - parent.matrices[name].sketch
-        if min(delta.shape) >= 8 and delta.any():
-            deltas.append(delta)
-    tails = [0.0] * len(deltas)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, delta in enumerate(deltas):
-        by_shape.setdefault(delta.shape, []).append(i)
-    for shape, idx in by_shape.items():
-        stack = np.stack([deltas[i] for i in idx])
+    the eigenvalues of its Gram matrix (one batched difference, product and eigensolve per sketch
+    shape, where a singular value decomposition per matrix costs more than reading it), and the
+    difference."""
+    names = shared(parent, child)
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for name in names:
+        by_shape.setdefault(child.matrices[name].sketch.shape, []).append(name)
+    found: dict[str, tuple[float, np.ndarray]] = {}
+    for shape, group in by_shape.items():
+        if min(shape) < 8:
+            continue
+        deltas = (np.stack([child.matrices[n].sketch for n in group])
+                  - np.stack([parent.matrices[n].sketch for n in group]))
+        changed = deltas.reshape(len(group), -1).any(axis=1)
+        if not changed.any():
+            continue
+        stack = deltas[changed]
         flipped = stack.transpose(0, 2, 1)
         gram = stack @ flipped if shape[0] <= shape[1] else flipped @ stack
         eig = np.linalg.eigvalsh(gram)  # ascending: the energies of the singular values
         rank = min(shape)
         beyond = eig[:, : rank - rank // 4].sum(axis=1) / eig.sum(axis=1)
-        for i, t in zip(idx, beyond.tolist(), strict=True):
-            tails[i] = t
-    return list(zip(tails, deltas, strict=True))
+        kept = [n for n, c in zip(group, changed.tolist(), strict=True) if c]
+        found.update(zip(kept, zip(beyond.tolist(), stack, strict=True), strict=True))
+    return [found[n] for n in names if n in found]
 
 
 def _within(tail: float, delta: np.ndarray, threshold: float) -> bool:

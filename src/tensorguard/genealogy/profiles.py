@@ -44,8 +44,20 @@ class MatrixProfile:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """A model's per-matrix statistics as arrays, in its matrices' order (``index``: name -> row):
+    what the direction cues compare, one array operation per pair and cue."""
+
+    index: dict[str, int]
+    bits: np.ndarray
+    zeros: np.ndarray
+    rms: np.ndarray
+    kurtosis: np.ndarray
+
+
+@dataclass(frozen=True)
 class ModelProfile:
-    """One model as the tree sees it."""
+    """One model as the tree sees it (what is derived from its matrices is computed once)."""
 
     name: str
     params: int
@@ -54,25 +66,36 @@ class ModelProfile:
     def _median(self, values: Sequence[float]) -> float:
         return float(np.median(values)) if values else float("nan")
 
-    @property
+    @functools.cached_property
     def bits(self) -> int:
         """Precision of most of its matrices (median): 32 for float32 weights with no artefact."""
         return int(np.median([m.bits for m in self.matrices.values()]))
 
-    @property
+    @functools.cached_property
     def grid(self) -> str | None:
         """The quantization grid most of its matrices sit on, if any."""
         grids = [m.grid for m in self.matrices.values()]
         common = max(set(grids), key=lambda g: (grids.count(g), g or ""))
         return common if grids.count(common) * 2 > len(grids) else None
 
-    @property
+    @functools.cached_property
     def zeros(self) -> float:
         return self._median([m.zeros for m in self.matrices.values()])
 
-    @property
+    @functools.cached_property
     def kurtosis(self) -> float:
         return self._median([m.kurtosis for m in self.matrices.values()])
+
+    @functools.cached_property
+    def columns(self) -> Columns:
+        ms = list(self.matrices.values())
+
+        def column(values: list[float]) -> np.ndarray:
+            return np.array(values, dtype=float)
+
+        return Columns({n: i for i, n in enumerate(self.matrices)}, column([m.bits for m in ms]),
+                       column([m.zeros for m in ms]), column([m.rms for m in ms]),
+                       column([m.kurtosis for m in ms]))
 
 
 def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int, grid: Grid | None) -> MatrixProfile:
