@@ -37,6 +37,8 @@ EXACT = 1e-8
 #: from a threshold to settle it without the singular values: forming and solving the Gram matrix
 #: of a sketch (about 4,096 entries) rounds that share by at most about 3e-11.
 SETTLED = 1e-9
+#: A tail share above every threshold by more than ``SETTLED``.
+_ABOVE_ALL = max(EXACT, 1 - LOW_RANK) + 2 * SETTLED
 
 
 def _exact_tail(delta: np.ndarray) -> float:
@@ -49,8 +51,8 @@ def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.nd
     """Per shared matrix whose sketch changed and has at least 8 rows and columns, in order: the
     share of the difference's energy beyond its first quarter of singular values, estimated from
     the eigenvalues of its Gram matrix (one batched difference, product and eigensolve per sketch
-    shape, where a singular value decomposition per matrix costs more than reading it), and the
-    difference."""
+    shape, where a singular value decomposition per matrix costs more than reading it), or a lower
+    bound of it where that passes every threshold; and the difference."""
     names = shared(parent, child)
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for name in names:
@@ -67,9 +69,16 @@ def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.nd
         stack = deltas[changed]
         flipped = stack.transpose(0, 2, 1)
         gram = stack @ flipped if shape[0] <= shape[1] else flipped @ stack
-        eig = np.linalg.eigvalsh(gram)  # ascending: the energies of the singular values
         rank = min(shape)
-        beyond = eig[:, : rank - rank // 4].sum(axis=1) / eig.sum(axis=1)
+        # the first quarter holds at most a quarter of the rows' largest energy, which is at most
+        # the largest absolute row sum (Gershgorin): where the rest already passes every
+        # threshold, that bound settles it; the eigenvalues of the others give the share
+        total = np.trace(gram, axis1=1, axis2=2)
+        beyond = 1 - (rank // 4) * np.abs(gram).sum(axis=2).max(axis=1) / total
+        unsure = np.flatnonzero(beyond <= _ABOVE_ALL)
+        if unsure.size:
+            eig = np.linalg.eigvalsh(gram[unsure])  # ascending: the energies of the singular values
+            beyond[unsure] = eig[:, : rank - rank // 4].sum(axis=1) / eig.sum(axis=1)
         kept = [n for n, c in zip(group, changed.tolist(), strict=True) if c]
         found.update(zip(kept, zip(beyond.tolist(), stack, strict=True), strict=True))
     return [found[n] for n in names if n in found]
