@@ -19,8 +19,6 @@ TOLERANCE = 0.02
 ON_GRID = 0.9
 #: Bits of a float32 value (a weight with no artefact).
 FULL = 32
-#: Entries tried as float16 before all of them are.
-_HEAD = 64
 
 
 @dataclass(frozen=True)
@@ -109,17 +107,14 @@ def grid_of(rows: np.ndarray) -> Grid | None:
     return grids_of([rows])[0]
 
 
+def float_bits_of(flat: np.ndarray) -> np.ndarray:
+    """``float_bits`` of each row of ``flat``."""
+    as32 = flat.astype(np.float32)
+    bf16 = ~((as32.view(np.uint32) & 0xFFFF) != 0).any(axis=1)
+    fp16 = (as32.astype(np.float16).astype(np.float32) == as32).all(axis=1)
+    return np.where(bf16 | fp16, 16, FULL)
+
+
 def float_bits(values: np.ndarray) -> int:
     """16 when every value is exactly a bfloat16 or a float16 (a cast copy), else 32."""
-    as32 = values.astype(np.float32)
-    if not (as32.view(np.uint32) & 0xFFFF).any():
-        return 16  # every value a bfloat16
-    head = as32[:_HEAD]  # float weights show it in their first entries: no need to cast them all
-    if not np.array_equal(head.astype(np.float16).astype(np.float32), head):
-        return FULL
-    return 16 if np.array_equal(as32.astype(np.float16).astype(np.float32), as32) else FULL
-
-
-def zero_share(values: np.ndarray) -> float:
-    """Share of entries exactly zero (magnitude pruning leaves many)."""
-    return float((values == 0).mean()) if values.size else 0.0
+    return int(float_bits_of(values.reshape(1, -1))[0])

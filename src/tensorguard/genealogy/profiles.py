@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tensorguard import progress
-from tensorguard.genealogy.artefacts import FULL, Grid, float_bits, grids_of, zero_share
+from tensorguard.genealogy.artefacts import FULL, float_bits_of, grids_of
 from tensorguard.lineage.weights import sample_runs
 from tensorguard.loading import ModelInput, opened
 
@@ -98,20 +98,35 @@ class ModelProfile:
                        column([m.kurtosis for m in ms]))
 
 
-def _matrix(shape: tuple[int, ...], values: np.ndarray, stored_bits: int, grid: Grid | None) -> MatrixProfile:
-    flat = values.reshape(-1)
-    bits = min(stored_bits, grid.bits if grid else FULL, float_bits(flat))
-    centred = flat - _mean(flat)
-    squares = centred * centred  # products, not powers: numpy's float power is slow
-    m2 = _mean(squares)
-    kurtosis = _mean(squares * squares) / m2 ** 2 if m2 > 0 else float("nan")
-    return MatrixProfile(shape, values, bits, grid.name if grid else None, zero_share(flat),
-                         math.sqrt(_mean(flat * flat)), kurtosis)
-
-
-def _mean(flat: np.ndarray) -> float:
-    """``flat.mean()`` (the same sum, divided alike) without its dispatch, paid per matrix."""
-    return float(np.add.reduce(flat) / flat.size)
+def _profiles(shapes: list[tuple[int, ...]], sketches: list[np.ndarray],
+              stored: list[int]) -> list[MatrixProfile]:
+    """Each matrix's profile from its sketch. The statistics of same-size sketches come from one
+    array operation each (a row of the stack is summed as the sketch alone would be, so the values
+    are the same): per matrix they would cost more than reading it."""
+    grids = grids_of(sketches)
+    by_size: dict[int, list[int]] = {}
+    for i, sketch in enumerate(sketches):
+        by_size.setdefault(sketch.size, []).append(i)
+    stats: dict[int, tuple[int, float, float, float]] = {}
+    for size, idx in by_size.items():
+        flat = np.stack([sketches[i].reshape(-1) for i in idx])
+        mean = np.add.reduce(flat, axis=1) / size
+        centred = flat - mean[:, None]
+        squares = centred * centred  # products, not powers: numpy's float power is slow
+        m2 = (np.add.reduce(squares, axis=1) / size).tolist()
+        m4 = (np.add.reduce(squares * squares, axis=1) / size).tolist()
+        rms = (np.add.reduce(flat * flat, axis=1) / size).tolist()
+        zeros = (np.count_nonzero(flat == 0, axis=1) / size).tolist()
+        bits = float_bits_of(flat).tolist()
+        for k, i in enumerate(idx):
+            kurtosis = m4[k] / m2[k] ** 2 if m2[k] > 0 else float("nan")
+            stats[i] = (bits[k], zeros[k], math.sqrt(rms[k]), kurtosis)
+    out = []
+    for i, (sketch, grid) in enumerate(zip(sketches, grids, strict=True)):
+        bits, zeros, rms, kurtosis = stats[i]
+        out.append(MatrixProfile(shapes[i], sketch, min(stored[i], grid.bits if grid else FULL, bits),
+                                 grid.name if grid else None, zeros, rms, kurtosis))
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -136,7 +151,6 @@ def profile(model: ModelInput, *, name: str | None = None) -> ModelProfile:
             stored = info.quant.bits if info.quant is not None else DTYPE_BITS.get(info.dtype, FULL)
             sketch = (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)).astype(np.float64)
             read.append((info, sketch, stored))
-        grids = grids_of([sketch for _, sketch, _ in read])
-        matrices = {info.name: _matrix(info.shape, sketch, stored, grid)
-                    for (info, sketch, stored), grid in zip(read, grids, strict=True)}
+        found = _profiles([i.shape for i, _, _ in read], [s for _, s, _ in read], [b for _, _, b in read])
+        matrices = {info.name: m for (info, _, _), m in zip(read, found, strict=True)}
         return ModelProfile(name or source.name, source.total_params, matrices)
