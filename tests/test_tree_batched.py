@@ -15,8 +15,9 @@ from benchmarks.lineage_corpus import merge, prune_magnitude, quantize_4bit, qua
 from tensorguard.genealogy import ModelProfile, profile
 from tensorguard.genealogy.artefacts import FULL, grid_of
 from tensorguard.genealogy.direction import CUES, KURTOSIS, ZERO_MARGIN
-from tensorguard.genealogy.kinds import EXACT, LOW_RANK, _exact_tail, _tails, _within
+from tensorguard.genealogy.kinds import EXACT, LOW_RANK, RESCALED, _exact_tail, _tails, _within, rescaled
 from tensorguard.synthetic import ModelSpec, finetune, low_rank_update, make_weights, save_model
+from tensorguard.testing.disguises import rescale
 
 SPEC = ModelSpec(hidden=64, layers=2, intermediate=128, vocab=256)
 
@@ -28,7 +29,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelProfile]:
     ft = finetune(base, 0.3, 1)
     weights = {"base": base, "ft": ft, "int8": quantize_int8(ft), "4bit": quantize_4bit(base),
                "pruned": prune_magnitude(base), "lora": low_rank_update(base, 4, 0.3, 5),
-               "merged": merge(base, ft), "bf16": base}
+               "merged": merge(base, ft), "bf16": base, "rescaled": rescale(ft, SPEC, seed=3)}
     return {name: profile(save_model(w, root / name,
                                      dtype=torch.bfloat16 if name == "bf16" else torch.float32))
             for name, w in weights.items()}
@@ -74,6 +75,29 @@ def test_cues_over_arrays_vote_as_a_loop_over_matrices(models: dict[str, ModelPr
         for b in models.values():
             for cue in [c for c in CUES if c.name in ("precision", "sparsity", "drift")] + [KURTOSIS]:
                 assert cue.vote(a, b) == loop(a, b, cue.name)
+
+
+def test_rescaling_tested_by_sketch_shape_votes_as_one_matrix_at_a_time(
+        models: dict[str, ModelProfile]) -> None:
+    def loop(a: ModelProfile, b: ModelProfile) -> bool:
+        votes = []
+        for name, m in a.matrices.items():
+            p, c = m.sketch, b.matrices[name].sketch
+            if np.array_equal(p, c):
+                continue
+            nonzero = p != 0
+            if ((c == 0) != ~nonzero).any():
+                votes.append(False)
+                continue
+            ratio = np.log(np.abs(np.where(nonzero, c, 1.0) / np.where(nonzero, p, 1.0)))
+            centred = (ratio - ratio.mean(axis=1, keepdims=True) - ratio.mean(axis=0, keepdims=True)
+                       + ratio.mean())
+            votes.append(float(centred[nonzero].std()) <= RESCALED)
+        return bool(votes) and float(np.mean(votes)) > 0.5
+
+    answers = {(a, b): rescaled(models[a], models[b]) for a in models for b in models}
+    assert answers == {(a, b): loop(models[a], models[b]) for a in models for b in models}
+    assert answers["ft", "rescaled"] and not answers["base", "ft"]
 
 
 @pytest.mark.parametrize(("parent", "child"), [("base", "ft"), ("base", "lora"), ("ft", "lora"),

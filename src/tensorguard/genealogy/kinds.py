@@ -53,16 +53,10 @@ def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.nd
     the eigenvalues of its Gram matrix (one batched difference, product and eigensolve per sketch
     shape, where a singular value decomposition per matrix costs more than reading it), or a lower
     bound of it where that passes every threshold; and the difference."""
-    names = shared(parent, child)
-    by_shape: dict[tuple[int, ...], list[str]] = {}
-    for name in names:
-        by_shape.setdefault(child.matrices[name].sketch.shape, []).append(name)
     found: dict[str, tuple[float, np.ndarray]] = {}
-    for shape, group in by_shape.items():
-        if min(shape) < 8:
-            continue
-        deltas = (np.stack([child.matrices[n].sketch for n in group])
-                  - np.stack([parent.matrices[n].sketch for n in group]))
+    for before, after, group in _by_shape(parent, child, least=8):
+        shape = before.shape[1:]
+        deltas = after - before
         changed = deltas.reshape(len(group), -1).any(axis=1)
         if not changed.any():
             continue
@@ -81,7 +75,7 @@ def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.nd
             beyond[unsure] = eig[:, : rank - rank // 4].sum(axis=1) / eig.sum(axis=1)
         kept = [n for n, c in zip(group, changed.tolist(), strict=True) if c]
         found.update(zip(kept, zip(beyond.tolist(), stack, strict=True), strict=True))
-    return [found[n] for n in names if n in found]
+    return [found[n] for n in shared(parent, child) if n in found]
 
 
 def _within(tail: float, delta: np.ndarray, threshold: float) -> bool:
@@ -109,26 +103,40 @@ def exactly_low_rank(a: ModelProfile, b: ModelProfile) -> bool:
     return bool(exact) and float(np.mean(exact)) > 0.5
 
 
+def _by_shape(parent: ModelProfile, child: ModelProfile, *,
+              least: int = 1) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """The shared matrices' sketches stacked by sketch shape, of at least ``least`` rows and
+    columns: (parent's, child's, names)."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name in shared(parent, child):
+        groups.setdefault(child.matrices[name].sketch.shape, []).append(name)
+    return [(np.stack([parent.matrices[n].sketch for n in names]),
+             np.stack([child.matrices[n].sketch for n in names]), names)
+            for shape, names in groups.items() if min(shape) >= least]
+
+
 def rescaled(parent: ModelProfile, child: ModelProfile) -> bool:
-    """Whether most of the changed shared matrices are the parent's scaled per row and column."""
-    names = shared(parent, child)
+    """Whether most of the changed shared matrices are the parent's scaled per row and column (the
+    matrices of one sketch shape tested together)."""
     yes = no = 0
-    for i, name in enumerate(names):
-        if no >= yes + len(names) - i:  # the rest cannot make a majority
-            break
-        p, c = parent.matrices[name].sketch, child.matrices[name].sketch
-        if np.array_equal(p, c):
-            continue
+    for p, c, names in _by_shape(parent, child):
+        flat = (len(names), -1)
         nonzero = p != 0
-        if ((c == 0) != ~nonzero).any():
-            no += 1
+        changed = (p != c).reshape(flat).any(axis=1)
+        zeros_moved = ((c == 0) != ~nonzero).reshape(flat).any(axis=1)
+        no += int((changed & zeros_moved).sum())
+        tried = np.flatnonzero(changed & ~zeros_moved)
+        if not tried.size:
             continue
+        p, c, nonzero = p[tried], c[tried], nonzero[tried]
         ratio = np.log(np.abs(np.where(nonzero, c, 1.0) / np.where(nonzero, p, 1.0)))
-        centred = ratio - ratio.mean(axis=1, keepdims=True) - ratio.mean(axis=0, keepdims=True) + ratio.mean()
-        if float(centred[nonzero].std()) <= RESCALED:
-            yes += 1
-        else:
-            no += 1
+        centred = (ratio - ratio.mean(axis=2, keepdims=True) - ratio.mean(axis=1, keepdims=True)
+                   + ratio.mean(axis=(1, 2), keepdims=True))
+        for k in range(len(tried)):
+            if float(centred[k][nonzero[k]].std()) <= RESCALED:
+                yes += 1
+            else:
+                no += 1
     return yes > no
 
 
