@@ -77,7 +77,7 @@ def test_cues_over_arrays_vote_as_a_loop_over_matrices(models: dict[str, ModelPr
                 assert cue.vote(a, b) == loop(a, b, cue.name)
 
 
-def test_rescaling_tested_by_sketch_shape_votes_as_one_matrix_at_a_time(
+def test_rescaling_decided_once_a_majority_is_votes_as_all_matrices_do(
         models: dict[str, ModelProfile]) -> None:
     def loop(a: ModelProfile, b: ModelProfile) -> bool:
         votes = []

@@ -104,7 +104,7 @@ def exactly_low_rank(a: ModelProfile, b: ModelProfile) -> bool:
 
 
 def _by_shape(parent: ModelProfile, child: ModelProfile, *,
-              least: int = 1) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+              least: int) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
     """The shared matrices' sketches stacked by sketch shape, of at least ``least`` rows and
     columns: (parent's, child's, names)."""
     groups: dict[tuple[int, ...], list[str]] = {}
@@ -116,27 +116,25 @@ def _by_shape(parent: ModelProfile, child: ModelProfile, *,
 
 
 def rescaled(parent: ModelProfile, child: ModelProfile) -> bool:
-    """Whether most of the changed shared matrices are the parent's scaled per row and column (the
-    matrices of one sketch shape tested together)."""
+    """Whether most of the changed shared matrices are the parent's scaled per row and column."""
+    names = shared(parent, child)
     yes = no = 0
-    for p, c, names in _by_shape(parent, child):
-        flat = (len(names), -1)
-        nonzero = p != 0
-        changed = (p != c).reshape(flat).any(axis=1)
-        zeros_moved = ((c == 0) != ~nonzero).reshape(flat).any(axis=1)
-        no += int((changed & zeros_moved).sum())
-        tried = np.flatnonzero(changed & ~zeros_moved)
-        if not tried.size:
+    for i, name in enumerate(names):
+        if no >= yes + len(names) - i:  # the rest cannot make a majority
+            break
+        p, c = parent.matrices[name].sketch, child.matrices[name].sketch
+        if np.array_equal(p, c):
             continue
-        p, c, nonzero = p[tried], c[tried], nonzero[tried]
+        nonzero = p != 0
+        if ((c == 0) != ~nonzero).any():
+            no += 1
+            continue
         ratio = np.log(np.abs(np.where(nonzero, c, 1.0) / np.where(nonzero, p, 1.0)))
-        centred = (ratio - ratio.mean(axis=2, keepdims=True) - ratio.mean(axis=1, keepdims=True)
-                   + ratio.mean(axis=(1, 2), keepdims=True))
-        for k in range(len(tried)):
-            if float(centred[k][nonzero[k]].std()) <= RESCALED:
-                yes += 1
-            else:
-                no += 1
+        centred = ratio - ratio.mean(axis=1, keepdims=True) - ratio.mean(axis=0, keepdims=True) + ratio.mean()
+        if float(centred[nonzero].std()) <= RESCALED:
+            yes += 1
+        else:
+            no += 1
     return yes > no
 
 
