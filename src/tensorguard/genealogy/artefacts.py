@@ -19,6 +19,8 @@ TOLERANCE = 0.02
 ON_GRID = 0.9
 #: Bits of a float32 value (a weight with no artefact).
 FULL = 32
+#: Entries tried as float16 before all of them are.
+_HEAD = 64
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,14 @@ def grids_of(matrices: list[np.ndarray]) -> list[Grid | None]:
     by_size: dict[int, list[int]] = {}
     for k, (_, _, head) in enumerate(tests):
         by_size.setdefault(head.size, []).append(k)
-    fits: dict[int, np.ndarray] = {}
+    fits: dict[int, list[bool]] = {}
     for idx in by_size.values():
-        fits.update(zip(idx, _plausible(np.stack([tests[k][2] for k in idx])), strict=True))
+        fits.update(zip(idx, _plausible(np.stack([tests[k][2] for k in idx])).tolist(), strict=True))
     found: list[list[Grid]] = [[] for _ in matrices]
     for k, (i, chunks, _) in enumerate(tests):
-        found[i] += [g for g, ok in zip(GRIDS, fits[k], strict=True)
-                     if ok and _share_on_grid(chunks, g) >= ON_GRID]
+        if any(fits[k]):
+            found[i] += [g for g, ok in zip(GRIDS, fits[k], strict=True)
+                         if ok and _share_on_grid(chunks, g) >= ON_GRID]
     return [min(f, key=lambda g: (g.bits, GRIDS.index(g))) if f else None for f in found]
 
 
@@ -111,7 +114,10 @@ def float_bits_of(flat: np.ndarray) -> np.ndarray:
     """``float_bits`` of each row of ``flat``."""
     as32 = flat.astype(np.float32)
     bf16 = ~((as32.view(np.uint32) & 0xFFFF) != 0).any(axis=1)
-    fp16 = (as32.astype(np.float16).astype(np.float32) == as32).all(axis=1)
+    head = as32[:, :_HEAD]  # float weights show it in their first entries: only the others are cast whole
+    fp16 = (head.astype(np.float16).astype(np.float32) == head).all(axis=1)
+    rest = np.flatnonzero(fp16)
+    fp16[rest] = (as32[rest].astype(np.float16).astype(np.float32) == as32[rest]).all(axis=1)
     return np.where(bf16 | fp16, 16, FULL)
 
 
