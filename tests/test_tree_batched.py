@@ -1,6 +1,6 @@
-"""The tree's batched computations give what one matrix at a time gives: a model's statistics and
-grids from one array operation per sketch size, the direction cues over arrays, and the low-rank
-tails settled from Gram eigenvalues (or a bound) exactly as the singular values settle them."""
+"""The tree's batched computations give what one matrix at a time gives: a model's grids and 16-bit
+tests over all its sketches at once, the direction cues over arrays, and the low-rank tails settled
+from Gram eigenvalues (or a bound) exactly as the singular values settle them."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def _one_matrix(values: np.ndarray) -> tuple[int, str | None, float, float, floa
     return bits, grid.name if grid else None, float((flat == 0).mean()), rms, kurtosis
 
 
-def test_batched_statistics_equal_those_of_one_matrix_at_a_time(models: dict[str, ModelProfile]) -> None:
+def test_profiles_equal_those_of_one_matrix_at_a_time(models: dict[str, ModelProfile]) -> None:
     seen = set()
     for p in models.values():
         for m in p.matrices.values():
