@@ -52,13 +52,14 @@ def per_matrix(column: str, order: Callable[[np.ndarray, np.ndarray], np.ndarray
     both models hold (all of them at once)."""
 
     def vote(a: ModelProfile, b: ModelProfile) -> float:
-        names = shared(a, b)
-        if not names:
-            return 0.0
         ca, cb = a.columns, b.columns
-        left = getattr(ca, column)[[ca.index[n] for n in names]]
-        right = getattr(cb, column)[[cb.index[n] for n in names]]
-        return float(np.mean(order(left, right)))
+        left, right = getattr(ca, column), getattr(cb, column)
+        if a.layout != b.layout:
+            names = shared(a, b)
+            if not names:
+                return 0.0
+            left, right = left[[ca.index[n] for n in names]], right[[cb.index[n] for n in names]]
+        return float(np.mean(order(left, right))) if left.size else 0.0
 
     return vote
 

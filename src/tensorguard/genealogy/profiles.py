@@ -87,6 +87,11 @@ class ModelProfile:
         return self._median([m.kurtosis for m in self.matrices.values()])
 
     @functools.cached_property
+    def layout(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """Its matrices' names and shapes, in order (two models of one layout share every matrix)."""
+        return tuple((n, m.shape) for n, m in self.matrices.items())
+
+    @functools.cached_property
     def columns(self) -> Columns:
         ms = list(self.matrices.values())
 
