@@ -50,20 +50,25 @@ def _exact_tail(delta: np.ndarray) -> float:
 def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.ndarray]]:
     """Per shared matrix whose sketch changed and has at least 8 rows and columns, in order: the
     share of the difference's energy beyond its first quarter of singular values, estimated from
-    the eigenvalues of its Gram matrix (one batched difference, product and eigensolve per sketch
-    shape, where a singular value decomposition per matrix costs more than reading it), or a lower
+    the eigenvalues of its Gram matrix (the Gram matrices of one size bounded and solved in one
+    batch, where a singular value decomposition per matrix costs more than reading it), or a lower
     bound of it where that passes every threshold; and the difference."""
-    found: dict[str, tuple[float, np.ndarray]] = {}
-    for before, after, group in _by_shape(parent, child, least=8):
-        shape = before.shape[1:]
-        deltas = after - before
-        changed = deltas.reshape(len(group), -1).any(axis=1)
-        if not changed.any():
+    deltas: list[np.ndarray] = []
+    grams: dict[int, list[int]] = {}
+    products: list[np.ndarray] = []
+    for name in shared(parent, child):
+        before, after = parent.matrices[name].sketch, child.matrices[name].sketch
+        if min(before.shape) < 8:
             continue
-        stack = deltas[changed]
-        flipped = stack.transpose(0, 2, 1)
-        gram = stack @ flipped if shape[0] <= shape[1] else flipped @ stack
-        rank = min(shape)
+        delta = after - before
+        if not delta.any():
+            continue
+        grams.setdefault(min(delta.shape), []).append(len(deltas))
+        deltas.append(delta)
+        products.append(delta @ delta.T if delta.shape[0] <= delta.shape[1] else delta.T @ delta)
+    tails = [0.0] * len(deltas)
+    for rank, idx in grams.items():
+        gram = np.stack([products[i] for i in idx])
         # the first quarter holds at most a quarter of the rows' largest energy, which is at most
         # the largest absolute row sum (Gershgorin): where the rest already passes every
         # threshold, that bound settles it; the eigenvalues of the others give the share
@@ -73,9 +78,9 @@ def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.nd
         if unsure.size:
             eig = np.linalg.eigvalsh(gram[unsure])  # ascending: the energies of the singular values
             beyond[unsure] = eig[:, : rank - rank // 4].sum(axis=1) / eig.sum(axis=1)
-        kept = [n for n, c in zip(group, changed.tolist(), strict=True) if c]
-        found.update(zip(kept, zip(beyond.tolist(), stack, strict=True), strict=True))
-    return [found[n] for n in shared(parent, child) if n in found]
+        for i, t in zip(idx, beyond.tolist(), strict=True):
+            tails[i] = t
+    return list(zip(tails, deltas, strict=True))
 
 
 def _within(tail: float, delta: np.ndarray, threshold: float) -> bool:
@@ -101,18 +106,6 @@ def exactly_low_rank(a: ModelProfile, b: ModelProfile) -> bool:
             break
         exact.append(_within(t, d, EXACT))
     return bool(exact) and float(np.mean(exact)) > 0.5
-
-
-def _by_shape(parent: ModelProfile, child: ModelProfile, *,
-              least: int) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
-    """The shared matrices' sketches stacked by sketch shape, of at least ``least`` rows and
-    columns: (parent's, child's, names)."""
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for name in shared(parent, child):
-        groups.setdefault(child.matrices[name].sketch.shape, []).append(name)
-    return [(np.stack([parent.matrices[n].sketch for n in names]),
-             np.stack([child.matrices[n].sketch for n in names]), names)
-            for shape, names in groups.items() if min(shape) >= least]
 
 
 def rescaled(parent: ModelProfile, child: ModelProfile) -> bool:
