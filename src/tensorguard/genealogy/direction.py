@@ -71,6 +71,8 @@ def _sign(x: float) -> int:
 def _rows(a: ModelProfile, b: ModelProfile) -> float:
     """Over the matrices both name whose rows are of one width but not of one count: the mean of
     +1 (more rows in ``b``, the child) and -1 (more in ``a``); 0 where there are none."""
+    if a.layout == b.layout:
+        return 0.0
     votes = [_sign(b.matrices[n].shape[0] - m.shape[0]) for n, m in a.matrices.items()
              if n in b.matrices and len(m.shape) == 2 and b.matrices[n].shape[1:] == m.shape[1:]
              and b.matrices[n].shape[0] != m.shape[0]]
