@@ -15,7 +15,16 @@ from benchmarks.lineage_corpus import merge, prune_magnitude, quantize_4bit, qua
 from tensorguard.genealogy import ModelProfile, profile
 from tensorguard.genealogy.artefacts import FULL, grid_of
 from tensorguard.genealogy.direction import CUES, KURTOSIS, ZERO_MARGIN
-from tensorguard.genealogy.kinds import EXACT, LOW_RANK, RESCALED, _exact_tail, _tails, _within, rescaled
+from tensorguard.genealogy.kinds import (
+    EXACT,
+    LOW_RANK,
+    RESCALED,
+    _exact_tail,
+    _tails,
+    _within,
+    exactly_low_rank,
+    rescaled,
+)
 from tensorguard.synthetic import ModelSpec, finetune, low_rank_update, make_weights, save_model
 from tensorguard.testing.disguises import rescale
 
@@ -125,3 +134,14 @@ def test_profiles_hold_the_matrix_shapes(tmp_path: Path) -> None:
     p = profile(save_model(w, tmp_path / "m"))
     expected = {n: tuple(t.shape) for n, t in w.items() if t.ndim == 2}
     assert {n: m.shape for n, m in p.matrices.items()} == expected
+
+
+def test_exact_low_rank_read_a_few_matrices_at_a_time_answers_as_all_at_once(
+        models: dict[str, ModelProfile]) -> None:
+    def at_once(a: ModelProfile, b: ModelProfile) -> bool:
+        exact = [_exact_tail(d) <= EXACT for _, d in _tails(a, b)]
+        return bool(exact) and float(np.mean(exact)) > 0.5
+
+    answers = {(a, b): exactly_low_rank(models[a], models[b]) for a in models for b in models if a != b}
+    assert answers == {(a, b): at_once(models[a], models[b]) for a, b in answers}
+    assert answers["base", "lora"] and not answers["base", "ft"]

@@ -47,8 +47,10 @@ def _exact_tail(delta: np.ndarray) -> float:
     return float(energy[min(delta.shape) // 4:].sum() / energy.sum())
 
 
-def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.ndarray]]:
-    """Per shared matrix whose sketch changed and has at least 8 rows and columns, in order: the
+def _tails(parent: ModelProfile, child: ModelProfile,
+           names: list[str] | None = None) -> list[tuple[float, np.ndarray]]:
+    """Per shared matrix (of ``names``, default all) whose sketch changed and has at least 8 rows
+    and columns, in order: the
     share of the difference's energy beyond its first quarter of singular values, estimated from
     the eigenvalues of its Gram matrix (the Gram matrices of one size bounded and solved in one
     batch, where a singular value decomposition per matrix costs more than reading it), or a lower
@@ -56,7 +58,7 @@ def _tails(parent: ModelProfile, child: ModelProfile) -> list[tuple[float, np.nd
     deltas: list[np.ndarray] = []
     grams: dict[int, list[int]] = {}
     products: list[np.ndarray] = []
-    for name in shared(parent, child):
+    for name in shared(parent, child) if names is None else names:
         before, after = parent.matrices[name].sketch, child.matrices[name].sketch
         if min(before.shape) < 8:
             continue
@@ -98,13 +100,19 @@ def low_rank_share(parent: ModelProfile, child: ModelProfile) -> float:
 
 def exactly_low_rank(a: ModelProfile, b: ModelProfile) -> bool:
     """Whether the difference of ``a`` and ``b`` is low rank to within float rounding in most of
-    the matrices that differ: a merged adapter made from exactly that model (symmetric in a, b)."""
-    names = len(shared(a, b))
+    the matrices that differ: a merged adapter made from exactly that model (symmetric in a, b).
+    The matrices are taken in order, as few at a time as could settle it: once half of the shared
+    matrices are not exactly low rank, the rest cannot change the answer."""
+    names = shared(a, b)
     exact: list[bool] = []
-    for t, d in _tails(a, b):
-        if 2 * exact.count(False) >= names:  # half of the shared matrices miss: settled
-            break
-        exact.append(_within(t, d, EXACT))
+    start = 0
+    while start < len(names) and 2 * exact.count(False) < len(names):
+        count = -(-len(names) // 2) - exact.count(False)  # the misses that would settle it
+        for t, d in _tails(a, b, names[start:start + count]):
+            if 2 * exact.count(False) >= len(names):
+                break
+            exact.append(_within(t, d, EXACT))
+        start += count
     return bool(exact) and float(np.mean(exact)) > 0.5
 
 
