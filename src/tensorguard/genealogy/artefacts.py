@@ -19,6 +19,8 @@ TOLERANCE = 0.02
 ON_GRID = 0.9
 #: Bits of a float32 value (a weight with no artefact).
 FULL = 32
+#: Entries tried as float16 before all of them are.
+_HEAD = 64
 
 
 @dataclass(frozen=True)
@@ -58,41 +60,67 @@ def _share_on_grid(chunks: np.ndarray, grid: Grid) -> float:
     return float((np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE).mean())
 
 
-def _plausible(chunk: np.ndarray) -> list[Grid]:
-    """The grids one group's entries sit on (all grids at once: the quick test before the full one)."""
-    scale = np.array([np.abs(chunk).max() if g.symmetric else chunk.max() - chunk.min() for g in GRIDS])
-    low = np.array([0.0 if g.symmetric else chunk.min() for g in GRIDS])
-    steps = np.array([g.steps for g in GRIDS], dtype=float)
-    step = np.where(scale > 0, scale / steps, 1.0)
-    q = (chunk[None, :] - low[:, None]) / step[:, None]
-    fits = (np.abs(q - np.rint(q)).max(axis=1) <= TOLERANCE) & (scale > 0)
-    return [g for g, ok in zip(GRIDS, fits, strict=True) if ok]
+_SYMMETRIC = np.array([g.symmetric for g in GRIDS])
+_STEPS = np.array([g.steps for g in GRIDS], dtype=float)
+
+
+def _plausible(firsts: np.ndarray) -> np.ndarray:
+    """Which grids each group's entries sit on (``[group, grid]``, rows of ``firsts`` the groups:
+    every group of one size against every grid in one array operation, the quick test before the
+    full one)."""
+    top, bottom = firsts.max(axis=1), firsts.min(axis=1)
+    scale = np.where(_SYMMETRIC[None, :], np.abs(firsts).max(axis=1)[:, None], (top - bottom)[:, None])
+    low = np.where(_SYMMETRIC[None, :], 0.0, bottom[:, None])
+    step = np.where(scale > 0, scale / _STEPS[None, :], 1.0)
+    q = (firsts[:, None, :] - low[:, :, None]) / step[:, :, None]
+    return np.asarray((np.abs(q - np.rint(q)).max(axis=2) <= TOLERANCE) & (scale > 0), dtype=bool)
+
+
+def grids_of(matrices: list[np.ndarray]) -> list[Grid | None]:
+    """``grid_of`` of each of ``matrices`` (a model's sketches), the quick test of every group size
+    of every matrix batched by group size: a test per matrix costs more than reading it."""
+    tests: list[tuple[int, np.ndarray, np.ndarray]] = []  # matrix, its groups, the first not all zero
+    for i, rows in enumerate(matrices):
+        flat = rows.reshape(-1)
+        first = int(np.argmax(flat != 0))
+        if flat.size == 0 or flat[first] == 0:
+            continue  # all zero: no group says anything
+        width = rows.shape[1]
+        for group in GROUPS:
+            size = group or width
+            if width % size == 0 and size >= 8:
+                chunks = rows.reshape(-1, size)
+                tests.append((i, chunks, chunks[first // size]))
+    by_size: dict[int, list[int]] = {}
+    for k, (_, _, head) in enumerate(tests):
+        by_size.setdefault(head.size, []).append(k)
+    fits: dict[int, list[bool]] = {}
+    for idx in by_size.values():
+        fits.update(zip(idx, _plausible(np.stack([tests[k][2] for k in idx])).tolist(), strict=True))
+    found: list[list[Grid]] = [[] for _ in matrices]
+    for k, (i, chunks, _) in enumerate(tests):
+        if any(fits[k]):
+            found[i] += [g for g, ok in zip(GRIDS, fits[k], strict=True)
+                         if ok and _share_on_grid(chunks, g) >= ON_GRID]
+    return [min(f, key=lambda g: (g.bits, GRIDS.index(g))) if f else None for f in found]
 
 
 def grid_of(rows: np.ndarray) -> Grid | None:
     """The coarsest grid that ``rows`` (whole rows of one matrix, float64) sit on, else ``None``."""
-    width = rows.shape[1]
-    found = []
-    for group in GROUPS:
-        size = group or width
-        if width % size or size < 8:
-            continue
-        chunks = rows.reshape(-1, size)
-        first = next((c for c in chunks if c.any()), None)  # an all-zero group says nothing
-        if first is None:
-            continue
-        found += [g for g in _plausible(first) if _share_on_grid(chunks, g) >= ON_GRID]
-    return min(found, key=lambda g: (g.bits, GRIDS.index(g))) if found else None
+    return grids_of([rows])[0]
+
+
+def float_bits_of(flat: np.ndarray) -> np.ndarray:
+    """``float_bits`` of each row of ``flat``."""
+    as32 = flat.astype(np.float32)
+    bf16 = ~((as32.view(np.uint32) & 0xFFFF) != 0).any(axis=1)
+    head = as32[:, :_HEAD]  # float weights show it in their first entries: only the others are cast whole
+    fp16 = (head.astype(np.float16).astype(np.float32) == head).all(axis=1)
+    rest = np.flatnonzero(fp16)
+    fp16[rest] = (as32[rest].astype(np.float16).astype(np.float32) == as32[rest]).all(axis=1)
+    return np.where(bf16 | fp16, 16, FULL)
 
 
 def float_bits(values: np.ndarray) -> int:
     """16 when every value is exactly a bfloat16 or a float16 (a cast copy), else 32."""
-    as32 = values.astype(np.float32)
-    bf16 = (as32.view(np.uint32) & 0xFFFF) == 0
-    fp16 = as32.astype(np.float16).astype(np.float32) == as32
-    return 16 if bool(bf16.all() or fp16.all()) else FULL
-
-
-def zero_share(values: np.ndarray) -> float:
-    """Share of entries exactly zero (magnitude pruning leaves many)."""
-    return float((values == 0).mean()) if values.size else 0.0
+    return int(float_bits_of(values.reshape(1, -1))[0])

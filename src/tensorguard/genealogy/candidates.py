@@ -35,6 +35,8 @@ MERGE_RESIDUAL = 0.25
 
 def shared(a: ModelProfile, b: ModelProfile) -> list[str]:
     """The matrices both hold with the same shape (``a``'s order)."""
+    if a.layout == b.layout:
+        return list(a.matrices)
     return [n for n, m in a.matrices.items() if n in b.matrices and b.matrices[n].shape == m.shape]
 
 

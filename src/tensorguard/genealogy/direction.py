@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tensorguard.genealogy.candidates import shared
-from tensorguard.genealogy.profiles import MatrixProfile, ModelProfile
+from tensorguard.genealogy.profiles import ModelProfile
 
 #: A cue's vote from which it decides the direction.
 DECISIVE = 0.3
@@ -45,14 +45,21 @@ class Cue:
     vote: Callable[[ModelProfile, ModelProfile], float]
 
 
-def per_matrix(order: Callable[[MatrixProfile, MatrixProfile], int],
+def per_matrix(column: str, order: Callable[[np.ndarray, np.ndarray], np.ndarray],
                ) -> Callable[[ModelProfile, ModelProfile], float]:
-    """A vote from a per-matrix ``order`` (+1: the first matrix looks like the parent's, -1: the
-    reverse, 0: cannot tell), averaged over the matrices both models hold."""
+    """A vote from a per-matrix ``order`` of one statistic (``column`` of ``Columns``; +1: the first
+    matrix looks like the parent's, -1: the reverse, 0: cannot tell), averaged over the matrices
+    both models hold (all of them at once)."""
 
     def vote(a: ModelProfile, b: ModelProfile) -> float:
-        names = shared(a, b)
-        return float(np.mean([order(a.matrices[n], b.matrices[n]) for n in names])) if names else 0.0
+        ca, cb = a.columns, b.columns
+        left, right = getattr(ca, column), getattr(cb, column)
+        if a.layout != b.layout:
+            names = shared(a, b)
+            if not names:
+                return 0.0
+            left, right = left[[ca.index[n] for n in names]], right[[cb.index[n] for n in names]]
+        return float(np.mean(order(left, right))) if left.size else 0.0
 
     return vote
 
@@ -64,6 +71,8 @@ def _sign(x: float) -> int:
 def _rows(a: ModelProfile, b: ModelProfile) -> float:
     """Over the matrices both name whose rows are of one width but not of one count: the mean of
     +1 (more rows in ``b``, the child) and -1 (more in ``a``); 0 where there are none."""
+    if a.layout == b.layout:
+        return 0.0
     votes = [_sign(b.matrices[n].shape[0] - m.shape[0]) for n, m in a.matrices.items()
              if n in b.matrices and len(m.shape) == 2 and b.matrices[n].shape[1:] == m.shape[1:]
              and b.matrices[n].shape[0] != m.shape[0]]
@@ -72,18 +81,18 @@ def _rows(a: ModelProfile, b: ModelProfile) -> float:
 
 CUES = (
     Cue("precision", "the child's values are coarser (quantized or cast)",
-        per_matrix(lambda a, b: _sign(a.bits - b.bits))),
+        per_matrix("bits", lambda a, b: np.sign(a - b))),
     Cue("sparsity", "the child holds more exact zeros (pruned)",
-        per_matrix(lambda a, b: _sign(b.zeros - a.zeros) if abs(b.zeros - a.zeros) > ZERO_MARGIN else 0)),
+        per_matrix("zeros", lambda a, b: np.where(np.abs(b - a) > ZERO_MARGIN, np.sign(b - a), 0.0))),
     Cue("depth", "the child has fewer matrices (blocks removed)",
         lambda a, b: float(_sign(len(a.matrices) - len(b.matrices)))),
     Cue("vocabulary", "the child has more rows in a matrix both name (new tokens)",
         _rows),
     Cue("drift", "the child's weights are larger (updates add energy)",
-        per_matrix(lambda a, b: _sign(b.rms - a.rms))),
+        per_matrix("rms", lambda a, b: np.sign(b - a))),
 )
 KURTOSIS = Cue("kurtosis", "the child's weights have heavier tails (MoTHer)",
-               per_matrix(lambda a, b: _sign(b.kurtosis - a.kurtosis)))
+               per_matrix("kurtosis", lambda a, b: np.sign(b - a)))
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,10 @@ def _candidates(sim: np.ndarray, merges: dict[int, MergeFit]) -> np.ndarray:
 
 
 def _adapter_parents(child: int, members: list[int], profiles: Sequence[ModelProfile], allowed: np.ndarray,
-                     sim: np.ndarray) -> set[int]:
+                     sim: np.ndarray, exact: dict[tuple[int, int], bool]) -> set[int]:
     """The candidate parents from which ``child`` differs by exactly low rank; only those within
-    ``PENALTY`` of its nearest candidate are tried (a farther one could not win the edge)."""
+    ``PENALTY`` of its nearest candidate are tried (a farther one could not win the edge). ``exact``
+    keeps each pair's answer (it is symmetric), asked again with the ends swapped."""
     near = [u for u in members if allowed[u, child]]
     if len(near) < 2:
         return set()
@@ -74,7 +75,11 @@ def _adapter_parents(child: int, members: list[int], profiles: Sequence[ModelPro
     near = [u for u in near if 1 - float(sim[u, child]) <= best + PENALTY]
     if len(near) < 2:
         return set()
-    return {u for u in near if exactly_low_rank(profiles[min(u, child)], profiles[max(u, child)])}
+    for u in near:
+        pair = (min(u, child), max(u, child))
+        if pair not in exact:
+            exact[pair] = exactly_low_rank(profiles[pair[0]], profiles[pair[1]])
+    return {u for u in near if exact[min(u, child), max(u, child)]}
 
 
 def _arborescence(members: list[int], profiles: Sequence[ModelProfile], allowed: np.ndarray, sim: np.ndarray,
@@ -83,7 +88,8 @@ def _arborescence(members: list[int], profiles: Sequence[ModelProfile], allowed:
     """The root and the (parent, child) edges of one connected set of candidates."""
     if len(members) == 1:
         return members[0], []
-    adapted = {v: _adapter_parents(v, members, profiles, allowed, sim) for v in members}
+    exact: dict[tuple[int, int], bool] = {}
+    adapted = {v: _adapter_parents(v, members, profiles, allowed, sim, exact) for v in members}
     graph = nx.DiGraph()
     graph.add_nodes_from(members)
     for u in members:
