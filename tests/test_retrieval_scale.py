@@ -12,11 +12,10 @@ from tensorguard.catalogue import retrieval as retrieval_module
 from tensorguard.catalogue.retrieval import (
     fingerprint_threshold,
     load_known,
-    rank_signatures,
+    rank_candidates,
     retrieval_scores,
     stream_scores,
     vector_groups,
-    with_fingerprint,
 )
 from tensorguard.errors import TensorguardError
 from tensorguard.fingerprints import FEATURE_KEYS, fingerprint
@@ -80,7 +79,7 @@ def test_ranked_candidates_do_not_depend_on_the_chunk(synthetic, monkeypatch):
         monkeypatch.setattr(retrieval_module, "CHUNK_ROWS", chunk)
         with Store.open(db) as store:
             known = load_known(store, builtin=True)
-            found = with_fingerprint(rank_signatures(sig, known, store), fp, known, store, reference, limit)
+            found = rank_candidates(sig, fp, known, store, reference, limit)
         return [(c.name, c.match, c.score, round(c.retrieval or 0, 5), c.fingerprint_distance) for c in found]
 
     whole = ranked(ROWS * 2)

@@ -342,6 +342,19 @@ def _rank_key(c: Candidate) -> tuple[int, float, str]:
     return tier, value, c.name
 
 
+def rank_candidates(sig: Signature, fp: Fingerprint | None, known: Known, store: Store,
+                    reference: Reference, fingerprint_limit: float | None,
+                    keep: int = SHORTLIST) -> list[Candidate]:
+    """Retrieval over every row, the full signature comparison for the ``SHORTLIST`` best, and
+    fingerprint distances (standardised by ``reference``) for every row with a fingerprint.
+    Returned, best first: the shortlist, every fingerprint row within ``fingerprint_limit``, and
+    the ``keep`` nearest other fingerprint rows (the rest can neither be shown nor answer).
+    Without ``fp``, the shortlist alone (``with_fingerprint`` adds the rest later)."""
+    ranked = rank_signatures(sig, known, store)
+    return ranked if fp is None else with_fingerprint(ranked, fp, known, store, reference,
+                                                      fingerprint_limit, keep)
+
+
 def rank_signatures(sig: Signature, known: Known, store: Store) -> list[Candidate]:
     """Retrieval over every row and the full signature comparison for the ``SHORTLIST`` best,
     best first (no fingerprint distances)."""
