@@ -25,10 +25,12 @@ MASSIVE = "model.layers.11.mlp.down_proj.weight"
 
 @pytest.fixture(scope="module")
 def undamaged(smollm2: Path) -> sens.SensitivityResult:
-    return sens.analyze_sensitivity(smollm2, metric="forward", kinds=",".join(KINDS))
+    return sens.analyze_sensitivity(smollm2, kinds=",".join(KINDS))
 
 
-def test_forward_scores_spread_beyond_the_response_metric(undamaged: sens.SensitivityResult) -> None:
+def test_default_scores_spread_beyond_the_response_metric(undamaged: sens.SensitivityResult) -> None:
+    """The default metric runs the model (the GGUF metadata gives its configuration)."""
+    assert undamaged.options.metric is sens.Metric.FORWARD and undamaged.fallback is None
     for kind in KINDS:
         scores = sorted(la.scores[kind] for la in undamaged.layers)
         assert scores[-1] > 10 and scores[0] < 0.5, (kind, scores[0], scores[-1])

@@ -153,7 +153,7 @@ def test_public_verb_and_option_errors(model: Path) -> None:
 
 def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "out"
-    code, text, err = astuple(run_cli("sensitivity", str(model), "-o", str(out),
+    code, text, err = astuple(run_cli("sensitivity", str(model), "-o", str(out), "--metric", "response",
                            "--samples", "3", "--attention-test", "--top", "5"))
     assert (code, err) == (0, "")
     assert "model.layers" in text and "attention mean" in text
@@ -166,7 +166,7 @@ def test_cli_writes_deterministic_outputs(model: Path, tmp_path: Path, run_cli) 
     code, _, err = astuple(run_cli("sensitivity", str(model), "-o", str(out),
                         "--samples", "3", "--attention-test", "--top", "5"))
     assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
-    code, _, _ = astuple(run_cli("sensitivity", str(model), "-o", str(out),
+    code, _, _ = astuple(run_cli("sensitivity", str(model), "-o", str(out), "--metric", "response",
                       "--samples", "3", "--attention-test", "--top", "5", "--force"))
     assert code == 0 and json_path.read_bytes() == first
 
@@ -176,7 +176,8 @@ def test_cli_without_output_folder_writes_nothing(model: Path, tmp_path: Path, r
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    code, text, err = astuple(run_cli("sensitivity", str(model), "--samples", "2", "--top", "3"))
+    code, text, err = astuple(run_cli("sensitivity", str(model), "--samples", "2", "--top", "3",
+                                     "--metric", "response"))
     assert (code, err) == (0, "") and "top 3 layers" in text and "wrote" not in text
     assert list(work.iterdir()) == []
 
@@ -206,7 +207,7 @@ def test_cli_several_models_one_failing(model: Path, low_pass_model: Path, tmp_p
     missing = tmp_path / "nowhere.safetensors"
     code, text, err = astuple(run_cli("sensitivity", str(model), str(missing),
                            str(low_pass_model), "-o", str(out), "--samples", "2",
-                           "--noise", "low_frequency"))
+                           "--noise", "low_frequency", "--metric", "response"))
     assert code == 1
     assert err.strip().splitlines() == [err.strip()] and str(missing) in err
     assert "lowpass" in text and "tiny" in text and "top layer" in text

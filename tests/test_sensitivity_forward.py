@@ -86,6 +86,50 @@ def test_a_model_without_configuration_is_refused(tmp_path: Path) -> None:
         sens.analyze_sensitivity(path, metric="forward")
 
 
+def test_a_configuration_that_does_not_fit_is_refused_before_allocating(tmp_path: Path,
+                                                                        run_cli) -> None:
+    """A config.json of a 7B model beside tiny tensors: refused from the meta-device shapes (the
+    model is never materialised), in one line, exit 2; ``auto`` falls back with that reason."""
+    folder = _save(make_weights(SPEC, 0), tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"hidden_size": 4096,
+                                                             "intermediate_size": 11008}))
+    code, _, err = astuple(run_cli("sensitivity", str(folder), "--metric", "forward"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "configuration does not fit the tensors" in err and "(config: (" in err
+    result = sens.analyze_sensitivity(folder, kinds="gaussian")
+    assert result.options.metric is sens.Metric.RESPONSE
+    assert result.fallback is not None and "does not fit" in result.fallback
+
+
+def test_auto_runs_the_model_where_it_can(damaged: Path) -> None:
+    """The default metric: ``forward`` for a model ``transformers`` can run."""
+    auto = sens.analyze_sensitivity(damaged, kinds="gaussian")
+    assert auto.options.metric is sens.Metric.FORWARD and auto.fallback is None
+    assert auto == sens.analyze_sensitivity(damaged, metric="forward", kinds="gaussian")
+
+
+def test_auto_falls_back_to_the_weights_saying_why(damaged: Path, tmp_path: Path, run_cli,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No configuration, or no extra: the weight-only ``response`` metric, the reason in the result,
+    the report (and the log with ``-v``); the scores are those of ``--metric response``."""
+    bare = tmp_path / "bare.safetensors"
+    save_model(make_weights(SPEC, 0), bare)
+    auto = sens.analyze_sensitivity(bare, kinds="gaussian", samples=2)
+    assert auto.options.metric is sens.Metric.RESPONSE and "config.json" in (auto.fallback or "")
+    assert auto.layers == sens.analyze_sensitivity(bare, metric="response", kinds="gaussian",
+                                                   samples=2).layers
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    code, text, err = astuple(run_cli("sensitivity", str(damaged), "--noise", "gaussian",
+                                      "--samples", "2"))
+    assert code == 0 and "metric     response; 2 samples" in text and err == ""
+    assert "(auto: no module named 'transformers'" in text.lower() or "tensorguard[forward]" in text
+    code, text, _ = astuple(run_cli("sensitivity", str(damaged), "--noise", "gaussian", "--json"))
+    data = json.loads(text)["results"][0]
+    assert code == 0 and data["options"]["metric"] == "response"
+    assert "tensorguard[forward]" in data["fallback"]
+
+
 def test_cli_reports_findings(damaged: Path, run_cli) -> None:
     code, text, _ = astuple(run_cli("sensitivity", str(damaged), "--metric", "forward",
                                     "--noise", "low_frequency", "--top", "3"))

@@ -68,3 +68,8 @@ class MissingExtraError(TensorguardError):
     def __init__(self, feature: str, extra: str) -> None:
         self.feature, self.extra = feature, extra
         super().__init__(f"{feature} needs the optional extra: pip install 'tensorguard[{extra}]'")
+
+
+class ForwardUnavailableError(TensorguardError):
+    """``transformers`` cannot run the model: no configuration, a model type or architecture it
+    does not know, or tensors the model needs that the file lacks."""

@@ -1,17 +1,19 @@
 """Layer sensitivity: how strongly each 2-D tensor of a model reacts to each kind of probe noise.
 
-Three metrics. ``forward`` runs the model itself (``tensorguard.forward``, the optional extra
-``tensorguard[forward]``): each layer writing the residual stream gets each kind of noise at a
-matched relative strength, and its score is the next-token KL divergence divided by the median
-layer's (``docs/sensitivity.md``). The other two are exact closed forms of a layer ``y = W x``
-(``W`` of shape ``out x in``), over every 2-D tensor:
+Three metrics, and ``auto`` (the default): ``forward`` where ``transformers`` can run the model (the
+extra is installed and the model has a configuration that fits its tensors), else ``response``, the
+reason recorded in the result's ``fallback``. ``forward`` runs the model itself
+(``tensorguard.forward``, the optional extra ``tensorguard[forward]``): each layer writing the
+residual stream gets each kind of noise at a matched relative strength, and its score is the
+next-token KL divergence divided by the median layer's (``docs/sensitivity.md``). The other two
+are exact closed forms of a layer ``y = W x`` (``W`` of shape ``out x in``), over every 2-D tensor:
 
 * ``gradient-norm`` (the paper's): the Frobenius norm of the gradient of ``||x W^T||`` with respect
   to ``W``. That gradient is ``u x^T`` with ``||u|| = 1`` (whenever ``W x != 0``), so its norm is
   ``||x||``: it depends only on the probe, never on the weights, and no tensor data is needed
   beyond the matrix the adversarial probe attacks. Each kind's mean over samples is divided by its
   mean over all layers, as the paper does.
-* ``response`` (the default): the layer's gain on the perturbation ``d = probe.delta`` relative to
+* ``response``: the layer's gain on the perturbation ``d = probe.delta`` relative to
   its average gain, ``(||W d|| / ||d||) / (||W||_F / sqrt(in))``. For a random direction it is close
   to 1; above 1 the layer amplifies that kind of noise. Every tensor is streamed once, in row
   chunks, and all probe directions of its input size are applied in one float32 matmul per chunk
@@ -24,9 +26,10 @@ all samples are identical and their mean is the seed-0 score (computed once).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import torch
@@ -34,19 +37,21 @@ import torch
 from tensorguard import __version__, progress
 from tensorguard.architectures import Role, Slot, block_index, lookup, role
 from tensorguard.enums import TextEnum
-from tensorguard.errors import OptionError, TensorguardError
+from tensorguard.errors import ForwardUnavailableError, MissingExtraError, OptionError, TensorguardError
 from tensorguard.loading import ModelInput, ModelSource, TensorInfo, opened
 from tensorguard.probes import ALL_KINDS, KINDS, fgsm_matrix, make_probes
 from tensorguard.rounding import round_significant
 from tensorguard.validation import choice_option, finite_option, whole_option
 
-SCHEMA = "tensorguard.sensitivity/1"
+SCHEMA = "tensorguard.sensitivity/2"
+_log = logging.getLogger(__name__)
 
 
 class Metric(TextEnum):
     RESPONSE = "response"  # the layer's gain on the perturbation, relative to its average gain
     GRADIENT_NORM = "gradient-norm"  # the paper's score: ||x||, independent of the weights
     FORWARD = "forward"  # the next-token KL when the layer's output is perturbed, over the median
+    AUTO = "auto"  # forward where transformers can run the model, else response (results say which)
 
 
 #: ``samples`` when not given: probes per kind, or for ``forward`` token sequences.
@@ -72,8 +77,8 @@ class Options:
     """The parameters of an analysis (recorded in every result); validated on construction."""
 
     kinds: tuple[str, ...] = ALL_KINDS
-    metric: Metric = Metric.RESPONSE
-    samples: int | None = None  # None: the metric's DEFAULT_SAMPLES
+    metric: Metric = Metric.AUTO
+    samples: int | None = None  # None: the metric's DEFAULT_SAMPLES (chosen with the metric for auto)
     seeds: SeedMode = SeedMode.DISTINCT
     threshold: float = 1.5
     top: int = 20
@@ -83,16 +88,19 @@ class Options:
         object.__setattr__(self, "metric", choice_option(Metric, "metric", self.metric))
         object.__setattr__(self, "seeds", choice_option(SeedMode, "seeds", self.seeds))
         object.__setattr__(self, "kinds", parse_kinds(self.kinds))
-        if self.samples is None:
+        if self.samples is None and self.metric is not Metric.AUTO:
             object.__setattr__(self, "samples", DEFAULT_SAMPLES[self.metric])
         for option in ("samples", "top"):
-            whole_option(option, getattr(self, option))
+            if getattr(self, option) is not None:  # samples of ``auto``: chosen with the metric
+                whole_option(option, getattr(self, option))
         finite_option("threshold", self.threshold)
 
     @property
     def sample_count(self) -> int:
-        """``samples``, or the metric's default."""
-        return self.samples if self.samples is not None else DEFAULT_SAMPLES[self.metric]
+        """``samples``, or the metric's default (``auto`` is resolved before anything is sampled)."""
+        if self.samples is not None:
+            return self.samples
+        return DEFAULT_SAMPLES[Metric.RESPONSE if self.metric is Metric.AUTO else self.metric]
 
     @property
     def seed_list(self) -> range:
@@ -141,10 +149,11 @@ class SensitivityResult:
     tensorguard_version: str
     model_name: str
     path: str
-    options: Options
+    options: Options  # the metric actually used (never ``auto``)
     layers: list[LayerScore]
     splits: list[Split]
     attention_test: list[AttentionContrast] | None
+    fallback: str | None = None  # why ``auto`` used ``response``: what kept ``forward`` from running
 
 
 def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
@@ -217,13 +226,26 @@ def layer_response(source: ModelSource, info: TensorInfo, directions: torch.Tens
     return torch.sqrt(squares * dim / frobenius)
 
 
-def _raw_scores(source: ModelSource, options: Options) -> dict[str, torch.Tensor]:
-    """Per tensor name, the per-kind mean over samples of the metric (not yet normalised)."""
-    if options.metric is Metric.FORWARD:
-        from tensorguard.forward import kl_by_layer
+def _forward_scores(source: ModelSource, options: Options) -> dict[str, torch.Tensor]:
+    from tensorguard.forward import kl_by_layer
 
-        kl = kl_by_layer(source, options.kinds, sequences=options.sample_count)
-        return {name: torch.tensor(values, dtype=torch.float64) for name, values in kl.items()}
+    kl = kl_by_layer(source, options.kinds, sequences=options.sample_count)
+    return {name: torch.tensor(values, dtype=torch.float64) for name, values in kl.items()}
+
+
+def _raw_scores(source: ModelSource, options: Options) -> tuple[Options, str | None, dict[str, torch.Tensor]]:
+    """The options with the metric used, why ``auto`` fell back to ``response`` (or ``None``), and
+    per tensor name the per-kind mean over samples of the metric (not yet normalised)."""
+    if options.metric is Metric.AUTO:
+        forward = replace(options, metric=Metric.FORWARD)
+        try:
+            return forward, None, _forward_scores(source, forward)
+        except (MissingExtraError, ForwardUnavailableError) as error:
+            _log.info("%s; scored with the weight-only metric 'response'", error)
+            response = replace(options, metric=Metric.RESPONSE)
+            return response, str(error), _raw_scores(source, response)[2]
+    if options.metric is Metric.FORWARD:
+        return options, None, _forward_scores(source, options)
     probes = _Probes(source, options)
     shape = (len(options.kinds), len(options.seed_list))
     raw: dict[str, torch.Tensor] = {}
@@ -233,7 +255,7 @@ def _raw_scores(source: ModelSource, options: Options) -> dict[str, torch.Tensor
         values = (layer_response(source, info, directions) if options.metric is Metric.RESPONSE
                   else norms)
         raw[info.name] = values.reshape(shape).mean(dim=1)
-    return raw
+    return options, None, raw
 
 
 def _split(target: str, scores: dict[str, float], threshold: float) -> Split:
@@ -260,7 +282,7 @@ def attention_contrast(target: str, layers: Sequence[LayerScore]) -> AttentionCo
 
 def analyze(source: ModelSource, options: Options) -> SensitivityResult:
     """Score every 2-D floating-point tensor of ``source`` for each kind in ``options.kinds``."""
-    raw = _raw_scores(source, options)
+    options, fallback, raw = _raw_scores(source, options)
     matrices = [source.info(name) for name in raw]
     stacked = torch.stack(list(raw.values()))  # tensors x kinds
     if options.metric is Metric.GRADIENT_NORM:
@@ -280,11 +302,11 @@ def analyze(source: ModelSource, options: Options) -> SensitivityResult:
     contrasts = [attention_contrast(t, layers) for t in targets] if options.attention_test else None
     path = source.origin or (source.shards[0] if len(source.shards) == 1 else source.root)
     return SensitivityResult(SCHEMA, __version__, source.name, str(path), options, layers, splits,
-                             contrasts)
+                             contrasts, fallback)
 
 
 def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all",
-                        metric: Metric | str = Metric.RESPONSE, samples: int | None = None,
+                        metric: Metric | str = Metric.AUTO, samples: int | None = None,
                         seeds: SeedMode | str = SeedMode.DISTINCT, threshold: float = 1.5,
                         top: int = 20, attention_test: bool = False,
                         base: ModelInput | None = None, name: str | None = None) -> SensitivityResult:
@@ -293,8 +315,10 @@ def analyze_sensitivity(model: ModelInput, *, kinds: str | Sequence[str] = "all"
     Args:
         model: a model path or an open ``ModelSource``.
         kinds: ``"all"``, a kind, comma-separated kinds or a list (``probes.ALL_KINDS``).
-        metric: ``response`` (the layer's gain on the noise), ``gradient-norm`` (the paper's) or
-            ``forward`` (the next-token change through the model; ``tensorguard[forward]``).
+        metric: ``auto`` (``forward`` where it can run, else ``response``; the result's
+            ``options.metric`` says which and ``fallback`` why), ``forward`` (the next-token
+            change through the model; ``tensorguard[forward]`` and the model's configuration),
+            ``response`` (the layer's gain on the noise) or ``gradient-norm`` (the paper's).
         samples: probes per kind (default 20), or for ``forward`` token sequences (default 2);
             ``seeds``: ``distinct`` (seeds 0..N-1) or ``repeat`` (seed 0); ``forward`` has one seed.
         threshold: a layer scoring above it is sensitive; ``top``: layers a chart shows.

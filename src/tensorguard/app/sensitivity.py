@@ -100,6 +100,7 @@ def _render_one(result: SensitivityResult) -> list[str]:
              else f"{o.samples} samples, all seed 0")
     lines = [f"model      {result.model_name}  ({result.path})",
              f"metric     {o.metric}; {seeds}; threshold {report.fmt(o.threshold)}",
+             *([f"           (auto: {result.fallback})"] if result.fallback else []),
              f"layers     {len(result.layers)} two-dimensional tensors", "",
              f"top {min(o.top, len(result.layers))} layers by mean score:", _top_table(result), "",
              report.table(["noise", "sensitive", "non-sensitive", "most sensitive"],
@@ -124,9 +125,9 @@ def render_text(run_result: SensitivityRun) -> str:
         for r in run_result.results:
             top, mean_split = r.layers[0], r.splits[-1]
             contrast = attention_contrast(MEAN, r.layers)
-            rows.append([r.model_name, len(r.layers), len(mean_split.sensitive), top.name, top.mean,
-                         contrast.ratio])
-        lines.append(report.table(["model", "layers", "sensitive", "top layer", "top mean",
+            rows.append([r.model_name, r.options.metric, len(r.layers), len(mean_split.sensitive),
+                         top.name, top.mean, contrast.ratio])
+        lines.append(report.table(["model", "metric", "layers", "sensitive", "top layer", "top mean",
                                    "attention/other"], rows))
     if run_result.failures:
         lines += ["", f"failed: {', '.join(f.model for f in run_result.failures)}"]

@@ -99,10 +99,12 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
               show_default=True, help="'repeat' re-seeds every sample with 0, as the paper does.")
 @click.option("--noise", default="all", show_default=True,
               help="Noise kind, comma-separated kinds, or 'all' (5 paper kinds + 3 attention kinds).")
-@click.option("--metric", type=click.Choice(["response", "gradient-norm", "forward"]),
-              default="response", show_default=True,
-              help="'forward' runs the model (needs tensorguard[forward]): next-token change when "
-                   "each layer's output is perturbed; 'gradient-norm' is the paper's score.")
+@click.option("--metric", type=click.Choice(["auto", "forward", "response", "gradient-norm"]),
+              default="auto", show_default=True,
+              help="'forward' runs the model (tensorguard[forward] and its config): next-token "
+                   "change when each layer's output is perturbed; 'response' scores the weights "
+                   "alone; 'gradient-norm' is the paper's score; 'auto': forward where it can run, "
+                   "else response, saying why.")
 @click.option("--threshold", type=float, default=1.5, show_default=True,
               help="A layer scoring above this is sensitive.")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
@@ -123,8 +125,8 @@ def sensitivity(models: tuple[str, ...], samples: int | None, seeds: str, noise:
       tensorguard sensitivity ./Llama-3.2-1B
       tensorguard sensitivity ./Llama-3.2-1B --noise low_frequency --attention-test
       tensorguard sensitivity a.safetensors b.safetensors -o sensitivity/ --force
+      tensorguard sensitivity ./model --metric response   # weight-only, no forward pass
       tensorguard sensitivity ./model --metric gradient-norm --seeds repeat   # the paper's score
-      tensorguard sensitivity ./SmolLM2-135M.gguf --metric forward   # through the model itself
     """
     from tensorguard.app.batch import metered
     from tensorguard.app.sensitivity import analyze_models, render_text

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tensorguard.errors import MissingExtraError, TensorguardError
+from tensorguard.errors import ForwardUnavailableError, MissingExtraError
 from tensorguard.inputs import read_json
 from tensorguard.loading import ModelSource
 from tensorguard.loading.gguf_file import read_gguf_header
@@ -36,8 +36,8 @@ def _gguf_config(source: ModelSource) -> dict[str, Any]:
     metadata = read_gguf_header(source.shards[0]).metadata
     arch = str(metadata.get("general.architecture", ""))
     if arch not in GGUF_CONFIG_MAPPING:
-        raise TensorguardError(f"{source.name}: transformers cannot read the configuration of GGUF "
-                               f"architecture {arch!r}; put a config.json beside the model")
+        raise ForwardUnavailableError(f"{source.name}: transformers cannot read the configuration of GGUF "
+                                      f"architecture {arch!r}; put a config.json beside the model")
     config: dict[str, Any] = {"model_type": arch}
     mapping: dict[str, str | None] = GGUF_CONFIG_MAPPING[arch]  # type: ignore[assignment]
     for key, field in mapping.items():
@@ -51,23 +51,23 @@ def _gguf_config(source: ModelSource) -> dict[str, Any]:
 
 def model_config(source: ModelSource) -> Any:
     """The ``transformers`` configuration of ``source``: ``config.json``, else GGUF metadata."""
-    transformers = _transformers()
     path = source.root / "config.json"
     if path.is_file():
         data = read_json(path, what="a model config")
-    elif source.claims is not None:
+    elif source.claims is None:
+        raise ForwardUnavailableError(f"{source.name}: no config.json beside the model; the forward "
+                                      "metric needs the model's configuration")
+    transformers = _transformers()
+    if not path.is_file():
         data = _gguf_config(source)
-    else:
-        raise TensorguardError(f"{source.name}: no config.json beside the model; the forward "
-                               "metric needs the model's configuration")
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
-        raise TensorguardError(f"{path}: no model_type; the forward metric cannot build the model")
+        raise ForwardUnavailableError(f"{path}: no model_type; the forward metric cannot build the model")
     fields = {k: v for k, v in data.items() if k != "model_type"}
     try:
         return transformers.AutoConfig.for_model(data["model_type"], **fields)
     except (ValueError, KeyError) as error:
-        raise TensorguardError(f"{source.name}: transformers does not know model type "
-                               f"{data['model_type']!r} ({error})") from None
+        raise ForwardUnavailableError(f"{source.name}: transformers does not know model type "
+                                      f"{data['model_type']!r} ({error})") from None
 
 
 def _source_name(key: str, source: ModelSource) -> str | None:
@@ -77,6 +77,12 @@ def _source_name(key: str, source: ModelSource) -> str | None:
         if name in source.tensors:
             return name
     return None
+
+
+def _some(items: list[str]) -> str:
+    """The first three of ``items``, and how many more."""
+    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+    return ", ".join(items[:3]) + more
 
 
 @dataclass(frozen=True)
@@ -95,22 +101,27 @@ def build_model(source: ModelSource) -> Built:
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     except ValueError as error:
-        raise TensorguardError(f"{source.name}: transformers has no causal LM for model type "
-                               f"{config.model_type!r} ({str(error).splitlines()[0]})") from None
-    model.to_empty(device="cpu")
+        raise ForwardUnavailableError(f"{source.name}: transformers has no causal LM for model type "
+                                      f"{config.model_type!r} ({str(error).splitlines()[0]})") from None
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    state, missing, names = {}, [], {}
-    for key in model.state_dict():
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    names, missing = {}, []
+    for key in expected:
         name = _source_name(key, source)
         if name is not None:
-            state[key] = source.read(name, dtype=torch.float32)
             names[name] = key
         elif key not in tied and not (key == "lm_head.weight" and config.tie_word_embeddings):
             missing.append(key)
     if missing:
-        raise TensorguardError(f"{source.name}: the {config.model_type} model needs tensors the "
-                               f"file lacks: {', '.join(missing[:3])}"
-                               + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+        raise ForwardUnavailableError(f"{source.name}: the {config.model_type} model needs tensors the "
+                                      f"file lacks: {_some(missing)}")
+    wrong = [f"{name} {source.info(name).shape} (config: {expected[key]})"
+             for name, key in names.items() if source.info(name).shape != expected[key]]
+    if wrong:  # checked on the meta device: a config that does not fit allocates nothing
+        raise ForwardUnavailableError(f"{source.name}: the configuration does not fit the tensors: "
+                                      f"{_some(wrong)}")
+    model.to_empty(device="cpu")
+    state = {key: source.read(name, dtype=torch.float32) for name, key in names.items()}
     model.load_state_dict(state, strict=False)
     model.tie_weights()
     for module in model.modules():
