@@ -9,6 +9,7 @@ from such a round trip sit on the grid to within float rounding; trained float w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ ON_GRID = 0.9
 FULL = 32
 #: Entries tried as float16 before all of them are.
 _HEAD = 64
+#: Entries of each group tried on every grid before all of them are.
+_SCREEN = 8
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,22 @@ _STEPS = np.array([g.steps for g in GRIDS], dtype=float)
 def _plausible(firsts: np.ndarray) -> np.ndarray:
     """Which grids each group's entries sit on (``[group, grid]``, rows of ``firsts`` the groups:
     every group of one size against every grid in one array operation, the quick test before the
-    full one)."""
+    full one). The first ``_SCREEN`` entries of each group are tried first: only the groups and
+    grids they fit are tried whole (an entry off the grid rules it out)."""
     top, bottom = firsts.max(axis=1), firsts.min(axis=1)
     scale = np.where(_SYMMETRIC[None, :], np.abs(firsts).max(axis=1)[:, None], (top - bottom)[:, None])
     low = np.where(_SYMMETRIC[None, :], 0.0, bottom[:, None])
     step = np.where(scale > 0, scale / _STEPS[None, :], 1.0)
-    q = (firsts[:, None, :] - low[:, :, None]) / step[:, :, None]
-    return np.asarray((np.abs(q - np.rint(q)).max(axis=2) <= TOLERANCE) & (scale > 0), dtype=bool)
+
+    def on(entries: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        q = (entries[:, None, :] - low[rows, :, None]) / step[rows, :, None]
+        return np.asarray(np.abs(q - np.rint(q)).max(axis=2) <= TOLERANCE, dtype=bool)
+
+    fits: np.ndarray = on(firsts[:, :_SCREEN], slice(None)) & (scale > 0)
+    rows = np.flatnonzero(fits.any(axis=1))
+    if rows.size:
+        fits[rows] &= on(firsts[rows], rows)
+    return fits
 
 
 def grids_of(matrices: list[np.ndarray]) -> list[Grid | None]:
@@ -82,7 +94,7 @@ def grids_of(matrices: list[np.ndarray]) -> list[Grid | None]:
     tests: list[tuple[int, np.ndarray, np.ndarray]] = []  # matrix, its groups, the first not all zero
     for i, rows in enumerate(matrices):
         flat = rows.reshape(-1)
-        first = int(np.argmax(flat != 0))
+        first = 0 if flat.size and flat[0] != 0 else int(np.argmax(flat != 0))  # trained weights: 0
         if flat.size == 0 or flat[first] == 0:
             continue  # all zero: no group says anything
         width = rows.shape[1]
@@ -110,17 +122,31 @@ def grid_of(rows: np.ndarray) -> Grid | None:
     return grids_of([rows])[0]
 
 
-def float_bits_of(flat: np.ndarray) -> np.ndarray:
-    """``float_bits`` of each row of ``flat``."""
+def _float_bits(flat: np.ndarray) -> int:
+    """``float_bits`` of one array, every entry tried."""
     as32 = flat.astype(np.float32)
-    bf16 = ~((as32.view(np.uint32) & 0xFFFF) != 0).any(axis=1)
-    head = as32[:, :_HEAD]  # float weights show it in their first entries: only the others are cast whole
-    fp16 = (head.astype(np.float16).astype(np.float32) == head).all(axis=1)
-    rest = np.flatnonzero(fp16)
-    fp16[rest] = (as32[rest].astype(np.float16).astype(np.float32) == as32[rest]).all(axis=1)
-    return np.where(bf16 | fp16, 16, FULL)
+    if not ((as32.view(np.uint32) & 0xFFFF) != 0).any():
+        return 16  # every value a bfloat16
+    return 16 if bool((as32.astype(np.float16).astype(np.float32) == as32).all()) else FULL
+
+
+def float_bits_of(flats: Sequence[np.ndarray]) -> list[int]:
+    """``float_bits`` of each of ``flats`` (1-D). Float weights show it in their first entries: those
+    of all arrays are tried at once, and only the arrays whose first entries are all 16-bit values
+    are tried whole."""
+    by_head: dict[int, list[int]] = {}
+    for i, flat in enumerate(flats):
+        by_head.setdefault(min(flat.size, _HEAD), []).append(i)
+    bits = [FULL] * len(flats)
+    for idx in by_head.values():
+        head = np.stack([flats[i][:_HEAD] for i in idx]).astype(np.float32)
+        bf16 = ~((head.view(np.uint32) & 0xFFFF) != 0).any(axis=1)
+        fp16 = (head.astype(np.float16).astype(np.float32) == head).all(axis=1)
+        for k in np.flatnonzero(bf16 | fp16).tolist():
+            bits[idx[k]] = _float_bits(flats[idx[k]])
+    return bits
 
 
 def float_bits(values: np.ndarray) -> int:
     """16 when every value is exactly a bfloat16 or a float16 (a cast copy), else 32."""
-    return int(float_bits_of(values.reshape(1, -1))[0])
+    return _float_bits(values.reshape(-1))

@@ -20,7 +20,7 @@ from tensorguard.catalogue import SIGNATURE_THRESHOLD
 from tensorguard.errors import TensorguardError
 from tensorguard.genealogy.results import Edge, EdgeKind, Tree
 from tensorguard.loading import ModelInput
-from tensorguard.signatures import Signature, compute_signature, similarity
+from tensorguard.signatures import Comparer, compute_signature
 
 #: Digits of a signature score that count when choosing the member a disguised copy hangs from
 #: (copies of one function score alike to within noise; the shallowest of them is chosen).
@@ -32,12 +32,14 @@ def relink(t: Tree, models: Sequence[ModelInput]) -> Tree:
     if len(t.families) < 2:
         return t
     source = {node.name: model for node, model in zip(t.models, models, strict=True)}
-    signatures: dict[str, Signature | None] = {}
+    signatures: dict[str, Comparer | None] = {}
 
-    def signature(name: str) -> Signature | None:
+    def signature(name: str) -> Comparer | None:
+        """``name``'s signature, as a ``Comparer``: its vectors are computed once, however many
+        other models it is compared with."""
         if name not in signatures:
             try:
-                signatures[name] = compute_signature(source[name])
+                signatures[name] = Comparer(compute_signature(source[name]))
             except TensorguardError:  # an architecture or vocabulary a signature cannot read
                 signatures[name] = None
         return signatures[name]
@@ -47,7 +49,7 @@ def relink(t: Tree, models: Sequence[ModelInput]) -> Tree:
     def score(a: str, b: str) -> float:
         if (a, b) not in scores:
             sa, sb = signature(a), signature(b)
-            scores[a, b] = similarity(sa, sb).score if sa is not None and sb is not None else float("nan")
+            scores[a, b] = sa.similarity(sb).score if sa is not None and sb is not None else float("nan")
         return scores[a, b]
 
     def depth(name: str) -> int:

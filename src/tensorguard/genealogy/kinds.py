@@ -92,32 +92,63 @@ def _within(tail: float, delta: np.ndarray, threshold: float) -> bool:
     return _exact_tail(delta) <= threshold
 
 
+def _low_rank_votes(a: ModelProfile, b: ModelProfile, threshold: float) -> tuple[int, int]:
+    """Of the shared matrices whose difference has a tail (``_tails``), how many have one within
+    ``threshold`` and how many beyond it. The matrices are taken in order, as few at a time as
+    could settle whether most are within: once half of the shared matrices are beyond, the rest
+    cannot change that, and the counting stops (symmetric in a, b)."""
+    names = shared(a, b)
+    within = beyond = start = 0
+    while start < len(names) and 2 * beyond < len(names):
+        count = -(-len(names) // 2) - beyond  # the misses that would settle it
+        for t, d in _tails(a, b, names[start:start + count]):
+            if 2 * beyond >= len(names):
+                break
+            if _within(t, d, threshold):
+                within += 1
+            else:
+                beyond += 1
+        start += count
+    return within, beyond
+
+
 def low_rank_share(parent: ModelProfile, child: ModelProfile) -> float:
-    """Share of shared matrices whose difference (on the sketch) is low rank."""
-    tails = _tails(parent, child)
-    return float(np.mean([_within(t, d, 1 - LOW_RANK) for t, d in tails])) if tails else 0.0
+    """Share of shared matrices whose difference (on the sketch) is low rank, where most are; at
+    most 0.5 otherwise (the count stops once that is settled)."""
+    within, beyond = _low_rank_votes(parent, child, 1 - LOW_RANK)
+    return within / (within + beyond) if within + beyond else 0.0
 
 
 def exactly_low_rank(a: ModelProfile, b: ModelProfile) -> bool:
     """Whether the difference of ``a`` and ``b`` is low rank to within float rounding in most of
-    the matrices that differ: a merged adapter made from exactly that model (symmetric in a, b).
-    The matrices are taken in order, as few at a time as could settle it: once half of the shared
-    matrices are not exactly low rank, the rest cannot change the answer."""
-    names = shared(a, b)
-    exact: list[bool] = []
-    start = 0
-    while start < len(names) and 2 * exact.count(False) < len(names):
-        count = -(-len(names) // 2) - exact.count(False)  # the misses that would settle it
-        for t, d in _tails(a, b, names[start:start + count]):
-            if 2 * exact.count(False) >= len(names):
-                break
-            exact.append(_within(t, d, EXACT))
-        start += count
-    return bool(exact) and float(np.mean(exact)) > 0.5
+    the matrices that differ: a merged adapter made from exactly that model (symmetric in a, b)."""
+    within, beyond = _low_rank_votes(a, b, EXACT)
+    return within > beyond
+
+
+def _spread_floor(p: np.ndarray, c: np.ndarray) -> float:
+    """A lower bound, from the first two rows alone, of the spread that ``rescaled`` measures on
+    all of ``p`` and ``c`` (0 where they cannot bound it). Over any two rows and two columns the
+    row and column terms cancel: ``L[i,j] - L[i,j'] - L[i',j] + L[i',j']`` (``L = log |c / p|``)
+    is the same sum of the four centred values, so its square is at most 4 times their summed
+    squared deviations; over disjoint column pairs of rows 0 and 1 those sums add up to at most
+    ``4 N std^2`` (``N`` entries, at most ``p.size``)."""
+    if p.shape[0] < 2:
+        return 0.0
+    top, under = p[:2], c[:2]
+    both = (top != 0) & (under != 0)
+    diff = np.log(np.abs(np.where(both, under, 1.0) / np.where(both, top, 1.0)))
+    across = diff[0] - diff[1]
+    width = across.size // 2 * 2
+    usable = both[0] & both[1]
+    dd = np.where(usable[0:width:2] & usable[1:width:2], across[0:width:2] - across[1:width:2], 0.0)
+    return float(np.sqrt(np.dot(dd, dd) / (4 * p.size)))
 
 
 def rescaled(parent: ModelProfile, child: ModelProfile) -> bool:
-    """Whether most of the changed shared matrices are the parent's scaled per row and column."""
+    """Whether most of the changed shared matrices are the parent's scaled per row and column
+    (a matrix whose first two rows already bound its spread above ``RESCALED`` is not: most
+    fine-tuned matrices are settled so, without the logarithms of all their entries)."""
     names = shared(parent, child)
     yes = no = 0
     for i, name in enumerate(names):
@@ -125,6 +156,9 @@ def rescaled(parent: ModelProfile, child: ModelProfile) -> bool:
             break
         p, c = parent.matrices[name].sketch, child.matrices[name].sketch
         if np.array_equal(p, c):
+            continue
+        if _spread_floor(p, c) > 2 * RESCALED:  # twice: far beyond float rounding
+            no += 1
             continue
         nonzero = p != 0
         if ((c == 0) != ~nonzero).any():

@@ -109,13 +109,7 @@ def _profiles(shapes: list[tuple[int, ...]], sketches: list[np.ndarray],
     once (per matrix they would cost more than reading it); the moments run per sketch, which
     stays in the processor's cache where a stack of them would not."""
     grids = grids_of(sketches)
-    by_size: dict[int, list[int]] = {}
-    for i, sketch in enumerate(sketches):
-        by_size.setdefault(sketch.size, []).append(i)
-    cast: dict[int, int] = {}
-    for idx in by_size.values():
-        bits = float_bits_of(np.stack([sketches[i].reshape(-1) for i in idx]))
-        cast.update(zip(idx, bits.tolist(), strict=True))
+    cast = float_bits_of([sketch.reshape(-1) for sketch in sketches])
     out = []
     for i, (sketch, grid) in enumerate(zip(sketches, grids, strict=True)):
         flat = sketch.reshape(-1)
@@ -123,7 +117,7 @@ def _profiles(shapes: list[tuple[int, ...]], sketches: list[np.ndarray],
         squares = centred * centred  # products, not powers: numpy's float power is slow
         m2 = _mean(squares)
         kurtosis = _mean(squares * squares) / m2 ** 2 if m2 > 0 else float("nan")
-        zeros = float(np.count_nonzero(flat == 0) / flat.size)
+        zeros = float((flat.size - np.count_nonzero(flat)) / flat.size)
         out.append(MatrixProfile(shapes[i], sketch, min(stored[i], grid.bits if grid else FULL, cast[i]),
                                  grid.name if grid else None, zeros, math.sqrt(_mean(flat * flat)), kurtosis))
     return out

@@ -52,6 +52,9 @@ BUDGET_BYTES = 256 * 1024
 KINDS = ("qk", "ov", "mlp", "gate")
 SYMMETRIC = frozenset({"embed", "gate"})
 _MAGIC = b"TGSIG\x01"
+#: Embeddings up to this many entries (8 MB as float32) are read whole and their token rows picked
+#: in memory; larger ones are read a token row at a time.
+WHOLE_EMBEDDING = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -269,8 +272,11 @@ def compute_signature(model: ModelInput, *, base: ModelInput | None = None,
         picked = select_tokens(strings, EMBED_TOKENS)
         if len(picked) < MIN_TOKENS:
             raise TensorguardError(f"{source.name}: fewer than {MIN_TOKENS} usable tokens for a signature")
-        read = {i: source.read_rows(a.embedding, i, i + 1, torch.float32)[0] for i in sorted(picked)}
-        e = torch.stack([read[i] for i in picked])
+        if rows * hidden <= WHOLE_EMBEDDING:  # one read costs less than a read per token
+            e = source.read(a.embedding, torch.float32)[picked]
+        else:
+            read = {i: source.read_rows(a.embedding, i, i + 1, torch.float32)[0] for i in sorted(picked)}
+            e = torch.stack([read[i] for i in picked])
         if a.centred:
             e = e - e.mean(1, keepdim=True)
         e = e * torch.rsqrt((e * e).mean(1, keepdim=True).clamp_min(1e-30))  # the norm's view

@@ -99,7 +99,8 @@ def _kinds_present(sig: Signature) -> set[int]:
 
 class Comparer:
     """Compares one signature with many: its own vectors over each token subset are computed
-    once (``scan`` compares the scanned model with every shortlisted row)."""
+    once (``scan`` compares the scanned model with every shortlisted row; ``tree`` compares every
+    root with every other, each as a ``Comparer``, so no root's vectors are computed twice)."""
 
     def __init__(self, query: Signature) -> None:
         self.query = query
@@ -114,32 +115,35 @@ class Comparer:
             self._memo[key] = _vectors(m, index, part in SYMMETRIC)
         return self._memo[key]
 
-    def block_similarity(self, b: Signature) -> tuple[np.ndarray, int]:
+    def block_similarity(self, b: Signature | Comparer) -> tuple[np.ndarray, int]:
         """(blocks_a, blocks_b, kinds) correlations over the shared block tokens, and their count."""
-        a = self.query
-        ia, ib = _shared(a.tokens[: a.block_tokens], b.tokens[: b.block_tokens])
-        out = np.zeros((len(a.blocks), len(b.blocks), len(KINDS)))
-        if len(ia) < MIN_BLOCK_TOKENS or not len(a.blocks) or not len(b.blocks):
+        other = b if isinstance(b, Comparer) else Comparer(b)
+        a, sb = self.query, other.query
+        ia, ib = _shared(a.tokens[: a.block_tokens], sb.tokens[: sb.block_tokens])
+        out = np.zeros((len(a.blocks), len(sb.blocks), len(KINDS)))
+        if len(ia) < MIN_BLOCK_TOKENS or not len(a.blocks) or not len(sb.blocks):
             return out, len(ia)
         for k, kind in enumerate(KINDS):
-            out[:, :, k] = self._own(kind, ia) @ _vectors(b.blocks[:, k], ib, kind in SYMMETRIC).T
+            out[:, :, k] = self._own(kind, ia) @ other._own(kind, ib).T
         return out, len(ia)
 
-    def similarity(self, b: Signature) -> SignatureSimilarity:
-        """Compare the query with ``b`` over their shared tokens, blocks aligned in order."""
-        a = self.query
-        ia, ib = _shared(a.tokens, b.tokens)
+    def similarity(self, b: Signature | Comparer) -> SignatureSimilarity:
+        """Compare the query with ``b`` (a signature, or another's ``Comparer`` whose vectors are
+        then reused) over their shared tokens, blocks aligned in order."""
+        other = b if isinstance(b, Comparer) else Comparer(b)
+        a, sb = self.query, other.query
+        ia, ib = _shared(a.tokens, sb.tokens)
         embed = None
         if len(ia) >= MIN_TOKENS:
-            embed = float(self._own("embed", ia) @ _vectors(b.embed, ib, True))
-        sims, shared_block = self.block_similarity(b)
+            embed = float(self._own("embed", ia) @ other._own("embed", ib))
+        sims, shared_block = self.block_similarity(other)
         kinds: dict[str, float] = {}
         pairs: tuple[BlockPair, ...] = ()
-        present = sorted(self._present & _kinds_present(b))
+        present = sorted(self._present & other._present)
         if sims.size and present and shared_block >= MIN_BLOCK_TOKENS:
             mean = sims[:, :, present].mean(-1)
             matched = align_blocks(mean)
-            pairs = tuple(BlockPair(a.block_index[i], b.block_index[j], float(mean[i, j]))
+            pairs = tuple(BlockPair(a.block_index[i], sb.block_index[j], float(mean[i, j]))
                           for i, j in matched)
             rows, cols = np.array([p[0] for p in matched]), np.array([p[1] for p in matched])
             kinds = {KINDS[k]: float(sims[rows, cols, k].mean()) for k in present}

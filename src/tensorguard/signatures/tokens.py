@@ -13,6 +13,7 @@ most of their vocabulary share most of their sample.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 from pathlib import Path
@@ -87,5 +88,12 @@ def _rank(token: str) -> bytes:
 def select_tokens(strings: list[str | None], count: int) -> list[int]:
     """Rows of the ``count`` tokens with the smallest string hash (a min-hash sample: models that
     share most token strings share most of the sample, whatever their row order)."""
+    return list(_select(tuple(strings), count))
+
+
+@functools.lru_cache(maxsize=2)
+def _select(strings: tuple[str | None, ...], count: int) -> tuple[int, ...]:
+    """``select_tokens``, kept for the last vocabularies: models of one tokenizer (a family's
+    checkpoints, compared one after another) hash its strings once."""
     first = {s: i for i, s in reversed(list(enumerate(strings))) if s is not None}  # one row a string
-    return [i for _, i in heapq.nsmallest(count, ((_rank(s), i) for s, i in first.items()))]
+    return tuple(i for _, i in heapq.nsmallest(count, ((_rank(s), i) for s, i in first.items())))
