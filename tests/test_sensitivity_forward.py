@@ -102,6 +102,23 @@ def test_a_configuration_that_does_not_fit_is_refused_before_allocating(tmp_path
     assert result.fallback is not None and "does not fit" in result.fallback
 
 
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(
+        damaged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 model may take half of the machine's memory: a larger one is refused from the
+    meta-device shapes (``auto`` scores its weights instead), not killed by the system."""
+    from tensorguard.forward import build
+
+    with open_model(damaged) as source:
+        params = sum(info.numel for info in source.tensors.values())
+    monkeypatch.setattr(build, "physical_memory", lambda: params * 4)
+    with pytest.raises(TensorguardError, match=r"MiB in float32, more than half of this machine's"):
+        sens.analyze_sensitivity(damaged, metric="forward", kinds="gaussian")
+    fallback = sens.analyze_sensitivity(damaged, kinds="gaussian")
+    assert fallback.options.metric is sens.Metric.RESPONSE and "MiB" in (fallback.fallback or "")
+    monkeypatch.setattr(build, "physical_memory", lambda: 3 * params * 4)
+    assert sens.analyze_sensitivity(damaged, kinds="gaussian").options.metric is sens.Metric.FORWARD
+
+
 def test_auto_runs_the_model_where_it_can(damaged: Path) -> None:
     """The default metric: ``forward`` for a model ``transformers`` can run."""
     auto = sens.analyze_sensitivity(damaged, kinds="gaussian")

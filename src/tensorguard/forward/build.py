@@ -2,13 +2,16 @@
 tensors tensorguard reads (every format, packed quantized ones dequantized to float32).
 
 The configuration is ``config.json`` beside the model, else the GGUF metadata translated by
-``transformers``' own GGUF key map. The model is created on the meta device (no memory, no
-random initialisation) and its parameters are then assigned the tensors read from the source;
-buffers computed at construction (rotary frequencies) are recomputed by ``transformers``.
+``transformers``' own GGUF key map. A skeleton of the model on the meta device (no memory)
+checks that the configuration fits the tensors and the machine; ``transformers`` then loads the
+tensors read from the source as it loads a checkpoint (``from_pretrained`` with a state dict).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,9 @@ from tensorguard.loading import ModelSource
 from tensorguard.loading.gguf_file import read_gguf_header
 
 FEATURE = "sensitivity metric 'forward' (the model's own forward pass)"
+#: The largest share of the machine's memory the float32 model may take (the rest: activations,
+#: the clean outputs kept per block, everything else running).
+MEMORY_SHARE = 0.5
 
 
 def _transformers() -> Any:
@@ -79,6 +85,14 @@ def _source_name(key: str, source: ModelSource) -> str | None:
     return None
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the platform says (``None`` where it does not)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _some(items: list[str]) -> str:
     """The first three of ``items``, and how many more."""
     more = f" and {len(items) - 3} more" if len(items) > 3 else ""
@@ -93,39 +107,57 @@ class Built:
     names: dict[str, str]
 
 
+@contextmanager
+def _quiet(transformers: Any) -> Iterator[None]:
+    """``transformers`` without its loading bar and warnings (unused tensors of the file are
+    expected: tensorguard hands it every floating-point tensor the file holds)."""
+    logging, verbosity = transformers.utils.logging, transformers.utils.logging.get_verbosity()
+    bar = logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bar:
+            logging.enable_progress_bar()
+
+
 def build_model(source: ModelSource) -> Built:
-    """The ``transformers`` causal LM of ``source``, its weights read from ``source``."""
+    """The ``transformers`` causal LM of ``source``, its weights read from ``source``.
+
+    The shapes and the memory the model needs are checked on a skeleton on the meta device, before
+    anything is allocated; then ``transformers`` loads the tensors as it loads a checkpoint, with
+    its own conversions (renamed heads, experts stacked into one tensor, tied embeddings)."""
     transformers = _transformers()
     config = model_config(source)
     try:
         with torch.device("meta"):
-            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            skeleton = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     except ValueError as error:
         raise ForwardUnavailableError(f"{source.name}: transformers has no causal LM for model type "
                                       f"{config.model_type!r} ({str(error).splitlines()[0]})") from None
-    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    names, missing = {}, []
-    for key in expected:
-        name = _source_name(key, source)
-        if name is not None:
-            names[name] = key
-        elif key not in tied and not (key == "lm_head.weight" and config.tie_word_embeddings):
-            missing.append(key)
-    if missing:
-        raise ForwardUnavailableError(f"{source.name}: the {config.model_type} model needs tensors the "
-                                      f"file lacks: {_some(missing)}")
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    names = {name: key for key in expected if (name := _source_name(key, source)) is not None}
     wrong = [f"{name} {source.info(name).shape} (config: {expected[key]})"
              for name, key in names.items() if source.info(name).shape != expected[key]]
-    if wrong:  # checked on the meta device: a config that does not fit allocates nothing
+    if wrong:
         raise ForwardUnavailableError(f"{source.name}: the configuration does not fit the tensors: "
                                       f"{_some(wrong)}")
-    model.to_empty(device="cpu")
-    state = {key: source.read(name, dtype=torch.float32) for name, key in names.items()}
-    model.load_state_dict(state, strict=False)
-    model.tie_weights()
-    for module in model.modules():
-        if module._non_persistent_buffers_set:  # rotary frequencies: computed, never stored
-            model._init_weights(module)
+    needed = 4 * sum(t.numel() for t in (*skeleton.parameters(), *skeleton.buffers()))  # tied: once
+    memory = physical_memory()
+    if memory is not None and needed > MEMORY_SHARE * memory:
+        raise ForwardUnavailableError(f"{source.name}: the model takes {needed / 2**20:,.0f} MiB in "
+                                      f"float32, more than half of this machine's "
+                                      f"{memory / 2**20:,.0f} MiB")
+    state = {name: source.read(name, dtype=torch.float32)
+             for name, info in source.tensors.items() if info.is_float}
+    with _quiet(transformers):
+        model, loading = type(skeleton).from_pretrained(None, config=config, state_dict=state,
+                                                        dtype=torch.float32, output_loading_info=True)
+    lacking = sorted(loading["missing_keys"]) + [str(k) for k in loading["mismatched_keys"]]
+    if lacking:
+        raise ForwardUnavailableError(f"{source.name}: the {config.model_type} model needs tensors the "
+                                      f"file lacks: {_some(lacking)}")
     model.requires_grad_(False)
     return Built(model.eval(), names)

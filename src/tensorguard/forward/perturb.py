@@ -220,7 +220,7 @@ class Probe:
             else:
                 with torch.inference_mode():
                     logits = self._logits(self.tokens)
-        self.clean_log_probs = logits.detach().float().log_softmax(dim=-1)
+        self.clean_log_probs = logits.detach().double().log_softmax(dim=-1)  # KL >= 0 to rounding
         for name, tensor in outputs.items():
             grad = tensor.grad if adversarial else None
             self.clean[name] = Clean(tensor.detach(), None if grad is None else grad.detach())
@@ -239,10 +239,10 @@ class Probe:
         start = target.block if target.block is not None else 0
         with torch.inference_mode(), _hook(target.module, add), \
                 _replayed(self.layers[:start], self.layer_outputs[:start], copies):
-            log_q = self._logits(self.tokens.repeat(copies, 1)).log_softmax(dim=-1)
+            log_q = self._logits(self.tokens.repeat(copies, 1)).double().log_softmax(dim=-1)
         log_p = self.clean_log_probs.repeat(copies, 1, 1)
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (kinds x sequences) x positions
-        means: list[float] = kl.reshape(copies, -1).double().mean(dim=1).tolist()
+        means: list[float] = kl.reshape(copies, -1).mean(dim=1).tolist()
         return means
 
     def run(self, desc: str) -> dict[str, list[float]]:
