@@ -93,8 +93,9 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
 @cli.command()
 @models_argument
 @click.option("--samples", type=click.IntRange(min=1), default=None,
-              help="Probes per noise kind (seeds 0..N-1, or N copies of seed 0 with --seeds repeat) "
-                   "[default: 20; with --metric forward: token sequences, default 2].")
+              help="Token sequences the forward metric runs [default: 2]; for the weight-only "
+                   "metrics, probes per noise kind (seeds 0..N-1, or N copies of seed 0 with "
+                   "--seeds repeat) [default: 20].")
 @click.option("--seeds", type=click.Choice(["distinct", "repeat"]), default="distinct",
               show_default=True, help="'repeat' re-seeds every sample with 0, as the paper does.")
 @click.option("--noise", default="all", show_default=True,
@@ -118,7 +119,7 @@ def fingerprint(models: tuple[str, ...], out_dir: str | None, samples: int, devi
 def sensitivity(models: tuple[str, ...], samples: int | None, seeds: str, noise: str, metric: str,
                 threshold: float, top: int, attention_test: bool, output: str | None,
                 base: str | None, force: bool, as_json: bool) -> None:
-    """Rank the 2-D tensors of each model by how much they amplify each kind of probe noise.
+    """Rank the layers of each model by how much each kind of noise in them changes the model.
 
     \b
     Examples:
