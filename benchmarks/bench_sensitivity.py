@@ -27,7 +27,8 @@ _NOT_ADVERSARIAL = ",".join(k for k in ALL_KINDS if k != "adversarial")
 
 def cases(model: Path, workdir: Path) -> list[Case]:
     out = str(workdir / "sensitivity-out")
-    base = [*TENSORGUARD, "sensitivity", str(model), "--samples", "20", "-o", out, "--force", "-q"]
+    base = [*TENSORGUARD, "sensitivity", str(model), "--metric", "response", "--samples", "20", "-o",
+            out, "--force", "-q"]
     return [
         Case(GROUP, "read every tensor once (as stored)",
              [sys.executable, "-c", _READ_ALL.format(cast=""), str(model)], baseline=True),

@@ -32,7 +32,8 @@ def cases(model: Path, workdir: Path) -> list[Case]:
     return [
         Case(GROUP, "SmolLM2-135M: read every tensor once (as float32)",
              [sys.executable, "-c", _READ_ALL, str(smollm2)], baseline=True),
-        Case(GROUP, "SmolLM2-135M: sensitivity, response (20 samples, all kinds)", base),
+        Case(GROUP, "SmolLM2-135M: sensitivity, response (20 samples, all kinds)",
+             [*base, "--metric", "response"]),
         Case(GROUP, "SmolLM2-135M: sensitivity, forward (defaults: 2 x 64 tokens, all kinds)",
              [*base, "--metric", "forward"]),
     ]

@@ -1,7 +1,8 @@
 """Run every benchmark and print one table: ``python benchmarks/run.py [--only GROUP]``.
 
 Each ``bench_*.py`` module beside this file names its ``GROUP`` and offers
-``cases(model, workdir) -> list[Case]`` (called only when its group is selected).
+``cases(model, workdir) -> list[Case]`` (called only when its group is selected); the other
+scripts here run on their own (each says how in its docstring).
 """
 
 from __future__ import annotations

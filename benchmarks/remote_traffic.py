@@ -1,8 +1,8 @@
 """Remote models: bytes fetched and wall time per command, for a model served by the Hub stand-in
 on 127.0.0.1, against the model's size and a full download of it.
 
-    python benchmarks/bench_remote.py            # the 2.5 GB Llama-3.2-1B-shaped model
-    python benchmarks/bench_remote.py --small    # a 0.3 GB model of the same shape family
+    python benchmarks/remote_traffic.py            # the 2.5 GB Llama-3.2-1B-shaped model
+    python benchmarks/remote_traffic.py --small    # a 0.3 GB model of the same shape family
 
 Each command starts from an empty mirror (a first use), except ``scan``, which runs after
 ``index add`` of a fine-tune of the model, as a user checking an upload against a catalogue does;

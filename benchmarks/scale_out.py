@@ -2,9 +2,9 @@
 memory), the size of its signature pack, and ``index add``'s throughput in this process, on a
 local Dask cluster and through an external scheduler.
 
-    python benchmarks/bench_scale.py                      # 100,000 rows, 8 models
-    python benchmarks/bench_scale.py --rows 20000 --models 4 --no-throughput
-    python benchmarks/bench_scale.py --workdir /tmp/scale --reuse --no-pack --no-throughput
+    python benchmarks/scale_out.py                      # 100,000 rows, 8 models
+    python benchmarks/scale_out.py --rows 20000 --models 4 --no-throughput
+    python benchmarks/scale_out.py --workdir /tmp/scale --reuse --no-pack --no-throughput
 
 The synthetic catalogue: ``--rows`` rows, each with a random retrieval vector (in 4 token lists,
 as several tokenizers give) and a perturbed fingerprint; ``SHORTLIST`` of them are planted near
