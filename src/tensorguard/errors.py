@@ -72,4 +72,5 @@ class MissingExtraError(TensorguardError):
 
 class ForwardUnavailableError(TensorguardError):
     """``transformers`` cannot run the model: no configuration, a model type or architecture it
-    does not know, or tensors the model needs that the file lacks."""
+    does not know, a configuration that does not fit the tensors, tensors the model needs that the
+    file lacks, or a model too large for the machine's memory."""

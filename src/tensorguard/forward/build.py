@@ -58,14 +58,12 @@ def _gguf_config(source: ModelSource) -> dict[str, Any]:
 def model_config(source: ModelSource) -> Any:
     """The ``transformers`` configuration of ``source``: ``config.json``, else GGUF metadata."""
     path = source.root / "config.json"
-    if path.is_file():
-        data = read_json(path, what="a model config")
-    elif source.claims is None:
+    beside = path.is_file()
+    if not beside and source.claims is None:  # checked before the extra: the reason it can act on
         raise ForwardUnavailableError(f"{source.name}: no config.json beside the model; the forward "
                                       "metric needs the model's configuration")
     transformers = _transformers()
-    if not path.is_file():
-        data = _gguf_config(source)
+    data = read_json(path, what="a model config") if beside else _gguf_config(source)
     if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
         raise ForwardUnavailableError(f"{path}: no model_type; the forward metric cannot build the model")
     fields = {k: v for k, v in data.items() if k != "model_type"}
